@@ -1,0 +1,193 @@
+// The datastore contract. Every piece of server state lives behind this interface: the frontend,
+// the admin server, the services and the pruning tool reach the database only through it, and
+// `main` alone decides which backend (SQLite or MySQL/MariaDB) runs. Every backend passes the same
+// conformance suite (test/server/store/conformance.ts).
+//
+// Times are JavaScript milliseconds since the epoch unless a name says otherwise. IDs are raw
+// bytes (ClientID 8, MessageID 32, BroadcastID 8). All operations are individually atomic and safe
+// to call concurrently, also from several server processes sharing one MySQL database.
+import type { Label, Message, MessageResult } from "../../gen/fleetspeak/common_pb.js";
+import type { ResourceUsageData } from "../../gen/fleetspeak_monitoring/resource_pb.js";
+import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb.js";
+import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
+import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
+
+/** What the frontend needs to know about a client on each contact. */
+export interface ClientData {
+  /** DER SubjectPublicKeyInfo of the client's key. */
+  key: Uint8Array;
+  labels: Label[];
+  blacklisted: boolean;
+}
+
+/** One contact (a poll, or the start of a stream). */
+export interface ContactRecord {
+  clientId: Uint8Array;
+  sentNonce: bigint;
+  receivedNonce: bigint;
+  /** Observed client address, "ip:port" (from the PROXY header when there is one). */
+  address: string;
+  clientClock?: { seconds: bigint; nanos: number };
+  /**
+   * Notification address of the server holding this client's stream; undefined for a poll.
+   * (Fleetspeak's clients.last_contact_streaming_to.)
+   */
+  streamingTo?: string;
+}
+
+export interface ClaimOptions {
+  /** At most this many messages. */
+  limit: number;
+  /**
+   * Per destination service, how many more messages the client accepts (its AllowedMessages).
+   * Undefined: no per-service limit. A service missing from a defined map gets nothing.
+   */
+  serviceLimits?: ReadonlyMap<string, number>;
+  /** How long the claim holds: an unacknowledged message is due again after this. */
+  leaseMs: number;
+}
+
+export interface PendingQuery {
+  clientIds: Uint8Array[];
+  offset: number;
+  /** 0 = no limit. */
+  limit: number;
+  wantData: boolean;
+}
+
+export interface MessageStatus {
+  creationTime: { seconds: bigint; nanos: number };
+  /** Absent while the message is still pending. */
+  result?: MessageResult;
+}
+
+export interface ActiveBroadcast {
+  broadcast: Broadcast;
+  sent: bigint;
+  limit: bigint;
+}
+
+export interface StoredFile {
+  data: Uint8Array;
+  modifiedMs: number;
+}
+
+export interface MessageStore {
+  /**
+   * Stores messages with Fleetspeak's merge rules, keyed by message_id:
+   * - a message with a successful result: recorded as processed (overwriting any earlier result),
+   *   its pending entry and payload removed;
+   * - otherwise, a new message is inserted: pending (due now for client-bound messages, due at
+   *   `serverDueMs` for server-bound ones) unless it carries a failed result;
+   * - an existing pending message that now carries a failed result becomes failed;
+   * - anything else leaves the stored message as it is (re-storing never resets a schedule).
+   * With a contactId, each message is linked to that contact.
+   * Throws InvalidArgumentError for a payload over the size limit, before touching the database.
+   */
+  storeMessages(msgs: Message[], opts?: { contactId?: string; serverDueMs?: number }): Promise<void>;
+
+  /** The messages with these IDs that exist (missing IDs are left out), payload if wantData. */
+  getMessages(ids: Uint8Array[], wantData: boolean): Promise<Message[]>;
+
+  /** Creation time and result; undefined for an unknown ID. */
+  getMessageStatus(id: Uint8Array): Promise<MessageStatus | undefined>;
+
+  /**
+   * Records a result and drops the pending entry (and payload). destinationClientId is the
+   * message's destination client (empty for a server-bound message); a message addressed to
+   * another client is left untouched and false is returned.
+   */
+  setMessageResult(destinationClientId: Uint8Array, id: Uint8Array, result: MessageResult): Promise<boolean>;
+
+  /**
+   * Atomically claims the client-bound messages now due for one client: each claimed message's
+   * retry count goes up by one and it is not due again until the lease ends. Two claimers never
+   * get the same message while its lease holds.
+   */
+  claimClientMessages(clientId: Uint8Array, opts: ClaimOptions): Promise<Message[]>;
+
+  /** Of these clients, the ones that have client-bound messages due now. One query, for sweeps. */
+  clientsWithDueMessages(clientIds: Uint8Array[]): Promise<Uint8Array[]>;
+
+  /**
+   * Atomically claims due server-bound messages (for the service backlog): each claimed message's
+   * retry count goes up and it is due again at `retryAtMs(newRetryCount)` unless a result is
+   * stored first.
+   */
+  claimServerMessages(limit: number, retryAtMs: (retryCount: number) => number): Promise<Message[]>;
+
+  /** Marks every pending message of these clients failed ("Removed by admin action."). */
+  deletePendingMessages(clientIds: Uint8Array[]): Promise<void>;
+  getPendingMessageCount(clientIds: Uint8Array[]): Promise<bigint>;
+  /** Pending client-bound messages, ordered by message_id. */
+  getPendingMessages(q: PendingQuery): Promise<Message[]>;
+
+  /**
+   * Deletes processed or failed messages created before `beforeMs`, at most `batchSize` per
+   * transaction, until none are left; returns how many were deleted.
+   */
+  pruneMessages(beforeMs: number, batchSize: number): Promise<number>;
+}
+
+export interface ClientStore {
+  getClientData(id: Uint8Array): Promise<ClientData | undefined>;
+  /** Creates a client (last_contact_time = now). Adding an existing client is an error. */
+  addClient(id: Uint8Array, data: ClientData): Promise<void>;
+  /** Empty ids = every client. Unknown IDs are left out. Labels are always filled in. */
+  listClients(ids: Uint8Array[]): Promise<Client[]>;
+  /** IDs of clients last seen after `lastContactAfterMs`, blacklisted ones only if asked. */
+  streamClientIds(
+    includeBlacklisted: boolean,
+    lastContactAfterMs: number,
+    onId: (id: Uint8Array) => void | Promise<void>,
+  ): Promise<void>;
+  addClientLabel(id: Uint8Array, label: Label): Promise<void>;
+  removeClientLabel(id: Uint8Array, label: Label): Promise<void>;
+  /** Sets the blacklisted flag; an unknown client is not an error. */
+  blacklistClient(id: Uint8Array): Promise<void>;
+  /** Records a contact and updates the client's last-contact fields; returns the contact ID. */
+  recordClientContact(c: ContactRecord): Promise<string>;
+  listClientContacts(id: Uint8Array): Promise<ClientContact[]>;
+  linkMessagesToContact(contactId: string, messageIds: Uint8Array[]): Promise<void>;
+  recordResourceUsageData(id: Uint8Array, data: ResourceUsageData): Promise<void>;
+  /** Records with startMs <= server time < endMs. */
+  fetchResourceUsageRecords(id: Uint8Array, startMs: number, endMs: number): Promise<ClientResourceUsageRecord[]>;
+}
+
+export interface BroadcastStore {
+  /** limit: 0 = disabled, 2^63-1 = unlimited, otherwise the most clients that may receive it. */
+  createBroadcast(b: Broadcast, limit: bigint): Promise<void>;
+  /** Sets the limit of each broadcast to 0; unknown IDs are skipped. */
+  disableBroadcasts(ids: Uint8Array[]): Promise<void>;
+  /** Broadcasts with sent < limit and not expired. */
+  listActiveBroadcasts(): Promise<ActiveBroadcast[]>;
+  /** IDs of the broadcasts this client has already received. */
+  listSentBroadcasts(clientId: Uint8Array): Promise<Uint8Array[]>;
+  /**
+   * Atomically: if the broadcast is still active and under its limit and the client has not had
+   * it, stores the message (client-bound, pending), records it as sent to the client and counts
+   * it. Returns false (storing nothing) otherwise.
+   */
+  saveBroadcastMessage(msg: Message, broadcastId: Uint8Array, clientId: Uint8Array): Promise<boolean>;
+}
+
+export interface FileStore {
+  storeFile(service: string, name: string, data: Uint8Array): Promise<void>;
+  deleteFile(service: string, name: string): Promise<void>;
+  /** Modification time, or undefined when there is no such file. */
+  statFile(service: string, name: string): Promise<number | undefined>;
+  readFile(service: string, name: string): Promise<StoredFile | undefined>;
+}
+
+export interface Store extends MessageStore, ClientStore, BroadcastStore, FileStore {
+  /** "sqlite" or "mysql", for logs and metrics. */
+  readonly backend: string;
+  /** Cheap liveness check (health endpoint, readiness). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Largest payload (Any value) accepted for storage: fits a MEDIUMBLOB and MySQL's default 16 MiB packet. */
+export const MAX_STORED_PAYLOAD_BYTES = 15 * 1024 * 1024;
+/** BroadcastUnlimited: 2^63-1. */
+export const BROADCAST_UNLIMITED = 9223372036854775807n;
