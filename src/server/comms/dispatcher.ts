@@ -1,0 +1,101 @@
+// Which streaming clients this process holds, and how to wake them. A notification (from the
+// admin server in this process, or over HTTP from another one) wakes the stream of that client,
+// which then fetches its due messages. A periodic sweep asks the store, in bulk, which connected
+// clients have due messages, so that a lost notification or an expired delivery lease costs
+// seconds, not the next reconnect (Fleetspeak waits up to 10 minutes there).
+import { bytesToHex } from "../../common/ids.js";
+import type { Logger } from "../../common/log.js";
+import type { Store } from "../store/store.js";
+
+export interface Wakeable {
+  readonly clientId: Uint8Array;
+  /** New messages may be due: fetch and push them. Must not throw. */
+  wake(): void;
+}
+
+export interface DispatcherOptions {
+  store: Store;
+  logger: Logger;
+  /** How often to ask the store for due messages of connected clients; 0 disables. */
+  sweepIntervalMs?: number;
+  /** Clients per store query in a sweep. */
+  sweepBatch?: number;
+}
+
+export class Dispatcher {
+  private readonly streams = new Map<string, Wakeable>();
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping = false;
+  private sweepFailing = false;
+
+  constructor(private readonly opts: DispatcherOptions) {
+    const every = opts.sweepIntervalMs ?? 5_000;
+    if (every > 0) {
+      this.sweepTimer = setInterval(() => void this.sweep(), every);
+      this.sweepTimer.unref();
+    }
+  }
+
+  get connectedCount(): number {
+    return this.streams.size;
+  }
+
+  /** Registers a stream; a newer stream of the same client replaces the older one. */
+  register(stream: Wakeable): void {
+    this.streams.set(bytesToHex(stream.clientId), stream);
+  }
+
+  unregister(stream: Wakeable): void {
+    const key = bytesToHex(stream.clientId);
+    if (this.streams.get(key) === stream) this.streams.delete(key);
+  }
+
+  isConnected(clientId: Uint8Array): boolean {
+    return this.streams.has(bytesToHex(clientId));
+  }
+
+  /** Wakes the client's stream if this process holds it; returns whether it did. */
+  dispatch(clientId: Uint8Array): boolean {
+    const s = this.streams.get(bytesToHex(clientId));
+    if (!s) return false;
+    s.wake();
+    return true;
+  }
+
+  /** Wakes every stream (e.g. new broadcasts), spread over time so as not to stampede the DB. */
+  async dispatchAll(perSecond = 200): Promise<void> {
+    const all = [...this.streams.values()];
+    for (let i = 0; i < all.length; i++) {
+      all[i]!.wake();
+      if ((i + 1) % perSecond === 0) await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+
+  /** One sweep over the connected clients; exported for tests. */
+  async sweep(): Promise<void> {
+    if (this.sweeping || this.streams.size === 0) return;
+    this.sweeping = true;
+    try {
+      const batch = this.opts.sweepBatch ?? 500;
+      const ids = [...this.streams.values()].map((s) => s.clientId);
+      for (let i = 0; i < ids.length; i += batch) {
+        const due = await this.opts.store.clientsWithDueMessages(ids.slice(i, i + batch));
+        for (const id of due) this.dispatch(id);
+      }
+      if (this.sweepFailing) this.opts.logger.info("due-message sweep works again");
+      this.sweepFailing = false;
+    } catch (e) {
+      if (!this.sweepFailing) {
+        this.opts.logger.warn({ err: (e as Error).message }, "due-message sweep failed; will retry");
+      }
+      this.sweepFailing = true;
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  close(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+}

@@ -1,0 +1,219 @@
+// The server side of one /streaming-message connection after its first exchange: client frames
+// are processed (pipelined, acknowledged strictly in arrival order), and due messages are pushed
+// as soon as the stream is woken, with no batching delay (Fleetspeak waits a second after each
+// notification). Near the end of its lifespan the stream says done_sending once, keeps
+// acknowledging until the end, then closes.
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ContactDataSchema, type Message } from "../../gen/fleetspeak/common_pb.js";
+import { encodeStreamFrame } from "../../common/framing.js";
+import type { Comms, Contact } from "./comms.js";
+import type { Dispatcher, Wakeable } from "./dispatcher.js";
+
+/** Where a session writes its response frames. */
+export interface StreamSink {
+  /** Writes bytes; false means the connection is congested (wait for onDrain). */
+  write(bytes: Buffer): boolean;
+  onDrain(cb: () => void): void;
+  /** Ends the connection (the normal end of a stream is an abrupt close). */
+  close(): void;
+}
+
+export interface StreamTimings {
+  /** Whole life of a stream (Fleetspeak: 10 min). */
+  lifespanMs: number;
+  /** done_sending goes out this long before the end (Fleetspeak: 30 s). */
+  closeBeforeMs: number;
+}
+
+export const DEFAULT_STREAM_TIMINGS: StreamTimings = { lifespanMs: 10 * 60_000, closeBeforeMs: 30_000 };
+
+/** Frames processed concurrently per stream; past this the request is not read further. */
+const MAX_FRAMES_IN_FLIGHT = 10;
+
+export interface StreamObserver {
+  messagesSent?(contact: Contact, messages: Message[]): void;
+}
+
+export class StreamSession implements Wakeable {
+  private wanted = false;
+  private pushing = false;
+  private stopping = false;
+  private closed = false;
+  private fetchErrors = 0;
+  private ackCounter = 0n;
+  private ackChain: Promise<void> = Promise.resolve();
+  private inFlight = 0;
+  private capacityWaiters: Array<() => void> = [];
+  private drainWaiter: (() => void) | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    private readonly comms: Comms,
+    readonly contact: Contact,
+    private readonly sink: StreamSink,
+    private readonly dispatcher: Dispatcher,
+    private readonly timings: StreamTimings = DEFAULT_STREAM_TIMINGS,
+    private readonly observer: StreamObserver = {},
+  ) {
+    sink.onDrain(() => {
+      const w = this.drainWaiter;
+      this.drainWaiter = undefined;
+      w?.();
+    });
+  }
+
+  get clientId(): Uint8Array {
+    return this.contact.clientId;
+  }
+
+  /**
+   * The first response frame: the fresh nonce and whatever is due now. The caller writes it
+   * right after the response headers, then calls start().
+   */
+  async initialFrame(): Promise<Buffer> {
+    // Register before fetching, so that a message stored in between wakes us (nothing is missed).
+    this.dispatcher.register(this);
+    const { messages, maybeMore } = await this.comms.fetchOutgoing(this.contact);
+    if (maybeMore) this.wanted = true;
+    if (messages.length > 0) this.observer.messagesSent?.(this.contact, messages);
+    return this.frame(messages);
+  }
+
+  start(): void {
+    const { lifespanMs, closeBeforeMs } = this.timings;
+    this.timers.push(setTimeout(() => void this.finishSending(), Math.max(0, lifespanMs - closeBeforeMs)));
+    this.timers.push(setTimeout(() => this.close(), lifespanMs));
+    if (this.wanted) this.wake();
+  }
+
+  wake(): void {
+    if (this.closed || this.stopping) return;
+    this.wanted = true;
+    if (!this.pushing) void this.pushLoop();
+  }
+
+  /**
+   * A client frame (serialized WrappedContactData). Resolves once the session can take another
+   * frame, so the caller can stop reading the request while too many are being processed.
+   */
+  async onClientFrame(bytes: Buffer): Promise<void> {
+    if (this.closed) return;
+    this.inFlight++;
+    const processing = this.processFrame(bytes);
+    const previous = this.ackChain;
+    this.ackChain = (async () => {
+      let ok = true;
+      try {
+        await processing;
+      } catch (e) {
+        ok = false;
+        // A skipped ack would make the Go client credit later acks to the wrong frames, so a
+        // frame that cannot be processed ends the stream; its messages will be resent.
+        this.comms.logger.warn(
+          { clientId: this.contact.clientIdHex, err: (e as Error).message },
+          "closing stream: a client frame could not be processed",
+        );
+      }
+      await previous;
+      this.inFlight--;
+      this.capacityWaiters.shift()?.();
+      if (!ok) return this.close();
+      this.ackCounter++;
+      this.write(this.frameBytes({ ackIndex: this.ackCounter }));
+    })();
+    if (this.inFlight >= MAX_FRAMES_IN_FLIGHT) {
+      await new Promise<void>((resolve) => this.capacityWaiters.push(resolve));
+    }
+  }
+
+  /** The connection ended (client went away, server shutting down). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopping = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.dispatcher.unregister(this);
+    for (const w of this.capacityWaiters.splice(0)) w();
+    this.drainWaiter?.();
+    this.sink.close();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  private async processFrame(bytes: Buffer): Promise<void> {
+    const { cd } = this.comms.parseWrapped(bytes, `client ${this.contact.clientIdHex} at ${this.contact.address}`);
+    if (this.comms.addTokens(this.contact, cd.AllowedMessages)) this.wake();
+    await this.comms.acceptMessages(this.contact, cd.messages);
+  }
+
+  private async pushLoop(): Promise<void> {
+    this.pushing = true;
+    try {
+      while (this.wanted && !this.stopping) {
+        if (!(await this.writable())) break;
+        this.wanted = false;
+        const { messages, maybeMore } = await this.comms.fetchOutgoing(this.contact);
+        this.fetchErrors = 0;
+        if (messages.length > 0) {
+          if (this.closed) break;
+          this.write(this.frame(messages));
+          this.observer.messagesSent?.(this.contact, messages);
+        }
+        if (maybeMore) this.wanted = true;
+      }
+    } catch (e) {
+      // The store is struggling: try again with back-off (100–200 ms × 1.5^errors, at most 30 s).
+      this.fetchErrors++;
+      const delay = Math.min(30_000, 100 * (1 + Math.random()) * 1.5 ** (this.fetchErrors - 1));
+      this.comms.logger.warn(
+        { clientId: this.contact.clientIdHex, err: (e as Error).message, retryInMs: Math.round(delay) },
+        "fetching messages for a streaming client failed",
+      );
+      const t = setTimeout(() => this.wake(), delay);
+      t.unref();
+      this.timers.push(t);
+      this.wanted = false;
+    } finally {
+      this.pushing = false;
+    }
+  }
+
+  private async finishSending(): Promise<void> {
+    if (this.closed) return;
+    this.stopping = true;
+    while (this.pushing) await new Promise((r) => setTimeout(r, 10));
+    if (this.closed) return;
+    this.write(this.frameBytes({ doneSending: true }));
+  }
+
+  private writable(): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    if (!this.congested) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      this.drainWaiter = () => resolve(!this.closed);
+    });
+  }
+
+  private congested = false;
+
+  private write(bytes: Buffer): void {
+    if (this.closed) return;
+    if (!this.sink.write(bytes)) this.congested = true;
+    else this.congested = false;
+  }
+
+  private frame(messages: Message[]): Buffer {
+    return this.frameBytes({ messages });
+  }
+
+  private frameBytes(init: { messages?: Message[]; ackIndex?: bigint; doneSending?: boolean }): Buffer {
+    const cd = create(ContactDataSchema, {
+      ...(init.messages ? { sequencingNonce: this.contact.nonce, messages: init.messages } : {}),
+      ...(init.ackIndex !== undefined ? { ackIndex: init.ackIndex } : {}),
+      ...(init.doneSending ? { doneSending: true } : {}),
+    });
+    return encodeStreamFrame(toBinary(ContactDataSchema, cd));
+  }
+}

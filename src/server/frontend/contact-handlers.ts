@@ -1,0 +1,198 @@
+// The two client endpoints: POST /message (one poll) and POST /streaming-message (a long-lived
+// full-duplex stream). Status codes follow Fleetspeak's /message; for /streaming-message we
+// answer errors with a real status too, where Fleetspeak answers 200 with an empty body (its Go
+// client treats both as failure, and a real status is what an operator can diagnose).
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ContactDataSchema } from "../../gen/fleetspeak/common_pb.js";
+import { FrameError, StreamFrameDecoder } from "../../common/framing.js";
+import { MAX_CONTACT_BYTES } from "../../common/limits.js";
+import type { Logger } from "../../common/log.js";
+import { type Comms, ContactError } from "../comms/comms.js";
+import type { Dispatcher } from "../comms/dispatcher.js";
+import { type StreamObserver, StreamSession, type StreamTimings } from "../comms/stream-session.js";
+import { decodedBody, readWholeBody } from "./request-body.js";
+
+export interface ContactHandlerDeps {
+  comms: Comms;
+  dispatcher: Dispatcher;
+  logger: Logger;
+  timings: StreamTimings;
+  /** The client's key (DER SPKI) from its certificate, per frontend mode; throws with a status. */
+  identify: (req: IncomingMessage) => Buffer;
+  /** "ip:port" of the client (PROXY header source when there is one). */
+  addressOf: (req: IncomingMessage) => string;
+  /** How long a stream may take to send its first frame. */
+  firstFrameTimeoutMs?: number;
+  observer?: StreamObserver;
+  /** Counts contacts by outcome, for metrics. */
+  onContact?: (kind: "poll" | "stream", status: number) => void;
+}
+
+function statusOf(e: unknown): number {
+  if (e instanceof ContactError) return e.status;
+  const status = (e as { status?: unknown }).status;
+  return typeof status === "number" ? status : 500;
+}
+
+function fail(res: ServerResponse, status: number, message: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", connection: "close" });
+  res.end(`${message}\n`);
+}
+
+function precheck(req: IncomingMessage): void {
+  if (req.method !== "POST") throw new ContactError(400, `${req.method} not supported`);
+  const len = Number(req.headers["content-length"] ?? "0");
+  if (len > MAX_CONTACT_BYTES) {
+    throw new ContactError(400, `content length ${len} exceeds the limit of ${MAX_CONTACT_BYTES} bytes`);
+  }
+}
+
+export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const address = deps.addressOf(req);
+  try {
+    precheck(req);
+    const spki = deps.identify(req);
+    const body = await readWholeBody(decodedBody(req), MAX_CONTACT_BYTES);
+    const contact = await deps.comms.openContact(spki, address, body, false);
+    const { messages } = await deps.comms.fetchOutgoing(contact);
+    const out = toBinary(ContactDataSchema, create(ContactDataSchema, { sequencingNonce: contact.nonce, messages }));
+    if (messages.length > 0) deps.observer?.messagesSent?.(contact, messages);
+    res.writeHead(200, { "content-type": "application/octet-stream", "content-length": out.length });
+    res.end(out);
+    deps.onContact?.("poll", 200);
+  } catch (e) {
+    const status = statusOf(e);
+    const message = status === 500 ? `error processing contact: ${(e as Error).message}` : (e as Error).message;
+    deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "poll failed");
+    fail(res, status, message);
+    deps.onContact?.("poll", status);
+  }
+}
+
+export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const address = deps.addressOf(req);
+  let session: StreamSession | undefined;
+  const decoder = new StreamFrameDecoder({ expectMagic: true, where: `stream from ${address}` });
+  let firstFrameTimer: NodeJS.Timeout | undefined;
+  let finished = false;
+
+  const finish = (status: number, message?: string): void => {
+    if (finished) return;
+    finished = true;
+    if (firstFrameTimer) clearTimeout(firstFrameTimer);
+    if (session) session.close();
+    else if (message !== undefined) fail(res, status, message);
+    deps.onContact?.("stream", status);
+  };
+
+  try {
+    precheck(req);
+    const spki = deps.identify(req);
+    const body = decodedBody(req);
+    firstFrameTimer = setTimeout(() => {
+      deps.logger.info({ address }, "stream closed: no first frame in time");
+      finish(408, "no initial frame received in time");
+      req.destroy();
+    }, deps.firstFrameTimeoutMs ?? 180_000);
+
+    let starting = false;
+    const queue: Buffer[] = [];
+
+    let pumping = false;
+    const pump = async (): Promise<void> => {
+      if (pumping) return;
+      pumping = true;
+      try {
+        while (queue.length > 0 && session && !session.isClosed) {
+          // Backpressure: stop reading while the session has its hands full.
+          body.pause();
+          await session.onClientFrame(queue.shift()!);
+        }
+      } finally {
+        pumping = false;
+        body.resume();
+      }
+    };
+
+    const startSession = async (first: Buffer): Promise<void> => {
+      const contact = await deps.comms.openContact(spki, address, first, true);
+      session = new StreamSession(
+        deps.comms,
+        contact,
+        {
+          write: (b) => res.write(b),
+          onDrain: (cb) => res.on("drain", cb),
+          close: () => {
+            if (!res.writableEnded) res.end();
+            // Make sure the socket goes even if the client keeps its request body open.
+            setTimeout(() => req.socket.destroy(), 1000).unref();
+          },
+        },
+        deps.dispatcher,
+        deps.timings,
+        deps.observer,
+      );
+      const frame0 = await session.initialFrame();
+      if (finished) {
+        session.close();
+        return;
+      }
+      if (firstFrameTimer) clearTimeout(firstFrameTimer);
+      res.writeHead(200, { "content-type": "application/octet-stream" });
+      res.write(frame0);
+      session.start();
+      deps.logger.debug({ clientId: contact.clientIdHex, address }, "stream started");
+    };
+
+    body.on("data", (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = decoder.push(chunk);
+      } catch (e) {
+        const status = e instanceof FrameError ? 400 : 500;
+        deps.logger.info({ address, err: (e as Error).message }, "stream closed: bad framing");
+        finish(status, (e as Error).message);
+        req.destroy();
+        return;
+      }
+      if (frames.length === 0) return;
+      if (!session && !starting) {
+        starting = true;
+        const first = frames.shift()!;
+        queue.push(...frames);
+        body.pause();
+        startSession(first)
+          .then(() => {
+            body.resume();
+            return pump();
+          })
+          .catch((e) => {
+            const status = statusOf(e);
+            deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "stream refused");
+            finish(status, (e as Error).message);
+          });
+        return;
+      }
+      queue.push(...frames);
+      if (session) void pump();
+    });
+    body.on("end", () => {
+      // The client ended its side; the stream is over once our side is done too.
+      if (!session) finish(400, "request ended before the first frame");
+    });
+    body.on("error", (e: Error) => {
+      deps.logger.info({ address, err: e.message }, "stream request failed");
+      finish(400, `cannot read request body: ${e.message}`);
+    });
+    res.on("close", () => finish(200));
+  } catch (e) {
+    const status = statusOf(e);
+    deps.logger.info({ address, status, err: (e as Error).message }, "stream refused");
+    finish(status, (e as Error).message);
+  }
+}

@@ -1,0 +1,82 @@
+// The notification listener of a frontend: other servers (admin servers, mostly) POST
+// /client/<16 hex> to say that the client has new messages; if this process holds that client's
+// stream, the stream fetches and delivers them at once.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { type IdError, parseClientIdHex } from "../../common/ids.js";
+import type { Logger } from "../../common/log.js";
+import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import type { NotificationListener } from "./notifier.js";
+
+export interface HttpListenerOptions {
+  listenAddress: string;
+  /** Advertised to other servers; defaults to the bound address. */
+  publicAddress?: string;
+  logger: Logger;
+  /** Counts notifications received, for metrics. */
+  onReceived?: (known: boolean) => void;
+}
+
+export class HttpNotificationListener implements NotificationListener {
+  private server: Server | undefined;
+  private bound = "";
+
+  constructor(private readonly opts: HttpListenerOptions) {}
+
+  get publicAddress(): string {
+    return this.opts.publicAddress || this.bound;
+  }
+
+  /** The address actually bound (useful with port 0). */
+  get boundAddress(): string {
+    return this.bound;
+  }
+
+  async start(onClient: (clientId: Uint8Array) => boolean | void): Promise<void> {
+    const { host, port } = parseHostPort(this.opts.listenAddress, { emptyHost: "::" });
+    const server = createServer((req, res) => {
+      const reply = (status: number, text: string) => {
+        res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
+        res.end(text ? `${text}\n` : "");
+      };
+      const path = (req.url ?? "").split("?")[0]!;
+      const slash = path.lastIndexOf("/");
+      if (path.slice(0, slash + 1) !== "/client/") return reply(404, "not found");
+      const idText = path.slice(slash + 1);
+      let id: Buffer;
+      try {
+        id = parseClientIdHex(idText);
+      } catch (e) {
+        return reply(400, `Failed to parse client id [${idText}]: ${(e as IdError).message}`);
+      }
+      if (id.length === 0) return reply(400, "Client id is required.");
+      if (req.method !== "POST") return reply(400, `Unexpected method: ${req.method}`);
+      const known = onClient(id) !== false;
+      this.opts.onReceived?.(known);
+      reply(200, "");
+    });
+    server.keepAliveTimeout = 30_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    const a = server.address() as AddressInfo;
+    this.bound = formatHostPort(a.address, a.port);
+    this.server = server;
+    this.opts.logger.info(
+      { listen: this.bound, advertised: this.publicAddress },
+      "notification listener started",
+    );
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+}

@@ -1,0 +1,56 @@
+// The notifier of an admin server: POST http://<frontend>/client/<hex id>, as Fleetspeak does,
+// but with a short timeout (Fleetspeak's has none and can hold an InsertMessage for as long as the
+// caller's deadline) and pooled keep-alive connections (one notification per inserted message).
+import { Agent, request } from "node:http";
+import { clientIdToHex } from "../../common/ids.js";
+import { LOCAL_NOTIFICATION_ADDRESS, type Notifier } from "./notifier.js";
+
+export interface HttpNotifierOptions {
+  timeoutMs?: number;
+  /** Used for the literal address "local" (a stream held by this very process). */
+  local?: Notifier;
+}
+
+export class HttpNotifier implements Notifier {
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16 });
+  private readonly timeoutMs: number;
+
+  constructor(private readonly opts: HttpNotifierOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 2_000;
+  }
+
+  newMessageForClient(target: string, clientId: Uint8Array): Promise<void> {
+    if (target === LOCAL_NOTIFICATION_ADDRESS) {
+      return this.opts.local ? this.opts.local.newMessageForClient(target, clientId) : Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const req = request(
+        `http://${target}/client/${clientIdToHex(clientId)}`,
+        { method: "POST", agent: this.agent, timeout: this.timeoutMs, headers: { "content-length": 0 } },
+        (res) => {
+          res.resume();
+          res.on("end", () => {
+            if (res.statusCode === 200) resolve();
+            else reject(new Error(`notification to ${target} answered HTTP ${res.statusCode}`));
+          });
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error(`notification to ${target} timed out after ${this.timeoutMs} ms`)));
+      req.on("error", (e) => reject(new Error(`notification to ${target} failed: ${e.message}`)));
+      req.end();
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+/** Notifications inside one process: straight to the dispatcher. */
+export class LocalNotifier implements Notifier {
+  constructor(private readonly dispatch: (clientId: Uint8Array) => void) {}
+
+  async newMessageForClient(_target: string, clientId: Uint8Array): Promise<void> {
+    this.dispatch(clientId);
+  }
+}
