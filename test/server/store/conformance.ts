@@ -1,0 +1,938 @@
+// The one behaviour suite every Store backend passes. Each backend's test file calls
+// defineStoreConformance with a factory that opens a fresh, empty store.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { AnySchema, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import {
+  AddressSchema,
+  AnnotationsSchema,
+  LabelSchema,
+  type Message,
+  MessageResultSchema,
+  MessageSchema,
+  ValidationInfoSchema,
+} from "../../../src/gen/fleetspeak/common_pb.js";
+import {
+  AggregatedResourceUsageSchema,
+  ResourceUsageDataSchema,
+} from "../../../src/gen/fleetspeak_monitoring/resource_pb.js";
+import { BroadcastSchema } from "../../../src/gen/fleetspeak_server/broadcasts_pb.js";
+import { InvalidArgumentError, NotFoundError } from "../../../src/server/store/errors.js";
+import { BROADCAST_UNLIMITED, MAX_STORED_PAYLOAD_BYTES, type Store } from "../../../src/server/store/store.js";
+
+export type StoreFactory = () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+const clientId = () => randomBytes(8);
+const messageId = () => randomBytes(32);
+const label = (serviceName: string, l: string) => create(LabelSchema, { serviceName, label: l });
+const ok = (ms = Date.now()) => create(MessageResultSchema, { processedTime: timestampFromMs(ms) });
+const failure = (reason: string, ms = Date.now()) =>
+  create(MessageResultSchema, { processedTime: timestampFromMs(ms), failed: true, failedReason: reason });
+
+interface MsgOpts {
+  id?: Uint8Array;
+  to?: Uint8Array;
+  service?: string;
+  from?: Uint8Array;
+  data?: Uint8Array;
+  createdMs?: number;
+  result?: ReturnType<typeof ok>;
+  type?: string;
+}
+
+/** A client-bound message by default; `to: empty` makes it server-bound. */
+function msg(o: MsgOpts = {}): Message {
+  const m = create(MessageSchema, {
+    messageId: o.id ?? messageId(),
+    source: create(AddressSchema, { clientId: o.from ?? new Uint8Array(0), serviceName: "src-svc" }),
+    sourceMessageId: randomBytes(16),
+    destination: create(AddressSchema, { clientId: o.to ?? clientId(), serviceName: o.service ?? "dst-svc" }),
+    messageType: o.type ?? "TestType",
+    creationTime: timestampFromMs(o.createdMs ?? Date.now()),
+    validationInfo: create(ValidationInfoSchema, { tags: { k: "v" } }),
+    annotations: create(AnnotationsSchema, { entries: [{ key: "a", value: "b" }] }),
+  });
+  if (o.data) m.data = create(AnySchema, { typeUrl: "type.googleapis.com/test.Payload", value: o.data });
+  if (o.result) m.result = o.result;
+  return m;
+}
+
+const ids = (ms: Message[]) => ms.map((m) => hex(m.messageId)).sort();
+
+async function newClient(store: Store, labels = [label("client", "linux")]): Promise<Buffer> {
+  const id = clientId();
+  await store.addClient(id, { key: randomBytes(91), labels, blacklisted: false });
+  return id;
+}
+
+function useStore(makeStore: StoreFactory): () => Store {
+  let store: Store | undefined;
+  let cleanup: (() => Promise<void>) | undefined;
+  before(async () => {
+    ({ store, cleanup } = await makeStore());
+  });
+  after(async () => {
+    await cleanup?.();
+  });
+  return () => store!;
+}
+
+export function defineStoreConformance(name: string, makeStore: StoreFactory): void {
+  describe(`Store conformance: ${name}`, () => {
+    describe("storing messages (Fleetspeak's merge rules)", () => {
+      const s = useStore(makeStore);
+
+      it("stores a new client-bound message as pending, due at once, payload kept", async () => {
+        const to = clientId();
+        const m = msg({ to, data: Buffer.from("hello") });
+        await s().storeMessages([m]);
+        const [got] = await s().getMessages([m.messageId], true);
+        assert.ok(got);
+        assert.equal(hex(got.messageId), hex(m.messageId));
+        assert.equal(hex(got.destination!.clientId), hex(to));
+        assert.equal(got.destination!.serviceName, "dst-svc");
+        assert.equal(got.source!.serviceName, "src-svc");
+        assert.equal(hex(got.sourceMessageId), hex(m.sourceMessageId));
+        assert.equal(got.messageType, "TestType");
+        assert.equal(timestampMs(got.creationTime!), timestampMs(m.creationTime!));
+        assert.deepEqual(got.validationInfo?.tags, { k: "v" });
+        assert.equal(got.annotations?.entries[0]?.key, "a");
+        assert.equal(Buffer.from(got.data!.value).toString(), "hello");
+        assert.equal(got.data!.typeUrl, "type.googleapis.com/test.Payload");
+        assert.equal(got.result, undefined);
+        assert.equal(await s().getPendingMessageCount([to]), 1n);
+        const claimed = await s().claimClientMessages(to, { limit: 10, leaseMs: 60_000 });
+        assert.deepEqual(ids(claimed), ids([m]));
+      });
+
+      it("leaves the payload out unless asked", async () => {
+        const m = msg({ data: Buffer.from("x") });
+        await s().storeMessages([m]);
+        const [got] = await s().getMessages([m.messageId], false);
+        assert.equal(got!.data, undefined);
+      });
+
+      it("records a message that arrives with a success as processed, keeping no payload", async () => {
+        const to = clientId();
+        const m = msg({ to, data: Buffer.from("x"), result: ok(1_700_000_000_000) });
+        await s().storeMessages([m]);
+        const st = await s().getMessageStatus(m.messageId);
+        assert.equal(st!.result!.failed, false);
+        assert.equal(timestampMs(st!.result!.processedTime!), 1_700_000_000_000);
+        assert.equal(await s().getPendingMessageCount([to]), 0n);
+        const [got] = await s().getMessages([m.messageId], true);
+        assert.equal(got!.data, undefined);
+        assert.equal(got!.result!.failed, false);
+      });
+
+      it("records a new message that arrives failed as failed, not pending", async () => {
+        const to = clientId();
+        const m = msg({ to, result: failure("boom") });
+        await s().storeMessages([m]);
+        const st = await s().getMessageStatus(m.messageId);
+        assert.equal(st!.result!.failed, true);
+        assert.equal(st!.result!.failedReason, "boom");
+        assert.equal(await s().getPendingMessageCount([to]), 0n);
+      });
+
+      it("lets a success overwrite an earlier failure", async () => {
+        const m = msg({ result: failure("first") });
+        await s().storeMessages([m]);
+        m.result = ok(1_700_000_001_000);
+        await s().storeMessages([m]);
+        const st = await s().getMessageStatus(m.messageId);
+        assert.equal(st!.result!.failed, false);
+        assert.equal(st!.result!.failedReason, "");
+        assert.equal(timestampMs(st!.result!.processedTime!), 1_700_000_001_000);
+      });
+
+      it("lets a later success overwrite an earlier success's processed time", async () => {
+        const m = msg({ result: ok(1_700_000_000_000) });
+        await s().storeMessages([m]);
+        m.result = ok(1_700_000_005_000);
+        await s().storeMessages([m]);
+        const st = await s().getMessageStatus(m.messageId);
+        assert.equal(timestampMs(st!.result!.processedTime!), 1_700_000_005_000);
+      });
+
+      it("turns a pending message that now carries a failure into a failed one", async () => {
+        const to = clientId();
+        const m = msg({ to, data: Buffer.from("x") });
+        await s().storeMessages([m]);
+        m.result = failure("client said no");
+        await s().storeMessages([m]);
+        const st = await s().getMessageStatus(m.messageId);
+        assert.equal(st!.result!.failed, true);
+        assert.equal(st!.result!.failedReason, "client said no");
+        assert.equal(await s().getPendingMessageCount([to]), 0n);
+        const [got] = await s().getMessages([m.messageId], true);
+        assert.equal(got!.data, undefined);
+      });
+
+      it("keeps the first failure when a second failure arrives", async () => {
+        const m = msg({ result: failure("first") });
+        await s().storeMessages([m]);
+        m.result = failure("second");
+        await s().storeMessages([m]);
+        assert.equal((await s().getMessageStatus(m.messageId))!.result!.failedReason, "first");
+      });
+
+      it("ignores a failure for a message already processed", async () => {
+        const m = msg({ result: ok() });
+        await s().storeMessages([m]);
+        m.result = failure("late");
+        await s().storeMessages([m]);
+        assert.equal((await s().getMessageStatus(m.messageId))!.result!.failed, false);
+      });
+
+      it("does not make a processed message pending again when it is stored again without a result", async () => {
+        const to = clientId();
+        const m = msg({ to, result: ok() });
+        await s().storeMessages([m]);
+        m.result = undefined;
+        await s().storeMessages([m]);
+        assert.equal(await s().getPendingMessageCount([to]), 0n);
+        assert.equal((await s().getMessageStatus(m.messageId))!.result!.failed, false);
+      });
+
+      it("never resets the schedule or payload of a pending message that is stored again", async () => {
+        const to = clientId();
+        const m = msg({ to, data: Buffer.from("original") });
+        await s().storeMessages([m]);
+        assert.equal((await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 })).length, 1);
+        m.data = create(AnySchema, { typeUrl: "t", value: Buffer.from("changed") });
+        await s().storeMessages([m]);
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 }), []);
+        const [got] = await s().getMessages([m.messageId], true);
+        assert.equal(Buffer.from(got!.data!.value).toString(), "original");
+      });
+
+      it("stores a batch with mixed outcomes in one call", async () => {
+        const to = clientId();
+        const pending = msg({ to });
+        const done = msg({ to, result: ok() });
+        const failed = msg({ to, result: failure("f") });
+        await s().storeMessages([pending, done, failed]);
+        assert.equal(await s().getPendingMessageCount([to]), 1n);
+        assert.equal((await s().getMessages([pending.messageId, done.messageId, failed.messageId], false)).length, 3);
+      });
+
+      it("links messages to a contact, ignoring duplicate links", async () => {
+        const c = await newClient(s());
+        const contactId = await s().recordClientContact({
+          clientId: c,
+          sentNonce: 1n,
+          receivedNonce: 2n,
+          address: "10.0.0.1:1234",
+        });
+        const m = msg({ from: c, to: new Uint8Array(0) });
+        await s().storeMessages([m], { contactId });
+        await s().storeMessages([m], { contactId });
+        await s().linkMessagesToContact(contactId, [m.messageId]);
+        await assert.rejects(s().linkMessagesToContact(contactId, [messageId()]), NotFoundError);
+        await assert.rejects(s().storeMessages([msg()], { contactId: "ffffffff" }), NotFoundError);
+      });
+
+      it("rejects an oversize payload before storing anything of the batch", async () => {
+        const to = clientId();
+        const small = msg({ to });
+        const big = msg({ to, data: Buffer.alloc(MAX_STORED_PAYLOAD_BYTES + 1) });
+        await assert.rejects(s().storeMessages([small, big]), (e: Error) => {
+          assert.ok(e instanceof InvalidArgumentError);
+          assert.match(e.message, new RegExp(hex(big.messageId)));
+          assert.match(e.message, /limit/);
+          return true;
+        });
+        assert.deepEqual(await s().getMessages([small.messageId, big.messageId], false), []);
+      });
+
+      it("rejects malformed messages with InvalidArgumentError", async () => {
+        await assert.rejects(s().storeMessages([msg({ id: randomBytes(31) })]), InvalidArgumentError);
+        const noDest = msg();
+        noDest.destination = undefined;
+        await assert.rejects(s().storeMessages([noDest]), InvalidArgumentError);
+        const noTime = msg();
+        noTime.creationTime = undefined;
+        await assert.rejects(s().storeMessages([noTime]), /creation_time/);
+      });
+
+      it("treats empty lists as no-ops", async () => {
+        await s().storeMessages([]);
+        assert.deepEqual(await s().getMessages([], true), []);
+        assert.deepEqual(await s().clientsWithDueMessages([]), []);
+        await s().deletePendingMessages([]);
+        assert.equal(await s().getPendingMessageCount([]), 0n);
+        assert.deepEqual(await s().getPendingMessages({ clientIds: [], offset: 0, limit: 0, wantData: true }), []);
+        await s().disableBroadcasts([]);
+        await s().linkMessagesToContact("1", []);
+      });
+    });
+
+    describe("reading messages and results", () => {
+      const s = useStore(makeStore);
+
+      it("returns only the messages that exist", async () => {
+        const a = msg();
+        await s().storeMessages([a]);
+        const got = await s().getMessages([messageId(), a.messageId], false);
+        assert.deepEqual(ids(got), ids([a]));
+      });
+
+      it("gives the status: unknown, pending (creation time only), then with a result", async () => {
+        assert.equal(await s().getMessageStatus(messageId()), undefined);
+        const m = msg({ createdMs: 1_700_000_123_456 });
+        await s().storeMessages([m]);
+        const st = await s().getMessageStatus(m.messageId);
+        assert.equal(st!.creationTime.seconds, m.creationTime!.seconds);
+        assert.equal(st!.creationTime.nanos, m.creationTime!.nanos);
+        assert.equal(st!.result, undefined);
+        assert.equal(await s().setMessageResult(m.destination!.clientId, m.messageId, ok(1_700_000_200_000)), true);
+        const st2 = await s().getMessageStatus(m.messageId);
+        assert.equal(timestampMs(st2!.result!.processedTime!), 1_700_000_200_000);
+      });
+
+      it("sets a result only for the message's own destination client, and drops its payload", async () => {
+        const to = clientId();
+        const m = msg({ to, data: Buffer.from("x") });
+        await s().storeMessages([m]);
+        assert.equal(await s().setMessageResult(clientId(), m.messageId, ok()), false);
+        assert.equal((await s().getMessageStatus(m.messageId))!.result, undefined);
+        assert.equal(await s().setMessageResult(new Uint8Array(0), m.messageId, ok()), false);
+        assert.equal(await s().setMessageResult(to, m.messageId, failure("nope")), true);
+        assert.equal((await s().getMessageStatus(m.messageId))!.result!.failedReason, "nope");
+        assert.equal(await s().getPendingMessageCount([to]), 0n);
+        assert.equal((await s().getMessages([m.messageId], true))[0]!.data, undefined);
+      });
+
+      it("sets the result of a server-bound message with an empty destination client", async () => {
+        const m = msg({ to: new Uint8Array(0) });
+        await s().storeMessages([m]);
+        assert.equal(await s().setMessageResult(new Uint8Array(0), m.messageId, ok()), true);
+        assert.equal((await s().getMessageStatus(m.messageId))!.result!.failed, false);
+        assert.equal(await s().setMessageResult(new Uint8Array(0), messageId(), ok()), false);
+      });
+    });
+
+    describe("claiming client messages", () => {
+      const s = useStore(makeStore);
+
+      it("claims at most `limit` due messages, with metadata and payload", async () => {
+        const to = clientId();
+        const all = Array.from({ length: 5 }, (_, i) => msg({ to, data: Buffer.from(`p${i}`) }));
+        await s().storeMessages(all);
+        const first = await s().claimClientMessages(to, { limit: 3, leaseMs: 600_000 });
+        assert.equal(first.length, 3);
+        for (const m of first) {
+          assert.match(Buffer.from(m.data!.value).toString(), /^p\d$/);
+          assert.equal(hex(m.destination!.clientId), hex(to));
+          assert.equal(m.result, undefined);
+        }
+        const rest = await s().claimClientMessages(to, { limit: 3, leaseMs: 600_000 });
+        assert.equal(rest.length, 2);
+        assert.deepEqual([...ids(first), ...ids(rest)].sort(), ids(all));
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 3, leaseMs: 600_000 }), []);
+      });
+
+      it("claims only the named client's messages", async () => {
+        const a = clientId();
+        const b = clientId();
+        await s().storeMessages([msg({ to: a }), msg({ to: b })]);
+        const got = await s().claimClientMessages(a, { limit: 10, leaseMs: 600_000 });
+        assert.equal(got.length, 1);
+        assert.equal(hex(got[0]!.destination!.clientId), hex(a));
+      });
+
+      it("makes a message due again when its lease ends", async () => {
+        const to = clientId();
+        const m = msg({ to });
+        await s().storeMessages([m]);
+        assert.equal((await s().claimClientMessages(to, { limit: 10, leaseMs: 150 })).length, 1);
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 10, leaseMs: 150 }), []);
+        assert.deepEqual(await s().clientsWithDueMessages([to]), []);
+        await sleep(300);
+        assert.equal((await s().clientsWithDueMessages([to])).length, 1);
+        const again = await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 });
+        assert.deepEqual(ids(again), ids([m]));
+      });
+
+      it("stops claiming a message once it has a result", async () => {
+        const to = clientId();
+        const m = msg({ to });
+        await s().storeMessages([m]);
+        await s().claimClientMessages(to, { limit: 10, leaseMs: 100 });
+        await s().setMessageResult(to, m.messageId, ok());
+        await sleep(200);
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 10, leaseMs: 100 }), []);
+      });
+
+      it("respects per-service limits; a service missing from the map gets nothing", async () => {
+        const to = clientId();
+        const a = Array.from({ length: 4 }, () => msg({ to, service: "A" }));
+        const b = Array.from({ length: 3 }, () => msg({ to, service: "B" }));
+        const c = Array.from({ length: 2 }, () => msg({ to, service: "C" }));
+        await s().storeMessages([...a, ...b, ...c]);
+        const got = await s().claimClientMessages(to, {
+          limit: 100,
+          leaseMs: 600_000,
+          serviceLimits: new Map([
+            ["A", 2],
+            ["B", 0],
+          ]),
+        });
+        assert.equal(got.length, 2);
+        for (const m of got) assert.equal(m.destination!.serviceName, "A");
+        const rest = await s().claimClientMessages(to, { limit: 100, leaseMs: 600_000 });
+        assert.equal(rest.length, 7);
+      });
+
+      it("applies the overall limit on top of per-service limits", async () => {
+        const to = clientId();
+        await s().storeMessages([
+          ...Array.from({ length: 4 }, () => msg({ to, service: "A" })),
+          ...Array.from({ length: 4 }, () => msg({ to, service: "B" })),
+        ]);
+        const got = await s().claimClientMessages(to, {
+          limit: 5,
+          leaseMs: 600_000,
+          serviceLimits: new Map([
+            ["A", 3],
+            ["B", 3],
+          ]),
+        });
+        assert.equal(got.length, 5);
+        const perService = new Map<string, number>();
+        for (const m of got) {
+          const svc = m.destination!.serviceName;
+          perService.set(svc, (perService.get(svc) ?? 0) + 1);
+        }
+        assert.ok((perService.get("A") ?? 0) <= 3 && (perService.get("B") ?? 0) <= 3);
+      });
+
+      it("claims nothing with a limit of 0", async () => {
+        const to = clientId();
+        await s().storeMessages([msg({ to })]);
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 0, leaseMs: 1000 }), []);
+      });
+
+      it("never hands a message to two concurrent claimers", async () => {
+        const to = clientId();
+        await s().storeMessages(Array.from({ length: 40 }, () => msg({ to })));
+        const rounds = await Promise.all(
+          Array.from({ length: 8 }, () => s().claimClientMessages(to, { limit: 7, leaseMs: 600_000 })),
+        );
+        const seen = rounds.flat().map((m) => hex(m.messageId));
+        assert.equal(new Set(seen).size, seen.length);
+        const rest = await s().claimClientMessages(to, { limit: 100, leaseMs: 600_000 });
+        assert.equal(seen.length + rest.length, 40);
+      });
+
+      it("tells which clients have due messages", async () => {
+        const due = clientId();
+        const leased = clientId();
+        const none = clientId();
+        await s().storeMessages([msg({ to: due }), msg({ to: leased })]);
+        await s().claimClientMessages(leased, { limit: 10, leaseMs: 600_000 });
+        const got = await s().clientsWithDueMessages([due, leased, none, due]);
+        assert.deepEqual(got.map(hex), [hex(due)]);
+      });
+    });
+
+    describe("server-bound messages (the service backlog)", () => {
+      const s = useStore(makeStore);
+
+      it("keeps a new server-bound message out of reach for one to two minutes by default", async () => {
+        const m = msg({ to: new Uint8Array(0) });
+        await s().storeMessages([m]);
+        assert.deepEqual(await s().claimServerMessages(100, () => Date.now() + 600_000), []);
+        assert.equal((await s().getMessageStatus(m.messageId))!.result, undefined);
+      });
+
+      it("claims due server messages, counting retries and rescheduling with retryAtMs", async () => {
+        const m = msg({ to: new Uint8Array(0), service: "backlog", data: Buffer.from("d") });
+        await s().storeMessages([m], { serverDueMs: Date.now() - 1 });
+        const counts: number[] = [];
+        const got = await s().claimServerMessages(10, (n) => {
+          counts.push(n);
+          return Date.now() + 150;
+        });
+        assert.deepEqual(ids(got), ids([m]));
+        assert.equal(Buffer.from(got[0]!.data!.value).toString(), "d");
+        assert.deepEqual(counts, [1]);
+        assert.deepEqual(await s().claimServerMessages(10, () => Date.now() + 600_000), []);
+        await sleep(300);
+        const again = await s().claimServerMessages(10, (n) => {
+          counts.push(n);
+          return Date.now() + 600_000;
+        });
+        assert.deepEqual(ids(again), ids([m]));
+        assert.deepEqual(counts, [1, 2]);
+      });
+
+      it("respects the limit and leaves client-bound messages alone", async () => {
+        const server = Array.from({ length: 5 }, () => msg({ to: new Uint8Array(0) }));
+        const to = clientId();
+        await s().storeMessages([...server, msg({ to })], { serverDueMs: Date.now() - 1 });
+        const a = await s().claimServerMessages(3, () => Date.now() + 600_000);
+        const b = await s().claimServerMessages(3, () => Date.now() + 600_000);
+        assert.equal(a.length, 3);
+        assert.equal(b.length, 2);
+        assert.deepEqual([...ids(a), ...ids(b)].sort(), ids(server));
+        assert.equal((await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 })).length, 1);
+      });
+
+      it("never returns server-bound messages to client claims or pending listings", async () => {
+        const m = msg({ to: new Uint8Array(0) });
+        await s().storeMessages([m], { serverDueMs: Date.now() - 1 });
+        assert.equal(await s().getPendingMessageCount([clientId()]), 0n);
+        const got = await s().claimServerMessages(100, () => Date.now() + 600_000);
+        assert.deepEqual(ids(got), ids([m]));
+      });
+
+      it("drops a message from the backlog once its result is stored", async () => {
+        const m = msg({ to: new Uint8Array(0) });
+        await s().storeMessages([m], { serverDueMs: Date.now() - 1 });
+        m.result = ok();
+        await s().storeMessages([m]);
+        assert.deepEqual(await s().claimServerMessages(100, () => Date.now() + 600_000), []);
+      });
+    });
+
+    describe("pending messages (admin)", () => {
+      const s = useStore(makeStore);
+
+      it("lists pending client messages ordered by message ID, with offset and limit", async () => {
+        const a = clientId();
+        const b = clientId();
+        const mine = Array.from({ length: 6 }, (_, i) => msg({ to: i % 2 ? a : b, data: Buffer.from("x") }));
+        const other = msg({ to: clientId() });
+        const done = msg({ to: a, result: ok() });
+        await s().storeMessages([...mine, other, done]);
+        const sorted = ids(mine);
+        const all = await s().getPendingMessages({ clientIds: [a, b], offset: 0, limit: 0, wantData: false });
+        assert.deepEqual(
+          all.map((m) => hex(m.messageId)),
+          sorted,
+        );
+        for (const m of all) {
+          assert.equal(m.data, undefined);
+          assert.equal(m.result, undefined);
+          assert.equal(m.messageType, "TestType");
+        }
+        const page = await s().getPendingMessages({ clientIds: [a, b], offset: 2, limit: 3, wantData: true });
+        assert.deepEqual(
+          page.map((m) => hex(m.messageId)),
+          sorted.slice(2, 5),
+        );
+        for (const m of page) assert.equal(Buffer.from(m.data!.value).toString(), "x");
+      });
+
+      it("refuses an offset without a limit", async () => {
+        await assert.rejects(
+          s().getPendingMessages({ clientIds: [clientId()], offset: 1, limit: 0, wantData: false }),
+          /limit must be provided/,
+        );
+      });
+
+      it("counts pending messages over several clients", async () => {
+        const a = clientId();
+        const b = clientId();
+        await s().storeMessages([msg({ to: a }), msg({ to: a }), msg({ to: b }), msg({ to: a, result: ok() })]);
+        assert.equal(await s().getPendingMessageCount([a, b]), 3n);
+        assert.equal(await s().getPendingMessageCount([b]), 1n);
+      });
+
+      it("deletes pending messages by marking them failed 'Removed by admin action.'", async () => {
+        const a = clientId();
+        const keep = clientId();
+        const gone = [msg({ to: a, data: Buffer.from("x") }), msg({ to: a })];
+        const kept = msg({ to: keep });
+        await s().storeMessages([...gone, kept]);
+        await s().deletePendingMessages([a]);
+        assert.equal(await s().getPendingMessageCount([a]), 0n);
+        assert.equal(await s().getPendingMessageCount([keep]), 1n);
+        for (const m of gone) {
+          const st = await s().getMessageStatus(m.messageId);
+          assert.equal(st!.result!.failed, true);
+          assert.equal(st!.result!.failedReason, "Removed by admin action.");
+        }
+        assert.deepEqual(await s().claimClientMessages(a, { limit: 10, leaseMs: 1000 }), []);
+      });
+    });
+
+    describe("clients", () => {
+      const s = useStore(makeStore);
+
+      it("adds a client and reads its data back", async () => {
+        const id = clientId();
+        const key = randomBytes(91);
+        await s().addClient(id, { key, labels: [label("client", "a"), label("client", "b")], blacklisted: false });
+        const d = await s().getClientData(id);
+        assert.equal(hex(d!.key), hex(key));
+        assert.equal(d!.blacklisted, false);
+        assert.deepEqual(d!.labels.map((l) => `${l.serviceName}:${l.label}`).sort(), ["client:a", "client:b"]);
+        assert.equal(await s().getClientData(clientId()), undefined);
+        await assert.rejects(s().addClient(id, { key, labels: [], blacklisted: false }), /already exists/);
+      });
+
+      it("adds and removes labels; labels are case-sensitive", async () => {
+        const id = await newClient(s(), []);
+        await s().addClientLabel(id, label("client", "x"));
+        await s().addClientLabel(id, label("client", "x"));
+        await s().addClientLabel(id, label("client", "X"));
+        await s().addClientLabel(id, label("other", "x"));
+        let d = await s().getClientData(id);
+        assert.deepEqual(d!.labels.map((l) => `${l.serviceName}:${l.label}`).sort(), [
+          "client:X",
+          "client:x",
+          "other:x",
+        ]);
+        await s().removeClientLabel(id, label("client", "x"));
+        await s().removeClientLabel(id, label("client", "nope"));
+        d = await s().getClientData(id);
+        assert.deepEqual(d!.labels.map((l) => `${l.serviceName}:${l.label}`).sort(), ["client:X", "other:x"]);
+        await assert.rejects(s().addClientLabel(clientId(), label("client", "x")), NotFoundError);
+      });
+
+      it("records contacts with nonces, address, stream holder and client clock", async () => {
+        const id = await newClient(s());
+        const before = Date.now();
+        const c1 = await s().recordClientContact({
+          clientId: id,
+          sentNonce: 0xfedcba9876543210n,
+          receivedNonce: 42n,
+          address: "192.0.2.1:40000",
+          clientClock: { seconds: 1_700_000_000n, nanos: 5 },
+          streamingTo: "frontend-1:8081",
+        });
+        assert.match(c1, /^[0-9a-f]+$/);
+        let [cl] = await s().listClients([id]);
+        assert.equal(cl!.lastContactAddress, "192.0.2.1:40000");
+        assert.equal(cl!.lastContactStreamingTo, "frontend-1:8081");
+        assert.equal(cl!.lastClock!.seconds, 1_700_000_000n);
+        assert.equal(cl!.lastClock!.nanos, 5);
+        assert.ok(timestampMs(cl!.lastContactTime!) >= before - 1);
+        const c2 = await s().recordClientContact({
+          clientId: id,
+          sentNonce: 1n,
+          receivedNonce: 2n,
+          address: "[2001:db8::1]:443",
+        });
+        assert.notEqual(c1, c2);
+        [cl] = await s().listClients([id]);
+        assert.equal(cl!.lastContactStreamingTo, "");
+        assert.equal(cl!.lastContactAddress, "[2001:db8::1]:443");
+        assert.equal(cl!.lastClock, undefined);
+        const contacts = await s().listClientContacts(id);
+        assert.equal(contacts.length, 2);
+        const first = contacts.find((c) => c.observedAddress === "192.0.2.1:40000")!;
+        assert.equal(first.sentNonce, 0xfedcba9876543210n);
+        assert.equal(first.receivedNonce, 42n);
+        assert.ok(timestampMs(first.timestamp!) >= before - 1);
+        assert.deepEqual(await s().listClientContacts(clientId()), []);
+        await assert.rejects(
+          s().recordClientContact({ clientId: clientId(), sentNonce: 0n, receivedNonce: 0n, address: "x:1" }),
+          NotFoundError,
+        );
+      });
+
+      it("lists clients by ID with their labels, leaving unknown IDs out; empty = all", async () => {
+        const a = await newClient(s(), [label("client", "alpha")]);
+        const b = await newClient(s(), []);
+        await s().blacklistClient(b);
+        const got = await s().listClients([a, b, clientId()]);
+        assert.equal(got.length, 2);
+        const ga = got.find((c) => hex(c.clientId) === hex(a))!;
+        const gb = got.find((c) => hex(c.clientId) === hex(b))!;
+        assert.deepEqual(
+          ga.labels.map((l) => l.label),
+          ["alpha"],
+        );
+        assert.equal(ga.blacklisted, false);
+        assert.equal(gb.blacklisted, true);
+        assert.ok(ga.lastContactTime);
+        assert.equal(ga.lastContactStreamingTo, "");
+        const all = await s().listClients([]);
+        const allIds = new Set(all.map((c) => hex(c.clientId)));
+        assert.ok(allIds.has(hex(a)) && allIds.has(hex(b)));
+        assert.deepEqual(all.find((c) => hex(c.clientId) === hex(a))!.labels.map((l) => l.label), ["alpha"]);
+      });
+
+      it("blacklists clients; an unknown client is not an error", async () => {
+        const id = await newClient(s());
+        await s().blacklistClient(id);
+        assert.equal((await s().getClientData(id))!.blacklisted, true);
+        await s().blacklistClient(clientId());
+      });
+
+      it("streams client IDs filtered by last contact (strictly after) and blacklist", async () => {
+        const old = await newClient(s());
+        await sleep(30);
+        const mid = Date.now();
+        await sleep(30);
+        const fresh = await newClient(s());
+        const black = await newClient(s());
+        await s().blacklistClient(black);
+        const collect = async (inc: boolean, afterMs: number) => {
+          const out = new Set<string>();
+          await s().streamClientIds(inc, afterMs, async (id) => {
+            out.add(hex(id));
+          });
+          return out;
+        };
+        const all = await collect(true, 0);
+        assert.ok(all.has(hex(old)) && all.has(hex(fresh)) && all.has(hex(black)));
+        const noBlack = await collect(false, 0);
+        assert.ok(noBlack.has(hex(old)) && noBlack.has(hex(fresh)) && !noBlack.has(hex(black)));
+        const recent = await collect(true, mid);
+        assert.ok(!recent.has(hex(old)) && recent.has(hex(fresh)) && recent.has(hex(black)));
+      });
+
+      it("streams many client IDs, each once", async () => {
+        const made = new Set<string>();
+        for (let i = 0; i < 1200; i += 100) {
+          await Promise.all(
+            Array.from({ length: 100 }, async () => made.add(hex(await newClient(s(), [])))),
+          );
+        }
+        const seen: string[] = [];
+        await s().streamClientIds(true, 0, (id) => {
+          seen.push(hex(id));
+        });
+        assert.equal(new Set(seen).size, seen.length);
+        for (const id of made) assert.ok(seen.includes(id));
+      });
+
+      it("records resource usage, memory in MiB truncated, fetched by server time window", async () => {
+        const id = await newClient(s());
+        const start = Date.now() - 1;
+        await s().recordResourceUsageData(
+          id,
+          create(ResourceUsageDataSchema, {
+            scope: "system",
+            pid: 1234n,
+            processStartTime: timestampFromMs(1_700_000_000_000),
+            dataTimestamp: timestampFromMs(1_700_000_060_000),
+            processTerminated: true,
+            resourceUsage: create(AggregatedResourceUsageSchema, {
+              meanUserCpuRate: 1.5,
+              maxUserCpuRate: 2.5,
+              meanSystemCpuRate: 0.25,
+              maxSystemCpuRate: 0.75,
+              meanResidentMemory: 3 * 1048576 - 1,
+              maxResidentMemory: 5n * 1048576n + 1048575n,
+              meanNumFds: 7.9,
+              maxNumFds: 11,
+            }),
+          }),
+        );
+        const end = Date.now() + 1;
+        const [r] = await s().fetchResourceUsageRecords(id, start, end);
+        assert.ok(r);
+        assert.equal(r.scope, "system");
+        assert.equal(r.pid, 1234n);
+        assert.equal(r.processTerminated, true);
+        assert.equal(r.meanUserCpuRate, 1.5);
+        assert.equal(r.maxSystemCpuRate, 0.75);
+        assert.equal(r.meanResidentMemoryMib, 2);
+        assert.equal(r.maxResidentMemoryMib, 5);
+        assert.equal(r.meanNumFds, 7);
+        assert.equal(r.maxNumFds, 11);
+        assert.equal(timestampMs(r.processStartTime!), 1_700_000_000_000);
+        assert.equal(timestampMs(r.clientTimestamp!), 1_700_000_060_000);
+        const st = timestampMs(r.serverTimestamp!);
+        assert.ok(st >= start && st < end);
+        assert.deepEqual(await s().fetchResourceUsageRecords(id, end, end + 1000), []);
+        assert.deepEqual(await s().fetchResourceUsageRecords(id, start - 1000, start), []);
+        await assert.rejects(
+          s().recordResourceUsageData(id, create(ResourceUsageDataSchema, { scope: "x" })),
+          InvalidArgumentError,
+        );
+      });
+    });
+
+    describe("broadcasts", () => {
+      const s = useStore(makeStore);
+      const broadcast = (o: { expiresMs?: number; labels?: ReturnType<typeof label>[] } = {}) =>
+        create(BroadcastSchema, {
+          broadcastId: randomBytes(8),
+          source: create(AddressSchema, { serviceName: "bsrc" }),
+          destination: create(AddressSchema, { serviceName: "bdst" }),
+          messageType: "BType",
+          requiredLabels: o.labels ?? [label("client", "linux")],
+          data: create(AnySchema, { typeUrl: "t/b", value: Buffer.from("payload") }),
+          ...(o.expiresMs === undefined ? {} : { expirationTime: timestampFromMs(o.expiresMs) }),
+        });
+      const bmsg = (to: Uint8Array) => msg({ to, service: "bdst", data: Buffer.from("payload") });
+      const active = async (id: Uint8Array) =>
+        (await s().listActiveBroadcasts()).find((a) => hex(a.broadcast.broadcastId) === hex(id));
+
+      it("lists a new broadcast as active with everything it was created with", async () => {
+        const b = broadcast({ expiresMs: Date.now() + 3_600_000 });
+        await s().createBroadcast(b, 10n);
+        const a = await active(b.broadcastId);
+        assert.ok(a);
+        assert.equal(a.sent, 0n);
+        assert.equal(a.limit, 10n);
+        assert.equal(a.broadcast.source!.serviceName, "bsrc");
+        assert.equal(a.broadcast.destination!.serviceName, "bdst");
+        assert.equal(a.broadcast.messageType, "BType");
+        assert.equal(Buffer.from(a.broadcast.data!.value).toString(), "payload");
+        assert.equal(timestampMs(a.broadcast.expirationTime!), timestampMs(b.expirationTime!));
+        assert.deepEqual(
+          a.broadcast.requiredLabels.map((l) => l.label),
+          ["linux"],
+        );
+        await assert.rejects(s().createBroadcast(b, 10n), /already exists/);
+      });
+
+      it("sends to at most `limit` clients, once each", async () => {
+        const b = broadcast();
+        await s().createBroadcast(b, 2n);
+        const [c1, c2, c3] = [await newClient(s()), await newClient(s()), await newClient(s())];
+        const m1 = bmsg(c1);
+        assert.equal(await s().saveBroadcastMessage(m1, b.broadcastId, c1), true);
+        const dup = bmsg(c1);
+        assert.equal(await s().saveBroadcastMessage(dup, b.broadcastId, c1), false);
+        assert.deepEqual(await s().getMessages([dup.messageId], false), []);
+        assert.equal((await active(b.broadcastId))!.sent, 1n);
+        assert.equal(await s().saveBroadcastMessage(bmsg(c2), b.broadcastId, c2), true);
+        const late = bmsg(c3);
+        assert.equal(await s().saveBroadcastMessage(late, b.broadcastId, c3), false);
+        assert.deepEqual(await s().getMessages([late.messageId], false), []);
+        assert.equal(await active(b.broadcastId), undefined);
+        assert.deepEqual((await s().listSentBroadcasts(c1)).map(hex), [hex(b.broadcastId)]);
+        assert.deepEqual(await s().listSentBroadcasts(c3), []);
+        const [stored] = await s().getMessages([m1.messageId], true);
+        assert.equal(Buffer.from(stored!.data!.value).toString(), "payload");
+        assert.equal(await s().getPendingMessageCount([c1]), 1n);
+      });
+
+      it("sends an unlimited broadcast to every client", async () => {
+        const b = broadcast();
+        await s().createBroadcast(b, BROADCAST_UNLIMITED);
+        for (let i = 0; i < 5; i++) {
+          const c = await newClient(s());
+          assert.equal(await s().saveBroadcastMessage(bmsg(c), b.broadcastId, c), true);
+        }
+        const a = await active(b.broadcastId);
+        assert.equal(a!.sent, 5n);
+        assert.equal(a!.limit, BROADCAST_UNLIMITED);
+      });
+
+      it("never sends a disabled broadcast", async () => {
+        const off = broadcast();
+        await s().createBroadcast(off, 0n);
+        assert.equal(await active(off.broadcastId), undefined);
+        const c = await newClient(s());
+        assert.equal(await s().saveBroadcastMessage(bmsg(c), off.broadcastId, c), false);
+        const on = broadcast();
+        await s().createBroadcast(on, BROADCAST_UNLIMITED);
+        assert.ok(await active(on.broadcastId));
+        await s().disableBroadcasts([on.broadcastId, randomBytes(8)]);
+        assert.equal(await active(on.broadcastId), undefined);
+        assert.equal(await s().saveBroadcastMessage(bmsg(c), on.broadcastId, c), false);
+        assert.deepEqual(await s().listSentBroadcasts(c), []);
+      });
+
+      it("stops sending an expired broadcast", async () => {
+        const b = broadcast({ expiresMs: Date.now() - 1000 });
+        await s().createBroadcast(b, 100n);
+        assert.equal(await active(b.broadcastId), undefined);
+        const c = await newClient(s());
+        assert.equal(await s().saveBroadcastMessage(bmsg(c), b.broadcastId, c), false);
+        assert.equal(await s().saveBroadcastMessage(bmsg(c), randomBytes(8), c), false);
+      });
+
+      it("never exceeds the limit under concurrent saves", async () => {
+        const b = broadcast();
+        await s().createBroadcast(b, 3n);
+        const clients = await Promise.all(Array.from({ length: 10 }, () => newClient(s())));
+        const results = await Promise.all(clients.map((c) => s().saveBroadcastMessage(bmsg(c), b.broadcastId, c)));
+        assert.equal(results.filter(Boolean).length, 3);
+      });
+
+      it("rejects group_name and a broadcast without source", async () => {
+        const g = broadcast();
+        g.groupName = "g";
+        await assert.rejects(s().createBroadcast(g, 1n), InvalidArgumentError);
+        const n = broadcast();
+        n.source = undefined;
+        await assert.rejects(s().createBroadcast(n, 1n), InvalidArgumentError);
+      });
+    });
+
+    describe("files", () => {
+      const s = useStore(makeStore);
+
+      it("stores, replaces, stats, reads and deletes files", async () => {
+        assert.equal(await s().statFile("svc", "f"), undefined);
+        assert.equal(await s().readFile("svc", "f"), undefined);
+        const t0 = Date.now();
+        await s().storeFile("svc", "f", Buffer.from("one"));
+        const m1 = await s().statFile("svc", "f");
+        assert.ok(m1 !== undefined && m1 >= t0 - 1 && m1 <= Date.now() + 1);
+        await sleep(5);
+        await s().storeFile("svc", "f", Buffer.from("two!"));
+        const r = await s().readFile("svc", "f");
+        assert.equal(Buffer.from(r!.data).toString(), "two!");
+        assert.ok(r!.modifiedMs >= m1);
+        await s().storeFile("svc", "empty", new Uint8Array(0));
+        assert.equal((await s().readFile("svc", "empty"))!.data.length, 0);
+        await s().deleteFile("svc", "f");
+        await s().deleteFile("svc", "f");
+        assert.equal(await s().statFile("svc", "f"), undefined);
+        assert.equal(await s().readFile("other", "empty"), undefined);
+      });
+
+      it("stores binary content exactly", async () => {
+        const data = randomBytes(256 * 1024);
+        await s().storeFile("svc", "bin", data);
+        assert.equal(hex((await s().readFile("svc", "bin"))!.data), hex(data));
+      });
+
+      it("rejects an oversize file before touching the database", async () => {
+        await assert.rejects(
+          s().storeFile("svc", "huge", Buffer.alloc(MAX_STORED_PAYLOAD_BYTES + 1)),
+          InvalidArgumentError,
+        );
+      });
+    });
+
+    describe("pruning", () => {
+      const s = useStore(makeStore);
+
+      it("deletes processed and failed messages created before the cutoff, in batches", async () => {
+        const oldMs = Date.now() - 10 * 24 * 3600 * 1000;
+        const cutoff = Date.now() - 24 * 3600 * 1000;
+        const c = await newClient(s());
+        const contactId = await s().recordClientContact({ clientId: c, sentNonce: 0n, receivedNonce: 0n, address: "a:1" });
+        const oldDone = Array.from({ length: 5 }, () => msg({ createdMs: oldMs, result: ok() }));
+        const oldFailed = msg({ createdMs: oldMs, result: failure("x") });
+        const oldPending = msg({ createdMs: oldMs });
+        const newDone = msg({ result: ok() });
+        await s().storeMessages([...oldDone, oldFailed, oldPending, newDone], { contactId });
+        const n = await s().pruneMessages(cutoff, 2);
+        assert.equal(n, 6);
+        assert.deepEqual(
+          ids(await s().getMessages([...oldDone, oldFailed, oldPending, newDone].map((m) => m.messageId), false)),
+          ids([oldPending, newDone]),
+        );
+        assert.equal(await s().pruneMessages(cutoff, 2), 0);
+        assert.equal(await s().getPendingMessageCount([oldPending.destination!.clientId]), 1n);
+      });
+    });
+
+    describe("health", () => {
+      const s = useStore(makeStore);
+
+      it("answers ping and names its backend", async () => {
+        await s().ping();
+        assert.match(s().backend, /^(sqlite|mysql)$/);
+      });
+    });
+  });
+}
