@@ -1,0 +1,1035 @@
+// The shared datastore for distributed setups: MySQL or MariaDB through a mysql2 connection pool.
+// Every frontend and admin server of a deployment runs one of these against the same database,
+// so each operation is one statement or one short transaction whose effect is right whatever the
+// other servers do at the same moment: claims lock the rows they take with
+// SELECT … FOR UPDATE SKIP LOCKED and reschedule them before committing; broadcast limits are a
+// conditional increment. Deadlocks and lock-wait timeouts are retried a bounded number of times;
+// a lost or refused connection becomes StoreUnavailableError naming the database server.
+import { setTimeout as sleep } from "node:timers/promises";
+import mysql, {
+  type ExecuteValues,
+  type Pool,
+  type PoolConnection,
+  type PoolOptions,
+  type ResultSetHeader,
+  type RowDataPacket,
+} from "mysql2/promise";
+import type { Logger } from "../../common/log.js";
+import { createLogger } from "../../common/log.js";
+import { type MysqlConnectionOptions, parseMysqlDsn } from "../../common/mysql-dsn.js";
+import type { Label, Message, MessageResult } from "../../gen/fleetspeak/common_pb.js";
+import type { ResourceUsageData } from "../../gen/fleetspeak_monitoring/resource_pb.js";
+import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb.js";
+import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
+import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
+import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
+import { pendingMigrations } from "./migrations.js";
+import { MYSQL_MIGRATIONS } from "./mysql-schema.js";
+import {
+  BROADCAST_COLUMNS,
+  BROADCAST_LEASE_MS,
+  type BroadcastDbRow,
+  broadcastFromRow,
+  broadcastValues,
+  buf,
+  CREATED_BEFORE_SQL,
+  type ClientDbRow,
+  type ContactDbRow,
+  checkClientId,
+  checkId,
+  checkLabel,
+  checkName,
+  checkPayloadSize,
+  clientFromRow,
+  contactFromRow,
+  contactIdFromString,
+  contactIdToString,
+  type DbInt,
+  defaultServerDueMs,
+  hex,
+  type LabelDbRow,
+  labelFromRow,
+  labelsByClient,
+  MESSAGE_COLUMNS,
+  type MessageDbRow,
+  type MessageRow,
+  messageColumns,
+  messageFromRow,
+  msToNs,
+  msToTimestamp,
+  msToUs,
+  NOT_EXPIRED_SQL,
+  nonceToBytes,
+  notExpiredParams,
+  nsToMs,
+  num,
+  RESOURCE_USAGE_COLUMNS,
+  REMOVED_BY_ADMIN,
+  type ResourceUsageDbRow,
+  resourceUsageFromRow,
+  resourceUsageValues,
+  resultFromRow,
+  resultValues,
+  serviceQuotas,
+  toMessageRow,
+} from "./rows.js";
+import type {
+  ActiveBroadcast,
+  ClaimOptions,
+  ClientData,
+  ContactRecord,
+  MessageStatus,
+  PendingQuery,
+  Store,
+  StoredFile,
+} from "./store.js";
+
+export interface MysqlStoreOptions {
+  connection: MysqlConnectionOptions;
+  /** Most connections this process opens. Default 20. */
+  poolSize?: number;
+  /** How many times a transaction that hit a deadlock or lock-wait timeout is run again. Default 10. */
+  maxRetries?: number;
+  logger?: Logger;
+}
+
+const DEFAULT_POOL_SIZE = 20;
+const STREAM_PAGE = 1000;
+const MIGRATION_LOCK_TIMEOUT_S = 120;
+const EMPTY = Buffer.alloc(0);
+
+// Transient conflicts between transactions: run the transaction again.
+const ER_LOCK_WAIT_TIMEOUT = 1205;
+const ER_LOCK_DEADLOCK = 1213;
+const ER_TOO_MANY_CONCURRENT_TRXS = 1637;
+const ER_DUP_ENTRY = 1062;
+const ER_NO_REFERENCED_ROW_2 = 1452;
+
+// Errors that say the database server cannot be used right now (as opposed to a bad statement).
+const UNAVAILABLE_ERRNOS = new Set([
+  1040, // ER_CON_COUNT_ERROR
+  1044, // ER_DBACCESS_DENIED_ERROR
+  1045, // ER_ACCESS_DENIED_ERROR
+  1049, // ER_BAD_DB_ERROR
+  1053, // ER_SERVER_SHUTDOWN
+  1203, // ER_TOO_MANY_USER_CONNECTIONS
+  1317, // ER_QUERY_INTERRUPTED
+  1927, // ER_CONNECTION_KILLED
+  2002, // CR_CONNECTION_ERROR
+  2003, // CR_CONN_HOST_ERROR
+  2006, // CR_SERVER_GONE_ERROR
+  2013, // CR_SERVER_LOST
+  ER_LOCK_WAIT_TIMEOUT,
+  ER_LOCK_DEADLOCK,
+  ER_TOO_MANY_CONCURRENT_TRXS,
+]);
+const UNAVAILABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "PROTOCOL_CONNECTION_LOST",
+  "PROTOCOL_SEQUENCE_TIMEOUT",
+  "ER_CONNECTION_KILLED",
+  "ER_SERVER_SHUTDOWN",
+]);
+
+type DbError = Error & { errno?: number; code?: string; fatal?: boolean; sqlMessage?: string };
+
+function isRetryable(e: unknown): boolean {
+  const errno = (e as DbError).errno;
+  return errno === ER_LOCK_DEADLOCK || errno === ER_LOCK_WAIT_TIMEOUT || errno === ER_TOO_MANY_CONCURRENT_TRXS;
+}
+
+function isConnectionError(e: unknown): boolean {
+  const err = e as DbError;
+  if (err.fatal) return true;
+  if (err.code !== undefined && UNAVAILABLE_CODES.has(err.code)) return true;
+  if (err.errno !== undefined && UNAVAILABLE_ERRNOS.has(err.errno) && !isRetryable(e)) return true;
+  return /Pool is closed|connection is in closed state/.test(err.message ?? "");
+}
+
+function errno(e: unknown): number | undefined {
+  return (e as DbError).errno;
+}
+
+/** Thrown inside a transaction to roll it back and return a value. */
+class Rollback<T> {
+  constructor(readonly value: T) {}
+}
+
+
+type Params = ExecuteValues[];
+
+export class MysqlStore implements Store {
+  readonly backend = "mysql";
+  private readonly where: string;
+  private readonly maxRetries: number;
+  private closed = false;
+
+  private constructor(
+    private readonly pool: Pool,
+    private readonly opts: MysqlConnectionOptions,
+    maxRetries: number,
+    private readonly log: Logger,
+  ) {
+    this.where = opts.socketPath ? `socket ${opts.socketPath}` : `${opts.host ?? "127.0.0.1"}:${opts.port ?? 3306}`;
+    this.maxRetries = maxRetries;
+  }
+
+  /** Connects, brings the schema up to date (under a database-wide lock) and returns the store. */
+  static async open(options: MysqlStoreOptions): Promise<MysqlStore> {
+    const c = options.connection;
+    if (c.database === "") {
+      throw new InvalidArgumentError(
+        'mysql_data_source_name names no database; write it like "user:password@tcp(host:3306)/fleetspeak"',
+      );
+    }
+    const poolOptions: PoolOptions = {
+      user: c.user,
+      password: c.password,
+      database: c.database,
+      connectionLimit: options.poolSize ?? DEFAULT_POOL_SIZE,
+      maxIdle: options.poolSize ?? DEFAULT_POOL_SIZE,
+      idleTimeout: 60_000,
+      waitForConnections: true,
+      queueLimit: 0,
+      supportBigNumbers: true,
+      bigNumberStrings: true,
+      dateStrings: true,
+      charset: c.charset ?? "utf8mb4",
+      connectTimeout: c.connectTimeoutMs ?? 10_000,
+      enableKeepAlive: true,
+      keepAliveInitialDelay: 30_000,
+    };
+    if (c.socketPath) poolOptions.socketPath = c.socketPath;
+    else {
+      poolOptions.host = c.host ?? "127.0.0.1";
+      poolOptions.port = c.port ?? 3306;
+    }
+    if (c.tls === "true") poolOptions.ssl = {};
+    else if (c.tls === "skip-verify" || c.tls === "preferred") poolOptions.ssl = { rejectUnauthorized: false };
+    const pool = mysql.createPool(poolOptions);
+    const log = options.logger ?? createLogger("store.mysql");
+    const sessionVars = Object.entries(c.sessionVariables);
+    if (sessionVars.length > 0) {
+      const set = `SET ${sessionVars.map(([k, v]) => `SESSION ${k} = ${mysql.escape(v)}`).join(", ")}`;
+      pool.pool.on("connection", (conn) => {
+        conn.query(set, (err: Error | null) => {
+          if (err) log.error({ err: err.message }, "setting session variables from mysql_data_source_name failed");
+        });
+      });
+    }
+    const store = new MysqlStore(pool, c, options.maxRetries ?? 10, log);
+    try {
+      await store.migrate();
+    } catch (e) {
+      await pool.end().catch(() => {});
+      throw e instanceof SchemaVersionError ? e : store.mapError("schema migration", e);
+    }
+    return store;
+  }
+
+  /** Parses a Go-style DSN (mysql_data_source_name) and opens the store. */
+  static fromDsn(dsn: string, extra: Omit<MysqlStoreOptions, "connection"> = {}): Promise<MysqlStore> {
+    return MysqlStore.open({ ...extra, connection: parseMysqlDsn(dsn) });
+  }
+
+  private async migrate(): Promise<void> {
+    const db = this.opts.database;
+    const conn = await this.pool.getConnection();
+    try {
+      const [[lock]] = await conn.query<RowDataPacket[]>(
+        "SELECT GET_LOCK(CONCAT('fleetspeak_schema_', SHA1(DATABASE())), ?) AS got",
+        [MIGRATION_LOCK_TIMEOUT_S],
+      );
+      if (num(lock!.got) !== 1) {
+        throw new StoreUnavailableError(
+          `waited ${MIGRATION_LOCK_TIMEOUT_S}s for another server to finish migrating the schema of database ${db} at ${this.where}; check for a stuck server process`,
+        );
+      }
+      try {
+        const [tables] = await conn.query<RowDataPacket[]>(
+          "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE()",
+        );
+        const names = new Set(tables.map((t) => String(t.name)));
+        if (!names.has("schema_version") && names.has("messages")) {
+          throw new SchemaVersionError(
+            `database ${db} at ${this.where} holds Fleetspeak tables without a schema_version table (written by another Fleetspeak implementation?); point mysql_data_source_name at a new, empty database`,
+          );
+        }
+        await conn.query("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL) ENGINE=InnoDB");
+        const [[row]] = await conn.query<RowDataPacket[]>("SELECT MAX(version) AS v FROM schema_version");
+        const current = row!.v === null ? 0 : num(row!.v);
+        for (const m of pendingMigrations(MYSQL_MIGRATIONS, current, db)) {
+          // MySQL commits DDL implicitly; every statement is idempotent, so a migration cut short
+          // is completed by the next start.
+          for (const s of m.statements) await conn.query(s);
+          await conn.beginTransaction();
+          await conn.query("DELETE FROM schema_version");
+          await conn.query("INSERT INTO schema_version (version) VALUES (?)", [m.version]);
+          await conn.commit();
+          this.log.info({ database: db, version: m.version }, "database schema migrated");
+        }
+      } finally {
+        await conn.query("SELECT RELEASE_LOCK(CONCAT('fleetspeak_schema_', SHA1(DATABASE())))").catch(() => {});
+      }
+    } finally {
+      conn.release();
+    }
+  }
+
+  // ---- plumbing ----
+
+  private mapError(op: string, e: unknown): Error {
+    if (
+      e instanceof StoreUnavailableError ||
+      e instanceof InvalidArgumentError ||
+      e instanceof NotFoundError ||
+      e instanceof SchemaVersionError
+    ) {
+      return e;
+    }
+    const err = e as DbError;
+    const db = this.opts.database;
+    if (this.closed) return new StoreUnavailableError(`MySQL store for database ${db} is closed (${op})`, { cause: e });
+    const what = `${err.code ?? err.errno ?? "error"}: ${err.sqlMessage ?? err.message}`;
+    if (isRetryable(e)) {
+      return new StoreUnavailableError(
+        `database ${db} at ${this.where} stayed busy during ${op} (${what}) after ${this.maxRetries} retries; retry later`,
+        { cause: e },
+      );
+    }
+    if (errno(e) === 1045 || errno(e) === 1044) {
+      return new StoreUnavailableError(
+        `database server ${this.where} refused user ${JSON.stringify(this.opts.user)} for database ${db} during ${op} (${what}); check the user and password in mysql_data_source_name and the user's grants`,
+        { cause: e },
+      );
+    }
+    if (errno(e) === 1049) {
+      return new StoreUnavailableError(
+        `database ${db} does not exist on ${this.where} (${op}); create it (CREATE DATABASE ${db}) or fix mysql_data_source_name`,
+        { cause: e },
+      );
+    }
+    if (isConnectionError(e)) {
+      return new StoreUnavailableError(
+        `cannot use database ${db} at ${this.where} during ${op} (${what}); check that the MySQL/MariaDB server is running and reachable from this host, and that mysql_data_source_name names the right host and port`,
+        { cause: e },
+      );
+    }
+    return new Error(`MySQL store (database ${db} at ${this.where}): ${op}: ${err.sqlMessage ?? err.message}`, {
+      cause: e,
+    });
+  }
+
+  /** A read, or an idempotent statement: run once more if it met a dead pooled connection. */
+  private async onConnection<T>(fn: (c: PoolConnection) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const conn = await this.pool.getConnection();
+      let broken = false;
+      try {
+        return await fn(conn);
+      } catch (e) {
+        broken = isConnectionError(e);
+        if (broken && attempt === 0) continue;
+        throw e;
+      } finally {
+        if (broken) conn.destroy();
+        else conn.release();
+      }
+    }
+  }
+
+  private async read<T extends RowDataPacket[]>(op: string, sql: string, params: Params = []): Promise<T> {
+    try {
+      return await this.onConnection(async (c) => (await c.execute<T>(sql, params))[0]);
+    } catch (e) {
+      throw this.mapError(op, e);
+    }
+  }
+
+  /** Like read, for statements whose argument lists vary in length (expanded client-side). */
+  private async readExpanded<T extends RowDataPacket[]>(op: string, sql: string, params: Params): Promise<T> {
+    try {
+      return await this.onConnection(async (c) => (await c.query<T>(sql, params))[0]);
+    } catch (e) {
+      throw this.mapError(op, e);
+    }
+  }
+
+  private async write(op: string, sql: string, params: Params = []): Promise<ResultSetHeader> {
+    return this.tx(op, async (c) => (await c.execute<ResultSetHeader>(sql, params))[0]);
+  }
+
+  /** A pooled connection with a transaction open; a dead pooled connection is replaced once. */
+  private async begin(): Promise<PoolConnection> {
+    for (let attempt = 0; ; attempt++) {
+      const conn = await this.pool.getConnection();
+      try {
+        await conn.query("START TRANSACTION");
+        return conn;
+      } catch (e) {
+        conn.destroy();
+        if (attempt === 0 && isConnectionError(e)) continue;
+        throw e;
+      }
+    }
+  }
+
+  /**
+   * Runs fn in a transaction. Deadlocks and lock-wait timeouts run it again (bounded, with
+   * back-off). fn may throw Rollback(value) to roll back and return value. A connection lost after BEGIN is not repeated here (the outcome of a COMMIT in flight is
+   * unknown): the caller gets StoreUnavailableError.
+   */
+  private async tx<T>(op: string, fn: (c: PoolConnection) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const conn = await this.begin();
+        let broken = false;
+        try {
+          const out = await fn(conn);
+          await conn.query("COMMIT");
+          return out;
+        } catch (e) {
+          broken = isConnectionError(e);
+          if (!broken) {
+            await conn.query("ROLLBACK").catch(() => {
+              broken = true;
+            });
+          }
+          if (e instanceof Rollback) return e.value as T;
+          throw e;
+        } finally {
+          if (broken) conn.destroy();
+          else conn.release();
+        }
+      } catch (e) {
+        if (isRetryable(e) && attempt < this.maxRetries) {
+          await sleep((attempt + 1) * 20 + Math.random() * 20);
+          continue;
+        }
+        throw this.mapError(op, e);
+      }
+    }
+  }
+
+  // ---- messages ----
+
+  async storeMessages(msgs: Message[], opts: { contactId?: string; serverDueMs?: number } = {}): Promise<void> {
+    const now = Date.now();
+    const rows = msgs.map((m) => toMessageRow(m, now));
+    const contact = opts.contactId === undefined ? undefined : contactIdFromString(opts.contactId);
+    if (rows.length === 0) return;
+    const serverDue = msToUs(opts.serverDueMs ?? defaultServerDueMs(now));
+    const clientDue = msToUs(now);
+    const due = (r: MessageRow) => (r.forServer ? serverDue : clientDue);
+    const success = rows.filter((r) => r.result === "success");
+    const others = rows.filter((r) => r.result !== "success");
+    await this.tx("storeMessages", async (c) => {
+      if (success.length > 0) {
+        await c.query(
+          `INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES ? ON DUPLICATE KEY UPDATE
+             processed_time_seconds = VALUES(processed_time_seconds), processed_time_nanos = VALUES(processed_time_nanos),
+             failed = NULL, failed_reason = NULL`,
+          [success.map((r) => r.values)],
+        );
+        await c.query("DELETE FROM pending_messages WHERE message_id IN (?)", [success.map((r) => r.id)]);
+      }
+      if (others.length > 0) {
+        try {
+          // Usually every message is new: two multi-row INSERTs. A duplicate ID fails the
+          // statement as a whole (nothing of it stays) and the merge rules run one by one.
+          await c.query(`INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES ?`, [others.map((r) => r.values)]);
+          const pending = others.filter((r) => r.result === undefined);
+          if (pending.length > 0) await this.insertPending(c, pending, due);
+        } catch (e) {
+          if (errno(e) !== ER_DUP_ENTRY) throw e;
+          for (const r of others) await this.mergeOne(c, r, due(r));
+        }
+      }
+      if (contact !== undefined) await this.link(c, contact, rows.map((r) => r.id));
+    });
+  }
+
+  private async insertPending(c: PoolConnection, rows: MessageRow[], due: (r: MessageRow) => number): Promise<void> {
+    await c.query(
+      `INSERT INTO pending_messages (message_id, for_server, destination_client_id, destination_service_name,
+         retry_count, scheduled_time, data_type_url, data_value) VALUES ?`,
+      [
+        rows.map((r) => [
+          r.id,
+          r.forServer ? 1 : 0,
+          r.destinationClientId,
+          r.destinationService,
+          0,
+          due(r),
+          r.dataTypeUrl,
+          r.dataValue,
+        ]),
+      ],
+    );
+  }
+
+  /** Fleetspeak's merge rules for one message that carries no success. */
+  private async mergeOne(c: PoolConnection, r: MessageRow, dueUs: number): Promise<void> {
+    const [ins] = await c.execute<ResultSetHeader>(
+      `INSERT IGNORE INTO messages (${MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+      r.values,
+    );
+    if (ins.affectedRows === 1) {
+      if (r.result === undefined) await this.insertPending(c, [r], () => dueUs);
+      return;
+    }
+    if (r.result === "failed") {
+      const [upd] = await c.execute<ResultSetHeader>(
+        `UPDATE messages SET processed_time_seconds = ?, processed_time_nanos = ?, failed = 1, failed_reason = ?
+         WHERE message_id = ? AND processed_time_seconds IS NULL`,
+        [r.values[9], r.values[10], r.values[13], r.id],
+      );
+      if (upd.affectedRows > 0) await c.execute("DELETE FROM pending_messages WHERE message_id = ?", [r.id]);
+    }
+  }
+
+  private async link(c: PoolConnection, contact: bigint, ids: Buffer[]): Promise<void> {
+    if (ids.length === 0) return;
+    try {
+      // Not INSERT IGNORE: MySQL would turn a missing contact or message into a warning.
+      await c.query(
+        "INSERT INTO client_contact_messages (client_contact_id, message_id) VALUES ? ON DUPLICATE KEY UPDATE message_id = message_id",
+        [ids.map((id) => [contact, id])],
+      );
+    } catch (e) {
+      if (errno(e) === ER_NO_REFERENCED_ROW_2) {
+        throw new NotFoundError(`cannot link messages to contact ${contact.toString(16)}: no such contact or message`);
+      }
+      throw e;
+    }
+  }
+
+  async getMessages(ids: Uint8Array[], wantData: boolean): Promise<Message[]> {
+    for (const id of ids) checkId(id, 32, "message ID");
+    if (ids.length === 0) return [];
+    const rows = await this.readExpanded<(MessageDbRow & RowDataPacket)[]>(
+      "getMessages",
+      `SELECT ${messageColumns("m")}, ${wantData ? "p.data_type_url, p.data_value" : "NULL AS data_type_url, NULL AS data_value"}
+       FROM messages m LEFT JOIN pending_messages p ON p.message_id = m.message_id WHERE m.message_id IN (?)`,
+      [ids.map(buf)],
+    );
+    return rows.map((r) => messageFromRow(r, wantData));
+  }
+
+  async getMessageStatus(id: Uint8Array): Promise<MessageStatus | undefined> {
+    checkId(id, 32, "message ID");
+    const [row] = await this.read<(MessageDbRow & RowDataPacket)[]>(
+      "getMessageStatus",
+      `SELECT creation_time_seconds, creation_time_nanos, processed_time_seconds, processed_time_nanos, failed,
+         failed_reason FROM messages WHERE message_id = ?`,
+      [buf(id)],
+    );
+    if (!row) return undefined;
+    const status: MessageStatus = {
+      creationTime: { seconds: BigInt(row.creation_time_seconds), nanos: num(row.creation_time_nanos) },
+    };
+    const result = resultFromRow(row);
+    if (result) status.result = result;
+    return status;
+  }
+
+  async setMessageResult(destinationClientId: Uint8Array, id: Uint8Array, result: MessageResult): Promise<boolean> {
+    checkId(id, 32, "message ID");
+    if (destinationClientId.length !== 0) checkClientId(destinationClientId, "destination client ID");
+    const [s, n, failed, reason] = resultValues(result, Date.now());
+    const dest = destinationClientId.length === 0 ? null : buf(destinationClientId);
+    return this.tx("setMessageResult", async (c) => {
+      const [upd] = await c.execute<ResultSetHeader>(
+        `UPDATE messages SET processed_time_seconds = ?, processed_time_nanos = ?, failed = ?, failed_reason = ?
+         WHERE message_id = ? AND destination_client_id <=> ?`,
+        [s, n, failed, reason, buf(id), dest],
+      );
+      if (upd.affectedRows === 0) return false;
+      await c.execute("DELETE FROM pending_messages WHERE message_id = ?", [buf(id)]);
+      return true;
+    });
+  }
+
+  async claimClientMessages(clientId: Uint8Array, opts: ClaimOptions): Promise<Message[]> {
+    checkClientId(clientId);
+    const limit = Math.floor(opts.limit);
+    if (limit <= 0) return [];
+    const quotas = serviceQuotas(opts.serviceLimits);
+    if (quotas !== undefined && quotas.length === 0) return [];
+    const cid = buf(clientId);
+    return this.tx("claimClientMessages", async (c) => {
+      const now = Date.now();
+      const nowUs = BigInt(msToUs(now));
+      type Picked = { message_id: Buffer; scheduled_time: DbInt } & RowDataPacket;
+      let picked: Picked[];
+      if (quotas === undefined) {
+        [picked] = await c.execute<Picked[]>(
+          `SELECT message_id, scheduled_time FROM pending_messages
+           WHERE destination_client_id = ? AND scheduled_time <= ? ORDER BY scheduled_time LIMIT ?
+           FOR UPDATE SKIP LOCKED`,
+          [cid, nowUs, String(limit)],
+        );
+      } else {
+        picked = [];
+        for (const [svc, n] of quotas) {
+          const [rows] = await c.execute<Picked[]>(
+            `SELECT message_id, scheduled_time FROM pending_messages
+             WHERE destination_client_id = ? AND scheduled_time <= ? AND destination_service_name = ?
+             ORDER BY scheduled_time LIMIT ? FOR UPDATE SKIP LOCKED`,
+            [cid, nowUs, svc, String(Math.min(n, limit))],
+          );
+          picked.push(...rows);
+        }
+        picked.sort((a, b) => num(a.scheduled_time) - num(b.scheduled_time));
+        picked = picked.slice(0, limit);
+      }
+      if (picked.length === 0) return [];
+      const ids = picked.map((p) => p.message_id);
+      await c.query(
+        "UPDATE pending_messages SET retry_count = retry_count + 1, scheduled_time = ? WHERE message_id IN (?)",
+        [msToUs(now + opts.leaseMs), ids],
+      );
+      return this.readPending(c, ids);
+    });
+  }
+
+  /** Full messages (metadata and payload) of pending rows, in the given order. */
+  private async readPending(c: PoolConnection, ids: Buffer[]): Promise<Message[]> {
+    const [rows] = await c.query<(MessageDbRow & RowDataPacket)[]>(
+      `SELECT ${messageColumns("m")}, p.data_type_url, p.data_value FROM pending_messages p
+       JOIN messages m ON m.message_id = p.message_id WHERE p.message_id IN (?)`,
+      [ids],
+    );
+    const byId = new Map(rows.map((r) => [hex(r.message_id), r]));
+    const out: Message[] = [];
+    for (const id of ids) {
+      const r = byId.get(hex(id));
+      if (r) out.push(messageFromRow(r, true, false));
+    }
+    return out;
+  }
+
+  async clientsWithDueMessages(clientIds: Uint8Array[]): Promise<Uint8Array[]> {
+    for (const id of clientIds) checkClientId(id);
+    if (clientIds.length === 0) return [];
+    const rows = await this.readExpanded<({ id: Buffer } & RowDataPacket)[]>(
+      "clientsWithDueMessages",
+      `SELECT DISTINCT destination_client_id AS id FROM pending_messages
+       WHERE destination_client_id IN (?) AND scheduled_time <= ?`,
+      [clientIds.map(buf), msToUs(Date.now())],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  async claimServerMessages(limit: number, retryAtMs: (retryCount: number) => number): Promise<Message[]> {
+    const n = Math.floor(limit);
+    if (n <= 0) return [];
+    return this.tx("claimServerMessages", async (c) => {
+      type Picked = { message_id: Buffer; retry_count: DbInt } & RowDataPacket;
+      const [picked] = await c.execute<Picked[]>(
+        `SELECT message_id, retry_count FROM pending_messages
+         WHERE destination_client_id = ? AND scheduled_time <= ? ORDER BY scheduled_time LIMIT ?
+         FOR UPDATE SKIP LOCKED`,
+        [EMPTY, BigInt(msToUs(Date.now())), String(n)],
+      );
+      if (picked.length === 0) return [];
+      const cases: unknown[] = [];
+      for (const p of picked) cases.push(p.message_id, msToUs(retryAtMs(num(p.retry_count) + 1)));
+      const ids = picked.map((p) => p.message_id);
+      await c.query(
+        `UPDATE pending_messages SET retry_count = retry_count + 1,
+           scheduled_time = CASE message_id ${picked.map(() => "WHEN ? THEN ?").join(" ")} END
+         WHERE message_id IN (?)`,
+        [...cases, ids],
+      );
+      return this.readPending(c, ids);
+    });
+  }
+
+  async deletePendingMessages(clientIds: Uint8Array[]): Promise<void> {
+    for (const id of clientIds) checkClientId(id);
+    if (clientIds.length === 0) return;
+    const t = msToTimestamp(Date.now());
+    const ids = clientIds.map(buf);
+    await this.tx("deletePendingMessages", async (c) => {
+      await c.query(
+        `UPDATE messages m JOIN pending_messages p ON p.message_id = m.message_id
+         SET m.processed_time_seconds = ?, m.processed_time_nanos = ?, m.failed = 1, m.failed_reason = ?
+         WHERE p.destination_client_id IN (?)`,
+        [Number(t.seconds), t.nanos, REMOVED_BY_ADMIN, ids],
+      );
+      await c.query("DELETE FROM pending_messages WHERE destination_client_id IN (?)", [ids]);
+    });
+  }
+
+  async getPendingMessageCount(clientIds: Uint8Array[]): Promise<bigint> {
+    for (const id of clientIds) checkClientId(id);
+    if (clientIds.length === 0) return 0n;
+    const [row] = await this.readExpanded<({ n: DbInt } & RowDataPacket)[]>(
+      "getPendingMessageCount",
+      "SELECT COUNT(*) AS n FROM pending_messages WHERE destination_client_id IN (?)",
+      [clientIds.map(buf)],
+    );
+    return BigInt(row!.n);
+  }
+
+  async getPendingMessages(q: PendingQuery): Promise<Message[]> {
+    for (const id of q.clientIds) checkClientId(id);
+    if (q.offset !== 0 && q.limit === 0) {
+      throw new InvalidArgumentError("if offset is provided, a limit must be provided as well");
+    }
+    if (q.offset < 0 || q.limit < 0) throw new InvalidArgumentError("offset and limit must not be negative");
+    if (q.clientIds.length === 0) return [];
+    const data = q.wantData ? "p.data_type_url, p.data_value" : "NULL AS data_type_url, NULL AS data_value";
+    const page = q.limit === 0 ? "" : ` LIMIT ${Math.floor(q.limit)} OFFSET ${Math.floor(q.offset)}`;
+    const rows = await this.readExpanded<(MessageDbRow & RowDataPacket)[]>(
+      "getPendingMessages",
+      `SELECT ${messageColumns("m")}, ${data} FROM pending_messages p JOIN messages m ON m.message_id = p.message_id
+       WHERE p.destination_client_id IN (?) ORDER BY p.message_id${page}`,
+      [q.clientIds.map(buf)],
+    );
+    return rows.map((r) => messageFromRow(r, q.wantData, false));
+  }
+
+  async pruneMessages(beforeMs: number, batchSize: number): Promise<number> {
+    const size = Math.floor(batchSize);
+    if (size <= 0) throw new InvalidArgumentError(`batch size must be positive, got ${batchSize}`);
+    const t = msToTimestamp(beforeMs);
+    let total = 0;
+    for (;;) {
+      const res = await this.write(
+        "pruneMessages",
+        `DELETE FROM messages WHERE ${CREATED_BEFORE_SQL} AND processed_time_seconds IS NOT NULL
+         ORDER BY creation_time_seconds LIMIT ?`,
+        [Number(t.seconds), Number(t.seconds), t.nanos, String(size)],
+      );
+      total += res.affectedRows;
+      if (res.affectedRows < size) return total;
+    }
+  }
+
+  // ---- clients ----
+
+  async getClientData(id: Uint8Array): Promise<ClientData | undefined> {
+    checkClientId(id);
+    const rows = await this.read<({ client_key: Buffer | null; blacklisted: DbInt; service_name: string | null; label: string | null } & RowDataPacket)[]>(
+      "getClientData",
+      `SELECT c.client_key, c.blacklisted, l.service_name, l.label FROM clients c
+       LEFT JOIN client_labels l ON l.client_id = c.client_id WHERE c.client_id = ?`,
+      [buf(id)],
+    );
+    const first = rows[0];
+    if (!first) return undefined;
+    const labels: Label[] = [];
+    for (const r of rows) {
+      if (r.service_name !== null && r.label !== null) labels.push(labelFromRow({ service_name: r.service_name, label: r.label }));
+    }
+    return { key: first.client_key ?? new Uint8Array(0), labels, blacklisted: num(first.blacklisted) !== 0 };
+  }
+
+  async addClient(id: Uint8Array, data: ClientData): Promise<void> {
+    checkClientId(id);
+    for (const l of data.labels) checkLabel(l);
+    await this.tx("addClient", async (c) => {
+      try {
+        await c.execute("INSERT INTO clients (client_id, client_key, blacklisted, last_contact_time) VALUES (?, ?, ?, ?)", [
+          buf(id),
+          buf(data.key),
+          data.blacklisted ? 1 : 0,
+          msToNs(Date.now()),
+        ]);
+      } catch (e) {
+        if (errno(e) === ER_DUP_ENTRY) throw new InvalidArgumentError(`client ${hex(id)} already exists`);
+        throw e;
+      }
+      if (data.labels.length > 0) {
+        await c.query("INSERT IGNORE INTO client_labels (client_id, service_name, label) VALUES ?", [
+          data.labels.map((l) => [buf(id), l.serviceName, l.label]),
+        ]);
+      }
+    });
+  }
+
+  async listClients(ids: Uint8Array[]): Promise<Client[]> {
+    for (const id of ids) checkClientId(id);
+    const cols =
+      "client_id, blacklisted, last_contact_time, last_contact_address, last_contact_streaming_to, " +
+      "last_clock_seconds, last_clock_nanos";
+    let rows: (ClientDbRow & RowDataPacket)[];
+    let labels: (LabelDbRow & RowDataPacket)[];
+    if (ids.length === 0) {
+      rows = await this.read("listClients", `SELECT ${cols} FROM clients`);
+      labels = await this.read("listClients", "SELECT client_id, service_name, label FROM client_labels");
+    } else {
+      const list = [ids.map(buf)];
+      rows = await this.readExpanded("listClients", `SELECT ${cols} FROM clients WHERE client_id IN (?)`, list);
+      labels = await this.readExpanded(
+        "listClients",
+        "SELECT client_id, service_name, label FROM client_labels WHERE client_id IN (?)",
+        list,
+      );
+    }
+    const byClient = labelsByClient(labels);
+    return rows.map((r) => clientFromRow(r, byClient.get(hex(r.client_id)) ?? []));
+  }
+
+  async streamClientIds(
+    includeBlacklisted: boolean,
+    lastContactAfterMs: number,
+    onId: (id: Uint8Array) => void | Promise<void>,
+  ): Promise<void> {
+    const q = `SELECT client_id FROM clients WHERE client_id > ? AND last_contact_time > ?
+      ${includeBlacklisted ? "" : "AND NOT blacklisted"} ORDER BY client_id LIMIT ${STREAM_PAGE}`;
+    let after: Buffer = EMPTY;
+    const afterNs = msToNs(lastContactAfterMs);
+    for (;;) {
+      const page = await this.read<({ client_id: Buffer } & RowDataPacket)[]>("streamClientIds", q, [after, afterNs]);
+      for (const r of page) await onId(r.client_id);
+      if (page.length < STREAM_PAGE) return;
+      after = page[page.length - 1]!.client_id;
+    }
+  }
+
+  async addClientLabel(id: Uint8Array, label: Label): Promise<void> {
+    checkClientId(id);
+    checkLabel(label);
+    try {
+      await this.write("addClientLabel", "INSERT INTO client_labels (client_id, service_name, label) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE label = label", [
+        buf(id),
+        label.serviceName,
+        label.label,
+      ]);
+    } catch (e) {
+      if (errno((e as Error).cause) === ER_NO_REFERENCED_ROW_2) throw new NotFoundError(`client ${hex(id)} not found`);
+      throw e;
+    }
+  }
+
+  async removeClientLabel(id: Uint8Array, label: Label): Promise<void> {
+    checkClientId(id);
+    await this.write("removeClientLabel", "DELETE FROM client_labels WHERE client_id = ? AND service_name = ? AND label = ?", [
+      buf(id),
+      label.serviceName,
+      label.label,
+    ]);
+  }
+
+  async blacklistClient(id: Uint8Array): Promise<void> {
+    checkClientId(id);
+    await this.write("blacklistClient", "UPDATE clients SET blacklisted = TRUE WHERE client_id = ?", [buf(id)]);
+  }
+
+  async recordClientContact(c: ContactRecord): Promise<string> {
+    checkClientId(c.clientId);
+    const id = buf(c.clientId);
+    return this.tx("recordClientContact", async (conn) => {
+      const now = msToNs(Date.now());
+      const [upd] = await conn.execute<ResultSetHeader>(
+        `UPDATE clients SET last_contact_time = ?, last_contact_address = ?, last_contact_streaming_to = ?,
+           last_clock_seconds = ?, last_clock_nanos = ? WHERE client_id = ?`,
+        [
+          now,
+          c.address,
+          c.streamingTo ?? null,
+          c.clientClock ? c.clientClock.seconds : null,
+          c.clientClock ? c.clientClock.nanos : null,
+          id,
+        ],
+      );
+      if (upd.affectedRows === 0) throw new NotFoundError(`client ${hex(c.clientId)} not found`);
+      const [ins] = await conn.execute<ResultSetHeader>(
+        "INSERT INTO client_contacts (client_id, time, sent_nonce, received_nonce, address) VALUES (?, ?, ?, ?, ?)",
+        [id, now, nonceToBytes(c.sentNonce), nonceToBytes(c.receivedNonce), c.address],
+      );
+      return contactIdToString(ins.insertId);
+    });
+  }
+
+  async listClientContacts(id: Uint8Array): Promise<ClientContact[]> {
+    checkClientId(id);
+    const rows = await this.read<(ContactDbRow & RowDataPacket)[]>(
+      "listClientContacts",
+      "SELECT time, sent_nonce, received_nonce, address FROM client_contacts WHERE client_id = ? ORDER BY client_contact_id",
+      [buf(id)],
+    );
+    return rows.map(contactFromRow);
+  }
+
+  async linkMessagesToContact(contactId: string, messageIds: Uint8Array[]): Promise<void> {
+    const contact = contactIdFromString(contactId);
+    for (const id of messageIds) checkId(id, 32, "message ID");
+    if (messageIds.length === 0) return;
+    await this.tx("linkMessagesToContact", (c) => this.link(c, contact, messageIds.map(buf)));
+  }
+
+  async recordResourceUsageData(id: Uint8Array, data: ResourceUsageData): Promise<void> {
+    checkClientId(id);
+    const values = resourceUsageValues(id, data, Date.now());
+    try {
+      await this.write(
+        "recordResourceUsageData",
+        `INSERT INTO client_resource_usage_records (${RESOURCE_USAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+        values,
+      );
+    } catch (e) {
+      if (errno((e as Error).cause) === ER_NO_REFERENCED_ROW_2) throw new NotFoundError(`client ${hex(id)} not found`);
+      throw e;
+    }
+  }
+
+  async fetchResourceUsageRecords(id: Uint8Array, startMs: number, endMs: number): Promise<ClientResourceUsageRecord[]> {
+    checkClientId(id);
+    const rows = await this.read<(ResourceUsageDbRow & RowDataPacket)[]>(
+      "fetchResourceUsageRecords",
+      `SELECT ${RESOURCE_USAGE_COLUMNS} FROM client_resource_usage_records
+       WHERE client_id = ? AND server_timestamp >= ? AND server_timestamp < ? ORDER BY server_timestamp`,
+      [buf(id), msToNs(startMs), msToNs(endMs)],
+    );
+    return rows.map(resourceUsageFromRow);
+  }
+
+  // ---- broadcasts ----
+
+  async createBroadcast(b: Broadcast, limit: bigint): Promise<void> {
+    const values = broadcastValues(b, limit);
+    await this.tx("createBroadcast", async (c) => {
+      try {
+        await c.execute(`INSERT INTO broadcasts (${BROADCAST_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)`, values);
+      } catch (e) {
+        if (errno(e) === ER_DUP_ENTRY) throw new InvalidArgumentError(`broadcast ${hex(b.broadcastId)} already exists`);
+        throw e;
+      }
+      if (b.requiredLabels.length > 0) {
+        await c.query("INSERT IGNORE INTO broadcast_labels (broadcast_id, service_name, label) VALUES ?", [
+          b.requiredLabels.map((l) => [values[0], l.serviceName, l.label]),
+        ]);
+      }
+    });
+  }
+
+  async disableBroadcasts(ids: Uint8Array[]): Promise<void> {
+    for (const id of ids) checkId(id, 8, "broadcast ID");
+    if (ids.length === 0) return;
+    await this.tx("disableBroadcasts", async (c) => {
+      await c.query("UPDATE broadcasts SET message_limit = 0 WHERE broadcast_id IN (?)", [ids.map(buf)]);
+    });
+  }
+
+  async listActiveBroadcasts(): Promise<ActiveBroadcast[]> {
+    const rows = await this.read<(BroadcastDbRow & RowDataPacket)[]>(
+      "listActiveBroadcasts",
+      `SELECT ${BROADCAST_COLUMNS}, sent FROM broadcasts WHERE sent < message_limit AND ${NOT_EXPIRED_SQL}`,
+      notExpiredParams(Date.now()),
+    );
+    if (rows.length === 0) return [];
+    const labels = await this.readExpanded<(LabelDbRow & RowDataPacket)[]>(
+      "listActiveBroadcasts",
+      "SELECT broadcast_id AS client_id, service_name, label FROM broadcast_labels WHERE broadcast_id IN (?)",
+      [rows.map((r) => r.broadcast_id)],
+    );
+    const byId = labelsByClient(labels);
+    return rows.map((r) => ({
+      broadcast: broadcastFromRow(r, byId.get(hex(r.broadcast_id)) ?? []),
+      sent: BigInt(r.sent),
+      limit: BigInt(r.message_limit),
+    }));
+  }
+
+  async listSentBroadcasts(clientId: Uint8Array): Promise<Uint8Array[]> {
+    checkClientId(clientId);
+    const rows = await this.read<({ broadcast_id: Buffer } & RowDataPacket)[]>(
+      "listSentBroadcasts",
+      "SELECT broadcast_id FROM broadcast_sent WHERE client_id = ?",
+      [buf(clientId)],
+    );
+    return rows.map((r) => r.broadcast_id);
+  }
+
+  async saveBroadcastMessage(msg: Message, broadcastId: Uint8Array, clientId: Uint8Array): Promise<boolean> {
+    const now = Date.now();
+    checkId(broadcastId, 8, "broadcast ID");
+    checkClientId(clientId);
+    const row = toMessageRow(msg, now);
+    if (!row.destinationClientId.equals(buf(clientId))) {
+      throw new InvalidArgumentError(
+        `broadcast message ${hex(row.id)} is addressed to ${hex(row.destinationClientId)}, not to client ${hex(clientId)}`,
+      );
+    }
+    return this.tx("saveBroadcastMessage", async (c) => {
+      let sent: ResultSetHeader;
+      try {
+        [sent] = await c.execute<ResultSetHeader>(
+          "INSERT IGNORE INTO broadcast_sent (broadcast_id, client_id) VALUES (?, ?)",
+          [buf(broadcastId), buf(clientId)],
+        );
+      } catch (e) {
+        if (errno(e) === ER_NO_REFERENCED_ROW_2) throw new Rollback(false);
+        throw e;
+      }
+      if (sent.affectedRows === 0) throw new Rollback(false);
+      const [counted] = await c.execute<ResultSetHeader>(
+        `UPDATE broadcasts SET sent = sent + 1 WHERE broadcast_id = ? AND sent < message_limit AND ${NOT_EXPIRED_SQL}`,
+        [buf(broadcastId), ...notExpiredParams(now)],
+      );
+      if (counted.affectedRows === 0) throw new Rollback(false);
+      await c.execute(`INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, row.values);
+      if (row.result === undefined) await this.insertPending(c, [row], () => msToUs(now + BROADCAST_LEASE_MS));
+      return true;
+    });
+  }
+
+  // ---- files ----
+
+  async storeFile(service: string, name: string, data: Uint8Array): Promise<void> {
+    checkName(service, "file service name");
+    checkName(name, "file name");
+    checkPayloadSize(data.length, `file ${service}/${name}`);
+    await this.write("storeFile", "REPLACE INTO files (service, name, modified_time_nanos, data) VALUES (?, ?, ?, ?)", [
+      service,
+      name,
+      msToNs(Date.now()),
+      buf(data),
+    ]);
+  }
+
+  async deleteFile(service: string, name: string): Promise<void> {
+    await this.write("deleteFile", "DELETE FROM files WHERE service = ? AND name = ?", [service, name]);
+  }
+
+  async statFile(service: string, name: string): Promise<number | undefined> {
+    const [row] = await this.read<({ t: DbInt } & RowDataPacket)[]>(
+      "statFile",
+      "SELECT modified_time_nanos AS t FROM files WHERE service = ? AND name = ?",
+      [service, name],
+    );
+    return row ? nsToMs(row.t) : undefined;
+  }
+
+  async readFile(service: string, name: string): Promise<StoredFile | undefined> {
+    const [row] = await this.read<({ t: DbInt; data: Buffer | null } & RowDataPacket)[]>(
+      "readFile",
+      "SELECT modified_time_nanos AS t, data FROM files WHERE service = ? AND name = ?",
+      [service, name],
+    );
+    return row ? { data: row.data ?? new Uint8Array(0), modifiedMs: nsToMs(row.t) } : undefined;
+  }
+
+  // ---- lifecycle ----
+
+  async ping(): Promise<void> {
+    await this.read("ping", "SELECT 1");
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,21 @@
+// Picks the backend from the configuration: MySQL/MariaDB when a mysql_data_source_name is given,
+// otherwise the embedded SQLite file. Only the composition root (and the prune command) call this.
+import { MysqlStore } from "./mysql-store.js";
+import { SqliteStore } from "./sqlite-store.js";
+import type { Store } from "./store.js";
+
+export interface StoreSettings {
+  /** Go-style DSN, e.g. "fleetspeak:pw@tcp(db:3306)/fleetspeak". Takes precedence when non-empty. */
+  mysqlDataSourceName?: string;
+  /** Connections per process for MySQL. Default 20. */
+  mysqlPoolSize?: number;
+  /** SQLite database file, used when there is no DSN. */
+  sqlitePath: string;
+}
+
+export function openStore(s: StoreSettings): Promise<Store> {
+  if (s.mysqlDataSourceName) {
+    return MysqlStore.fromDsn(s.mysqlDataSourceName, s.mysqlPoolSize === undefined ? {} : { poolSize: s.mysqlPoolSize });
+  }
+  return SqliteStore.open({ path: s.sqlitePath });
+}
