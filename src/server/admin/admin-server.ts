@@ -1,0 +1,129 @@
+// The admin gRPC listener: fleetspeak.server.Admin over HTTP/2. Plaintext (h2c) by default, as
+// Fleetspeak's admin port is; TLS, optionally requiring client certificates, when configured.
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "../../common/log.js";
+import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import { Admin } from "../../gen/fleetspeak_server/admin_pb.js";
+
+/** grpc-go's default limit on an inbound message; larger requests fail with RESOURCE_EXHAUSTED. */
+export const ADMIN_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
+/** How long after answering a request that is still uploading its stream is reset. */
+const ABANDONED_UPLOAD_RESET_MS = 1000;
+/** How long close() lets running calls finish before cutting their connections. */
+const CLOSE_GRACE_MS = 5000;
+
+export interface AdminTlsOptions {
+  /** PEM certificate chain and key of the server. */
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** PEM CA certificates that client certificates must chain to. */
+  ca?: string | Buffer;
+  requireClientCert?: boolean;
+}
+
+export interface AdminServerOptions {
+  /** "host:port" as in Fleetspeak's admin_config.listen_address; ":port" listens on every interface. */
+  listenAddress: string;
+  service: Partial<ServiceImpl<typeof Admin>>;
+  logger: Logger;
+  tls?: AdminTlsOptions;
+  maxReceiveBytes?: number;
+}
+
+export interface AdminServer {
+  /** The address actually bound, "host:port" (the port chosen by the OS when 0 was asked for). */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
+  const { host, port } = parseHostPort(opts.listenAddress, { emptyHost: "" });
+  const adapter = connectNodeAdapter({
+    routes: (router) => router.service(Admin, opts.service),
+    grpc: true,
+    grpcWeb: false,
+    connect: false,
+    readMaxBytes: opts.maxReceiveBytes ?? ADMIN_MAX_RECEIVE_BYTES,
+  });
+  // An answer sent before the request was read to its end (an oversized message refused) must
+  // also stop the caller's upload (RST_STREAM NO_ERROR, as RFC 9113 §8.1 allows); otherwise the
+  // stream stays half-open, its flow-control window full, and holds the connection. The reset is
+  // delayed so that the caller reads the status first (some clients report the reset instead of
+  // the status when both arrive together).
+  const abandoned = new Set<http2.ServerHttp2Stream>();
+  const resetAbandoned = (stream: http2.ServerHttp2Stream) => {
+    abandoned.delete(stream);
+    // destroy() rather than close(): the unread request data would keep a closed stream alive.
+    if (!stream.destroyed) stream.destroy();
+  };
+  const handler = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    const stream = req.stream;
+    stream.once("finish", () => {
+      if (stream.closed || req.readableEnded) return;
+      abandoned.add(stream);
+      stream.once("close", () => abandoned.delete(stream));
+      setTimeout(() => resetAbandoned(stream), ABANDONED_UPLOAD_RESET_MS).unref();
+    });
+    adapter(req, res);
+  };
+
+  const server = opts.tls
+    ? http2.createSecureServer(
+        {
+          cert: opts.tls.cert,
+          key: opts.tls.key,
+          ca: opts.tls.ca,
+          requestCert: opts.tls.requireClientCert ?? false,
+          rejectUnauthorized: opts.tls.requireClientCert ?? false,
+          allowHTTP1: false,
+        },
+        handler,
+      )
+    : http2.createServer(handler);
+
+  const sessions = new Set<http2.ServerHttp2Session>();
+  server.on("session", (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+    session.on("error", (err) => opts.logger.debug({ err: err.message }, "admin connection error"));
+  });
+  server.on("sessionError", (err) => opts.logger.debug({ err: err.message }, "admin session error"));
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => {
+      reject(new Error(`admin server: cannot listen on ${opts.listenAddress}: ${err.message}`));
+    };
+    server.once("error", onError);
+    server.listen({ host: host === "" ? undefined : host, port }, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  server.on("error", (err) => opts.logger.error({ err: err.message }, "admin listener error"));
+
+  const bound = server.address() as AddressInfo;
+  const address = formatHostPort(host === "" ? bound.address : host, bound.port);
+  opts.logger.info({ address, tls: opts.tls !== undefined }, "admin gRPC server listening");
+
+  let closing: Promise<void> | undefined;
+  return {
+    address,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          for (const s of sessions) s.destroy();
+        }, CLOSE_GRACE_MS);
+        server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+        for (const stream of abandoned) resetAbandoned(stream);
+        for (const s of sessions) s.close();
+      });
+      return closing;
+    },
+  };
+}
