@@ -1,0 +1,76 @@
+// The Prometheus endpoint of stats_config.address: GET /metrics in the text exposition format,
+// 404 for any other path. Unlike Fleetspeak (which ignores bind errors silently), a port that
+// cannot be bound fails startup with the address and the field to change.
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "../../common/log.js";
+import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import type { Metrics } from "./metrics.js";
+
+export interface MetricsServerOptions {
+  /** "host:port" (stats_config.address); ":port" listens on every interface, port 0 picks one. */
+  address: string;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+export interface MetricsServer {
+  /** The address actually bound, "host:port". */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+export async function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
+  const { host, port } = parseHostPort(opts.address, { emptyHost: "" });
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path !== "/metrics") {
+      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+      res.end("not found; metrics are at /metrics\n");
+      return;
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD", "content-type": "text/plain; charset=utf-8" });
+      res.end("use GET\n");
+      return;
+    }
+    opts.metrics.scrape().then(
+      (text) => {
+        res.writeHead(200, { "content-type": opts.metrics.registry.contentType });
+        res.end(req.method === "HEAD" ? undefined : text);
+      },
+      (e: unknown) => {
+        opts.logger.error({ err: (e as Error).message }, "collecting metrics failed");
+        res.writeHead(500, { "content-type": "text/plain; charset=utf-8" });
+        res.end("collecting metrics failed\n");
+      },
+    );
+  });
+  server.keepAliveTimeout = 30_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (e) =>
+      reject(new Error(`stats_config.address ${opts.address}: cannot serve metrics there: ${e.message}`)),
+    );
+    server.listen({ host: host === "" ? undefined : host, port }, () => {
+      server.removeAllListeners("error");
+      resolve();
+    });
+  });
+  server.on("error", (e) => opts.logger.error({ err: e.message }, "metrics listener error"));
+  const bound = server.address() as AddressInfo;
+  const address = formatHostPort(host === "" ? bound.address : host, bound.port);
+  opts.logger.info({ address }, "serving Prometheus metrics at /metrics");
+
+  let closing: Promise<void> | undefined;
+  return {
+    address,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
