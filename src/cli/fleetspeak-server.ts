@@ -1,0 +1,136 @@
+// fleetspeak-server: one binary whose components (frontend, admin server, or both) are chosen by
+// its components config, as Fleetspeak's. Flags are Go-style (-components_config FILE works).
+//   fleetspeak-server --components_config FILE --services_config FILE [--check]
+//   fleetspeak-server prune --older_than 720h [...]
+import { parseArgs } from "node:util";
+import { goStyleArgs } from "../common/go-flags.js";
+import { createLogger, flushLogs, setLogLevel } from "../common/log.js";
+import {
+  ConfigError,
+  checkComponentsConfig,
+  checkServicesConfig,
+  DEFAULT_COMPONENTS_CONFIG,
+  DEFAULT_SERVICES_CONFIG,
+  loadComponentsConfig,
+  loadServicesConfig,
+} from "../server/config.js";
+import { startServer } from "../server/main.js";
+
+const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check]
+       fleetspeak-server prune --older_than DURATION [--mysql_data_source_name DSN | --sqlite_path FILE]
+
+  --components_config  fleetspeak.components.Config, text format (default ${DEFAULT_COMPONENTS_CONFIG})
+  --services_config    fleetspeak.server.ServerConfig, text format (default ${DEFAULT_SERVICES_CONFIG})
+  --sqlite_path        database file used when the components config has no mysql_data_source_name
+                       (default $FLEETSPEAK_SQLITE_PATH or /var/lib/fleetspeak-server/fleetspeak.sqlite)
+  --check              read and check both files, print what would run, and exit
+  --log_level          trace, debug, info, warn, error (default info; or $FLEETSPEAK_LOG_LEVEL)
+Go/glog flags such as -logtostderr, -alsologtostderr, -v and -log_dir are accepted and ignored
+(logs always go to stderr as JSON lines).`;
+
+const GLOG_STRING_FLAGS = ["stderrthreshold", "log_dir", "v", "vmodule", "log_backtrace_at"];
+const GLOG_BOOL_FLAGS = ["logtostderr", "alsologtostderr"];
+const BOOL_FLAGS = new Set(["check", "help", ...GLOG_BOOL_FLAGS]);
+
+/** Go booleans may be written -flag=true / -flag=false; parseArgs only knows --flag. */
+function normalizeBooleans(args: string[]): string[] {
+  const out: string[] = [];
+  for (const a of args) {
+    const m = /^--([\w.-]+)=(true|false|1|0)$/.exec(a);
+    if (m && BOOL_FLAGS.has(m[1]!)) {
+      if (m[2] === "true" || m[2] === "1") out.push(`--${m[1]}`);
+    } else out.push(a);
+  }
+  return out;
+}
+
+function die(message: string, code = 2): never {
+  process.stderr.write(`fleetspeak-server: ${message}\n`);
+  flushLogs();
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv[0] === "prune") {
+    const { runPrune } = await import("./prune.js");
+    process.exit(await runPrune(argv.slice(1)));
+  }
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: normalizeBooleans(goStyleArgs(argv)),
+      options: {
+        components_config: { type: "string", default: DEFAULT_COMPONENTS_CONFIG },
+        services_config: { type: "string", default: DEFAULT_SERVICES_CONFIG },
+        sqlite_path: {
+          type: "string",
+          default: process.env.FLEETSPEAK_SQLITE_PATH ?? "/var/lib/fleetspeak-server/fleetspeak.sqlite",
+        },
+        check: { type: "boolean", default: false },
+        log_level: { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+        ...Object.fromEntries(GLOG_STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
+        ...Object.fromEntries(GLOG_BOOL_FLAGS.map((f) => [f, { type: "boolean" as const }])),
+      },
+      allowPositionals: false,
+      strict: true,
+    }));
+  } catch (e) {
+    die(`${(e as Error).message}\n${USAGE}`);
+  }
+  if (values.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (typeof values.log_level === "string") setLogLevel(values.log_level);
+  const componentsPath = values.components_config as string;
+  const servicesPath = values.services_config as string;
+  const sqlitePath = values.sqlite_path as string;
+
+  let components: ReturnType<typeof loadComponentsConfig>;
+  let services: ReturnType<typeof loadServicesConfig>;
+  let summary: string[];
+  try {
+    components = loadComponentsConfig(componentsPath);
+    services = loadServicesConfig(servicesPath);
+    const c = checkComponentsConfig(components, componentsPath, sqlitePath);
+    const s = checkServicesConfig(services, servicesPath);
+    for (const w of [...c.warnings, ...s.warnings]) process.stderr.write(`fleetspeak-server: warning: ${w}\n`);
+    summary = [...c.summary, ...s.summary];
+  } catch (e) {
+    die((e as Error).message, 1);
+  }
+  if (values.check) {
+    process.stdout.write(`config OK: ${summary.join("; ")}\n`);
+    return;
+  }
+
+  const log = createLogger("server");
+  let server: Awaited<ReturnType<typeof startServer>>;
+  try {
+    server = await startServer({ components, services, sqlitePath, logger: log });
+  } catch (e) {
+    const msg = e instanceof ConfigError ? e.message : `cannot start: ${(e as Error).message}`;
+    die(msg, 1);
+  }
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "stopping");
+    const force = setTimeout(() => die("did not stop within 30 s; exiting", 1), 30_000);
+    force.unref();
+    await server.stop();
+    log.info("stopped");
+    flushLogs();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+}
+
+process.on("unhandledRejection", (e) => {
+  createLogger("server").error({ err: e instanceof Error ? e.stack : String(e) }, "unhandled rejection");
+});
+
+await main(process.argv.slice(2));

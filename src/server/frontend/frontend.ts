@@ -1,0 +1,72 @@
+// The "Fleetspeak Server" component: the client-facing listener with its three endpoints.
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { HttpsConfig } from "../../gen/fleetspeak_components/config_pb.js";
+import type { Logger } from "../../common/log.js";
+import type { Comms } from "../comms/comms.js";
+import type { Dispatcher } from "../comms/dispatcher.js";
+import type { StreamObserver, StreamTimings } from "../comms/stream-session.js";
+import type { StoredFile } from "../store/store.js";
+import { frontendModeUsesTls, identifyClient } from "./client-identity.js";
+import { type ContactHandlerDeps, handlePoll, handleStream } from "./contact-handlers.js";
+import { handleFileRequest } from "./file-handler.js";
+import {
+  clientAddressOf,
+  type FrontendListener,
+  type FrontendListenerLimits,
+  startFrontendListener,
+} from "./listener.js";
+
+export interface FrontendOptions {
+  https: HttpsConfig;
+  proxyProtocol: boolean;
+  comms: Comms;
+  dispatcher: Dispatcher;
+  readFile: (service: string, name: string) => Promise<StoredFile | undefined>;
+  logger: Logger;
+  timings: StreamTimings;
+  limits?: Partial<FrontendListenerLimits>;
+  observer?: StreamObserver;
+  onContact?: ContactHandlerDeps["onContact"];
+}
+
+export async function startFrontend(opts: FrontendOptions): Promise<FrontendListener> {
+  const mode = opts.https.frontendConfig;
+  const deps: ContactHandlerDeps = {
+    comms: opts.comms,
+    dispatcher: opts.dispatcher,
+    logger: opts.logger,
+    timings: opts.timings,
+    identify: (req) => identifyClient(req, mode).spki,
+    addressOf: clientAddressOf,
+    ...(opts.observer ? { observer: opts.observer } : {}),
+    ...(opts.onContact ? { onContact: opts.onContact } : {}),
+  };
+  const streaming = !opts.https.disableStreaming;
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? "/").split("?")[0]!;
+    if (path === "/message") {
+      void handlePoll(deps, req, res);
+    } else if (path === "/streaming-message" && streaming) {
+      void handleStream(deps, req, res);
+    } else if (path.startsWith("/files/")) {
+      void handleFileRequest(req, res, {
+        readFile: opts.readFile,
+        authorize: opts.https.enableFileServerAuthorization,
+        frontendConfig: mode,
+        logger: opts.logger,
+      });
+    } else {
+      res.writeHead(404, { "content-type": "text/plain; charset=utf-8" });
+      res.end("404 page not found\n");
+    }
+  };
+  const tls = frontendModeUsesTls(mode) ? { cert: opts.https.certificates, key: opts.https.key } : undefined;
+  return startFrontendListener({
+    listenAddress: opts.https.listenAddress,
+    ...(tls ? { tls } : {}),
+    proxyProtocol: opts.proxyProtocol,
+    handler,
+    logger: opts.logger,
+    ...(opts.limits ? { limits: opts.limits } : {}),
+  });
+}

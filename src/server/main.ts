@@ -1,0 +1,206 @@
+// The composition root: the two config files in, running components out. The one place that
+// knows which store, notifier and listeners are concrete.
+import type { Config as ComponentsConfig } from "../gen/fleetspeak_components/config_pb.js";
+import type { ServerConfig } from "../gen/fleetspeak_server/server_pb.js";
+import { createLogger, type Logger } from "../common/log.js";
+import { parseMysqlDsn } from "../common/mysql-dsn.js";
+import { startAdminServer } from "./admin/admin-server.js";
+import { AdminService } from "./admin/admin-service.js";
+import { BroadcastManager } from "./comms/broadcasts.js";
+import { ClientCache } from "./comms/client-cache.js";
+import { Comms } from "./comms/comms.js";
+import { Dispatcher } from "./comms/dispatcher.js";
+import { DEFAULT_STREAM_TIMINGS, type StreamTimings } from "./comms/stream-session.js";
+import { startFrontend } from "./frontend/frontend.js";
+import type { FrontendListenerLimits } from "./frontend/listener.js";
+import { HttpNotificationListener } from "./notify/http-listener.js";
+import { HttpNotifier, LocalNotifier } from "./notify/http-notifier.js";
+import { LOCAL_NOTIFICATION_ADDRESS, type Notifier } from "./notify/notifier.js";
+import { startHealthCheck } from "./observe/health.js";
+import { ServiceManager } from "./services/manager.js";
+import { MysqlStore } from "./store/mysql-store.js";
+import { SqliteStore } from "./store/sqlite-store.js";
+import type { Store } from "./store/store.js";
+
+export interface ServerOptions {
+  components: ComponentsConfig;
+  services: ServerConfig;
+  /** The SQLite file used when the components config names no MySQL database. */
+  sqlitePath: string;
+  logger?: Logger;
+  /** Tuning and test hooks; defaults are Fleetspeak's. */
+  streamTimings?: StreamTimings;
+  sweepIntervalMs?: number;
+  frontendLimits?: Partial<FrontendListenerLimits>;
+  notifyTimeoutMs?: number;
+  clientCacheTtlMs?: number;
+}
+
+export interface RunningServer {
+  store: Store;
+  frontendAddress?: string;
+  adminAddress?: string;
+  notificationAddress?: string;
+  healthAddress?: string;
+  /** Connected streaming clients held by this process. */
+  connectedClients(): number;
+  stop(): Promise<void>;
+}
+
+export async function openStore(components: ComponentsConfig, sqlitePath: string): Promise<Store> {
+  if (components.mysqlDataSourceName) {
+    return MysqlStore.open({
+      connection: parseMysqlDsn(components.mysqlDataSourceName),
+      logger: createLogger("store"),
+    });
+  }
+  return SqliteStore.open({ path: sqlitePath });
+}
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const log = opts.logger ?? createLogger("server");
+  const cfg = opts.components;
+  const stops: Array<() => Promise<void> | void> = [];
+  const stopAll = async () => {
+    for (const s of stops.reverse()) {
+      try {
+        await s();
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, "error while stopping");
+      }
+    }
+  };
+
+  try {
+    const store = await openStore(cfg, opts.sqlitePath);
+    stops.push(() => store.close());
+    const cache = new ClientCache(store, opts.clientCacheTtlMs !== undefined ? { ttlMs: opts.clientCacheTtlMs } : {});
+    stops.push(() => cache.close());
+    const dispatcher = new Dispatcher({
+      store,
+      logger: log.child({ component: "dispatcher" }),
+      ...(opts.sweepIntervalMs !== undefined ? { sweepIntervalMs: opts.sweepIntervalMs } : {}),
+    });
+    stops.push(() => dispatcher.close());
+
+    // Notifications. A frontend with a listener is reachable by other servers at its public
+    // address; without one, only this process can wake its streams ("local").
+    let streamingAddress = LOCAL_NOTIFICATION_ADDRESS;
+    let notificationAddress: string | undefined;
+    if (cfg.notificationListenAddress) {
+      const listener = new HttpNotificationListener({
+        listenAddress: cfg.notificationListenAddress,
+        publicAddress: cfg.notificationPublicAddress,
+        logger: log.child({ component: "notify" }),
+      });
+      await listener.start((id) => dispatcher.dispatch(id));
+      stops.push(() => listener.stop());
+      streamingAddress = listener.publicAddress;
+      notificationAddress = listener.boundAddress;
+    }
+    const local = new LocalNotifier((id) => dispatcher.dispatch(id));
+    let notifier: Notifier = local;
+    if (cfg.notificationListenAddress || cfg.notificationUseHttpNotifier) {
+      const http = new HttpNotifier({
+        local,
+        ...(opts.notifyTimeoutMs !== undefined ? { timeoutMs: opts.notifyTimeoutMs } : {}),
+      });
+      stops.push(() => http.close());
+      const self = streamingAddress;
+      // A stream held by this very process is woken directly, not through an HTTP round trip.
+      notifier = {
+        newMessageForClient: (target, id) =>
+          target === self ? local.newMessageForClient(target, id) : http.newMessageForClient(target, id),
+      };
+    }
+
+    const services = new ServiceManager({
+      store,
+      logger: log.child({ component: "services" }),
+      lookupClient: async (id) => (await cache.getOrRead(id))?.data,
+      invalidateClient: (id) => cache.invalidate(id),
+    });
+    await services.install(opts.services);
+    services.start();
+    stops.push(() => services.stop());
+
+    const running: RunningServer = {
+      store,
+      connectedClients: () => dispatcher.connectedCount,
+      stop: stopAll,
+    };
+
+    if (cfg.httpsConfig) {
+      const pollMs = opts.services.broadcastPollTime
+        ? Number(opts.services.broadcastPollTime.seconds) * 1000 + opts.services.broadcastPollTime.nanos / 1e6
+        : 60_000;
+      const broadcasts = new BroadcastManager({
+        store,
+        logger: log.child({ component: "broadcasts" }),
+        pollMs: pollMs > 0 ? pollMs : 60_000,
+        onNewBroadcasts: () => {
+          cache.clear();
+          void dispatcher.dispatchAll();
+        },
+      });
+      await broadcasts.start();
+      stops.push(() => broadcasts.stop());
+      const comms = new Comms({
+        store,
+        cache,
+        handler: services,
+        logger: log.child({ component: "comms" }),
+        broadcasts,
+        streamingAddress,
+        ...(cfg.requiredLabel ? { requiredLabel: cfg.requiredLabel } : {}),
+      });
+      const frontend = await startFrontend({
+        https: cfg.httpsConfig,
+        proxyProtocol: cfg.proxyProtocol,
+        comms,
+        dispatcher,
+        readFile: (service, name) => store.readFile(service, name),
+        logger: log.child({ component: "frontend" }),
+        timings: opts.streamTimings ?? DEFAULT_STREAM_TIMINGS,
+        ...(opts.frontendLimits ? { limits: opts.frontendLimits } : {}),
+      });
+      stops.push(() => frontend.close());
+      running.frontendAddress = frontend.address;
+    }
+
+    if (cfg.adminConfig) {
+      const service = new AdminService({ store, notifier, logger: log.child({ component: "admin" }) });
+      const admin = await startAdminServer({
+        listenAddress: cfg.adminConfig.listenAddress,
+        service,
+        logger: log.child({ component: "admin" }),
+      });
+      stops.push(() => admin.close());
+      running.adminAddress = admin.address;
+    }
+
+    if (cfg.healthCheckConfig) {
+      const health = await startHealthCheck({
+        listenAddress: cfg.healthCheckConfig.listenAddress || "127.0.0.1:0",
+        logger: log.child({ component: "health" }),
+        ready: () => store.ping(),
+      });
+      stops.push(() => health.close());
+      running.healthAddress = health.address;
+    }
+    if (notificationAddress) running.notificationAddress = notificationAddress;
+    log.info(
+      {
+        frontend: running.frontendAddress,
+        admin: running.adminAddress,
+        notifications: notificationAddress,
+        store: store.backend,
+      },
+      "Fleetspeak server started.",
+    );
+    return running;
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+}
