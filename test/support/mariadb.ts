@@ -68,3 +68,114 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+/**
+ * A private mariadbd on its own port and data directory, for tests that stop, crash and restart
+ * the database server (the shared one on 3306 is never touched). Needs root (mariadbd runs as the
+ * mysql user) and the mariadb-server package.
+ */
+export interface ThrowawayMariadb {
+  port: number;
+  /** Go-style DSN for a database on this server (user fs, password fspw). */
+  dsn(database: string): string;
+  /** An admin connection (user fs, all privileges). */
+  connect(): Promise<Connection>;
+  /** Crashes the server (SIGKILL). */
+  kill(): Promise<void>;
+  /** Starts it again on the same data directory and port. */
+  start(): Promise<void>;
+  /** Stops it and removes its data directory. */
+  destroy(): Promise<void>;
+}
+
+export async function startThrowawayMariadb(): Promise<ThrowawayMariadb> {
+  const { execFileSync, spawn } = await import("node:child_process");
+  const { chownSync, mkdtempSync, rmSync } = await import("node:fs");
+  const { createServer } = await import("node:net");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const { once } = await import("node:events");
+
+  const uid = Number(execFileSync("id", ["-u", "mysql"]).toString().trim());
+  const gid = Number(execFileSync("id", ["-g", "mysql"]).toString().trim());
+  const dir = mkdtempSync(join(tmpdir(), "fs-mariadb-"));
+  chownSync(dir, uid, gid);
+  execFileSync(
+    "mariadb-install-db",
+    ["--no-defaults", "--user=mysql", `--datadir=${join(dir, "data")}`, "--auth-root-authentication-method=socket"],
+    { stdio: "ignore" },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const p = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(p));
+    });
+  });
+  const socket = join(dir, "mysqld.sock");
+  let proc: ReturnType<typeof spawn> | undefined;
+
+  const connectAs = (user: string, password: string) =>
+    mysql.createConnection({ host: "127.0.0.1", port, user, password, connectTimeout: 2000 });
+
+  async function start(): Promise<void> {
+    proc = spawn(
+      "/usr/sbin/mariadbd",
+      [
+        "--no-defaults",
+        "--user=mysql",
+        `--datadir=${join(dir, "data")}`,
+        `--socket=${socket}`,
+        `--port=${port}`,
+        "--bind-address=127.0.0.1",
+        `--pid-file=${join(dir, "mysqld.pid")}`,
+        `--log-error=${join(dir, "err.log")}`,
+        "--innodb-buffer-pool-size=32M",
+        "--innodb-log-file-size=16M",
+        "--skip-log-bin",
+      ],
+      { stdio: "ignore" },
+    );
+    for (let i = 0; i < 150; i++) {
+      try {
+        execFileSync("mariadb-admin", [`--socket=${socket}`, "--silent", "ping"], { stdio: "ignore" });
+        return;
+      } catch {
+        if (proc.exitCode !== null) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    throw new Error(`throwaway mariadbd on port ${port} did not start; see ${join(dir, "err.log")}`);
+  }
+
+  async function kill(): Promise<void> {
+    if (!proc || proc.exitCode !== null) return;
+    const exited = once(proc, "exit");
+    proc.kill("SIGKILL");
+    await exited;
+  }
+
+  await start();
+  execFileSync("mariadb", [
+    `--socket=${socket}`,
+    "-e",
+    "CREATE USER 'fs'@'127.0.0.1' IDENTIFIED BY 'fspw'; GRANT ALL ON *.* TO 'fs'@'127.0.0.1'",
+  ]);
+
+  return {
+    port,
+    dsn: (database) => `fs:fspw@tcp(127.0.0.1:${port})/${database}`,
+    connect: () => connectAs("fs", "fspw"),
+    kill,
+    start,
+    async destroy() {
+      if (proc && proc.exitCode === null) {
+        const exited = once(proc, "exit");
+        proc.kill("SIGTERM");
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
