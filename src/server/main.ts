@@ -17,6 +17,14 @@ import { HttpNotificationListener } from "./notify/http-listener.js";
 import { HttpNotifier, LocalNotifier } from "./notify/http-notifier.js";
 import { LOCAL_NOTIFICATION_ADDRESS, type Notifier } from "./notify/notifier.js";
 import { startHealthCheck } from "./observe/health.js";
+import {
+  describeMessage,
+  instrumentAdminService,
+  instrumentNotifier,
+  instrumentStore,
+  Metrics,
+} from "./observe/metrics.js";
+import { startMetricsServer } from "./observe/metrics-server.js";
 import { ServiceManager } from "./services/manager.js";
 import { MysqlStore } from "./store/mysql-store.js";
 import { SqliteStore } from "./store/sqlite-store.js";
@@ -38,6 +46,8 @@ export interface ServerOptions {
 
 export interface RunningServer {
   store: Store;
+  metrics: Metrics;
+  metricsAddress?: string;
   frontendAddress?: string;
   adminAddress?: string;
   notificationAddress?: string;
@@ -72,8 +82,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
 
   try {
-    const store = await openStore(cfg, opts.sqlitePath);
-    stops.push(() => store.close());
+    const metrics = new Metrics();
+    const rawStore = await openStore(cfg, opts.sqlitePath);
+    stops.push(() => rawStore.close());
+    const store = instrumentStore(rawStore, metrics);
     const cache = new ClientCache(store, opts.clientCacheTtlMs !== undefined ? { ttlMs: opts.clientCacheTtlMs } : {});
     stops.push(() => cache.close());
     const dispatcher = new Dispatcher({
@@ -82,6 +94,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       ...(opts.sweepIntervalMs !== undefined ? { sweepIntervalMs: opts.sweepIntervalMs } : {}),
     });
     stops.push(() => dispatcher.close());
+    metrics.trackConnectedClients(() => dispatcher.connectedCount);
 
     // Notifications. A frontend with a listener is reachable by other servers at its public
     // address; without one, only this process can wake its streams ("local").
@@ -92,6 +105,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         listenAddress: cfg.notificationListenAddress,
         publicAddress: cfg.notificationPublicAddress,
         logger: log.child({ component: "notify" }),
+        onReceived: (known) => metrics.notificationReceived(known),
       });
       await listener.start((id) => dispatcher.dispatch(id));
       stops.push(() => listener.stop());
@@ -113,12 +127,20 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
           target === self ? local.newMessageForClient(target, id) : http.newMessageForClient(target, id),
       };
     }
+    notifier = instrumentNotifier(notifier, metrics);
 
     const services = new ServiceManager({
       store,
       logger: log.child({ component: "services" }),
       lookupClient: async (id) => (await cache.getOrRead(id))?.data,
       invalidateClient: (id) => cache.invalidate(id),
+      systemHooks: {
+        onKillNotification: (id, kn) => {
+          void cache.getOrRead(id).then((c) => {
+            if (c) metrics.killNotificationReceived(c.data, kn);
+          });
+        },
+      },
     });
     await services.install(opts.services);
     services.start();
@@ -126,6 +148,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
     const running: RunningServer = {
       store,
+      metrics,
       connectedClients: () => dispatcher.connectedCount,
       stop: stopAll,
     };
@@ -153,6 +176,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         broadcasts,
         streamingAddress,
         ...(cfg.requiredLabel ? { requiredLabel: cfg.requiredLabel } : {}),
+        onIngested: (msgs, contact) => {
+          for (const m of msgs) metrics.messageIngested({ ...describeMessage(m, contact.data.labels), backlogged: false });
+        },
       });
       const frontend = await startFrontend({
         https: cfg.httpsConfig,
@@ -163,13 +189,29 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         logger: log.child({ component: "frontend" }),
         timings: opts.streamTimings ?? DEFAULT_STREAM_TIMINGS,
         ...(opts.frontendLimits ? { limits: opts.frontendLimits } : {}),
+        observer: {
+          messagesSent: (contact, msgs) => {
+            for (const m of msgs) metrics.messageSent(describeMessage(m, contact.data.labels));
+            metrics.messagesDelivered(msgs.length);
+          },
+        },
+        onContact: (kind, status, seconds) =>
+          metrics.clientPoll({
+            pollType: kind === "poll" ? "POLL" : "STREAM_START",
+            httpStatusCode: status,
+            cacheHit: false,
+            durationSeconds: seconds,
+          }),
       });
       stops.push(() => frontend.close());
       running.frontendAddress = frontend.address;
     }
 
     if (cfg.adminConfig) {
-      const service = new AdminService({ store, notifier, logger: log.child({ component: "admin" }) });
+      const service = instrumentAdminService(
+        new AdminService({ store, notifier, logger: log.child({ component: "admin" }) }),
+        metrics,
+      );
       const admin = await startAdminServer({
         listenAddress: cfg.adminConfig.listenAddress,
         service,
@@ -187,6 +229,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       });
       stops.push(() => health.close());
       running.healthAddress = health.address;
+    }
+    if (cfg.statsConfig?.address) {
+      const server = await startMetricsServer({
+        address: cfg.statsConfig.address,
+        metrics,
+        logger: log.child({ component: "metrics" }),
+      });
+      stops.push(() => server.close());
+      running.metricsAddress = server.address;
     }
     if (notificationAddress) running.notificationAddress = notificationAddress;
     log.info(

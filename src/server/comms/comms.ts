@@ -53,6 +53,8 @@ export interface CommsOptions {
   /** Recorded as the client's last_contact_streaming_to when it streams to this server. */
   streamingAddress: string;
   leaseMs?: number;
+  /** Called with every batch of valid messages received from a client (metrics). */
+  onIngested?: (msgs: Message[], contact: Contact) => void;
 }
 
 /** One client contact: a poll, or one streaming connection. */
@@ -200,7 +202,9 @@ export class Comms {
       m.result = undefined;
       valid.push(m);
     }
-    if (valid.length > 0) await this.opts.handler.handleClientMessages(valid, contact.contactId);
+    if (valid.length === 0) return;
+    this.opts.onIngested?.(valid, contact);
+    await this.opts.handler.handleClientMessages(valid, contact.contactId);
   }
 
   /** Adds a streaming frame's AllowedMessages deltas; returns true if a service went from 0 to >0. */

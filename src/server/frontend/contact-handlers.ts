@@ -25,8 +25,8 @@ export interface ContactHandlerDeps {
   /** How long a stream may take to send its first frame. */
   firstFrameTimeoutMs?: number;
   observer?: StreamObserver;
-  /** Counts contacts by outcome, for metrics. */
-  onContact?: (kind: "poll" | "stream", status: number) => void;
+  /** Reports each contact's outcome and duration, for metrics. */
+  onContact?: (kind: "poll" | "stream", status: number, seconds: number) => void;
 }
 
 function statusOf(e: unknown): number {
@@ -54,6 +54,7 @@ function precheck(req: IncomingMessage): void {
 
 export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const address = deps.addressOf(req);
+  const started = performance.now();
   try {
     precheck(req);
     const spki = deps.identify(req);
@@ -64,18 +65,19 @@ export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage,
     if (messages.length > 0) deps.observer?.messagesSent?.(contact, messages);
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": out.length });
     res.end(out);
-    deps.onContact?.("poll", 200);
+    deps.onContact?.("poll", 200, (performance.now() - started) / 1000);
   } catch (e) {
     const status = statusOf(e);
     const message = status === 500 ? `error processing contact: ${(e as Error).message}` : (e as Error).message;
     deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "poll failed");
     fail(res, status, message);
-    deps.onContact?.("poll", status);
+    deps.onContact?.("poll", status, (performance.now() - started) / 1000);
   }
 }
 
 export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const address = deps.addressOf(req);
+  const started = performance.now();
   let session: StreamSession | undefined;
   const decoder = new StreamFrameDecoder({ expectMagic: true, where: `stream from ${address}` });
   let firstFrameTimer: NodeJS.Timeout | undefined;
@@ -87,7 +89,7 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
     if (firstFrameTimer) clearTimeout(firstFrameTimer);
     if (session) session.close();
     else if (message !== undefined) fail(res, status, message);
-    deps.onContact?.("stream", status);
+    deps.onContact?.("stream", status, (performance.now() - started) / 1000);
   };
 
   try {
