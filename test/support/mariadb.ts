@@ -1,7 +1,13 @@
 // Test databases on the MariaDB server the tests use: 127.0.0.1:3306 as root with an empty password,
 // or FLEETSPEAK_TEST_MYSQL_DSN (a Go-style DSN; its database part is ignored). Each call creates a
 // uniquely named database; drop() removes it. A missing server is a test failure, never a skip.
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { chownSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import mysql, { type Connection } from "mysql2/promise";
 import { parseMysqlDsn } from "../../src/common/mysql-dsn.js";
 
@@ -89,13 +95,6 @@ export interface ThrowawayMariadb {
 }
 
 export async function startThrowawayMariadb(): Promise<ThrowawayMariadb> {
-  const { execFileSync, spawn } = await import("node:child_process");
-  const { chownSync, mkdtempSync, rmSync } = await import("node:fs");
-  const { createServer } = await import("node:net");
-  const { tmpdir } = await import("node:os");
-  const { join } = await import("node:path");
-  const { once } = await import("node:events");
-
   const uid = Number(execFileSync("id", ["-u", "mysql"]).toString().trim());
   const gid = Number(execFileSync("id", ["-g", "mysql"]).toString().trim());
   const dir = mkdtempSync(join(tmpdir(), "fs-mariadb-"));
@@ -114,7 +113,7 @@ export async function startThrowawayMariadb(): Promise<ThrowawayMariadb> {
     });
   });
   const socket = join(dir, "mysqld.sock");
-  let proc: ReturnType<typeof spawn> | undefined;
+  let proc: ChildProcess | undefined;
 
   const connectAs = (user: string, password: string) =>
     mysql.createConnection({ host: "127.0.0.1", port, user, password, connectTimeout: 2000 });
