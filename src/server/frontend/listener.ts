@@ -89,9 +89,7 @@ const CIPHERS = [
 ].join(":");
 
 interface Connection {
-  /** The TCP peer, ip:port. */
-  peer: string;
-  /** The PROXY header's source when there is one, else the peer. */
+  /** The PROXY header's source when there is one, else the TCP peer (ip:port). */
   clientAddress: string;
   phase: "tls-handshake" | "http";
   /** Requests whose response has not closed yet. */
@@ -156,6 +154,8 @@ function isDisconnect(err: unknown): boolean {
   return code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT" || code === "ECONNABORTED";
 }
 
+const EMPTY = Buffer.alloc(0);
+
 /** OpenSSL's short reason ("no shared cipher", "http request") rather than its whole error string. */
 function tlsReason(err: NodeJS.ErrnoException): string {
   const reason = (err as { reason?: unknown }).reason;
@@ -218,7 +218,8 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
       else log.warn({ peer, code: err.code }, `TLS handshake with ${peer} failed: ${tlsReason(err)}`);
       return;
     }
-    if (isDisconnect(err) || err.code === "HPE_INVALID_EOF_STATE") {
+    const disconnected = isDisconnect(err) || err.code === "HPE_INVALID_EOF_STATE";
+    if (disconnected) {
       if (conn) conn.disconnect = err;
     } else if (conn?.logged !== true) {
       if (conn) conn.logged = true;
@@ -229,7 +230,7 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
       }
     }
     // A status line may only be written between responses, never into one that is streaming.
-    if (socket.writable && (conn?.activeResponses ?? 0) === 0 && conn?.disconnect !== err) {
+    if (socket.writable && (conn?.activeResponses ?? 0) === 0 && !disconnected) {
       const status = err.code === "HPE_HEADER_OVERFLOW" ? 431 : err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
       socket.write(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\n\r\n`);
     }
@@ -252,11 +253,11 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
     open.add(raw);
     const key = socketKey(raw);
     const peer = formatClientAddress(remoteAddress, remotePort);
-    const conn: Connection = { peer, clientAddress: peer, phase: "tls-handshake", activeResponses: 0, logged: false, healthCheck: false };
+    const conn: Connection = { clientAddress: peer, phase: "tls-handshake", activeResponses: 0, logged: false, healthCheck: false };
     byRawSocket.set(raw, conn);
     let settled = false;
-    let buffered: Buffer = Buffer.alloc(0);
-    const parser = opts.proxyProtocol ? new ProxyHeaderParser() : undefined;
+    let buffered: Buffer = EMPTY;
+    let parser = opts.proxyProtocol ? new ProxyHeaderParser() : undefined;
 
     const reject = (level: "debug" | "warn", message: string): void => {
       settled = true;
@@ -267,6 +268,9 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
     const handOver = (rest: Buffer): void => {
       settled = true;
       clearTimeout(timer);
+      // This closure lives as long as the connection: keep nothing of the preface in it.
+      buffered = EMPTY;
+      parser = undefined;
       raw.removeListener("data", onData);
       raw.pause();
       if (rest.length > 0) raw.unshift(rest);
@@ -353,7 +357,8 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
     });
   };
 
-  const tcp = net.createServer({ keepAlive: true, keepAliveInitialDelay: 60_000 }, acceptConnection);
+  // TCP keep-alive after a minute, as Fleetspeak does, so that dead peers of idle streams are found.
+  const tcp = net.createServer({ keepAlive: true, keepAliveInitialDelay: 60_000, noDelay: true }, acceptConnection);
   tcp.on("error", (err) => log.error({ err }, `frontend listener on ${opts.listenAddress} failed`));
   const { host, port } = parseHostPort(opts.listenAddress, { emptyHost: "" });
   await new Promise<void>((resolve, reject) => {
