@@ -268,6 +268,21 @@ describe("frontend listener, cleartext", () => {
   });
 });
 
+describe("frontend listener on every interface", () => {
+  it("listens dual-stack for \":port\" and reports IPv4 peers as plain IPv4, IPv6 peers in brackets", async () => {
+    const ctx = await start({ listenAddress: ":0" });
+    try {
+      assert.match(ctx.listener.address, /^\[::\]:\d+$/);
+      const v4 = await request({ port: ctx.port, host: "127.0.0.1" });
+      assert.equal(JSON.parse(v4.body).address, `127.0.0.1:${v4.localPort}`);
+      const v6 = await request({ port: ctx.port, host: "::1" });
+      assert.equal(JSON.parse(v6.body).address, `[::1]:${v6.localPort}`);
+    } finally {
+      await ctx.listener.close();
+    }
+  });
+});
+
 describe("frontend listener robustness", () => {
   it("answers 500 when a handler throws or rejects, and keeps serving", async () => {
     const ctx = await start({
