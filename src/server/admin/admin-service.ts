@@ -18,6 +18,7 @@ import { type EmptyMessage, EmptyMessageSchema, type Message, MessageSchema } fr
 import {
   type Admin,
   type BlacklistClientRequest,
+  type Client,
   type CreateBroadcastRequest,
   type DeleteFileRequest,
   type DeletePendingMessagesRequest,
@@ -53,7 +54,9 @@ import {
 } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { Notifier } from "../notify/notifier.js";
 import type { Store } from "../store/store.js";
+import { StoreUnavailableError } from "../store/errors.js";
 import { invalidArgument, toConnectError } from "./admin-errors.js";
+import { Coalescer } from "./coalescer.js";
 import { pushStream } from "./push-stream.js";
 
 /** A notification is only worth sending when the client's stream was seen this recently. */
@@ -70,6 +73,11 @@ export interface AdminServiceOptions {
   logger: Logger;
   /** How long InsertMessage waits for a notification before answering anyway. */
   notifyWaitMs?: number;
+  /**
+   * Group commit of concurrent InsertMessage calls: at most this many messages per store call,
+   * and this many store calls (and client lookups) at once. Default 100 and 4.
+   */
+  batching?: { maxBatch?: number; maxInFlight?: number };
 }
 
 type AdminImpl = ServiceImpl<typeof Admin>;
@@ -79,12 +87,31 @@ export class AdminService implements AdminImpl {
   readonly #notifier: Notifier;
   readonly #log: Logger;
   readonly #notifyWaitMs: number;
+  readonly #lookups: Coalescer<Uint8Array, Client | undefined>;
+  readonly #writes: Coalescer<Message, void>;
 
   constructor(opts: AdminServiceOptions) {
-    this.#store = opts.store;
+    const store = opts.store;
+    this.#store = store;
     this.#notifier = opts.notifier;
     this.#log = opts.logger;
     this.#notifyWaitMs = opts.notifyWaitMs ?? DEFAULT_NOTIFY_WAIT_MS;
+    const batching = {
+      maxBatch: opts.batching?.maxBatch ?? 100,
+      maxInFlight: opts.batching?.maxInFlight ?? 4,
+      // One caller's bad message must not fail the others; an outage fails them all.
+      isolate: (err: unknown) => !(err instanceof StoreUnavailableError),
+    };
+    this.#lookups = new Coalescer(async (ids) => {
+      const unique = new Map(ids.map((id) => [bytesToHex(id), id]));
+      const found = await store.listClients([...unique.values()]);
+      const byId = new Map(found.map((c) => [bytesToHex(c.clientId), c]));
+      return ids.map((id) => byId.get(bytesToHex(id)));
+    }, batching);
+    this.#writes = new Coalescer(async (msgs) => {
+      await store.storeMessages(msgs);
+      return msgs.map(() => undefined);
+    }, batching);
   }
 
   createBroadcast(req: CreateBroadcastRequest): Promise<EmptyMessage> {
@@ -218,16 +245,16 @@ export class AdminService implements AdminImpl {
             `error parsing destination.client_id (${bytesToHex(clientId)}): ClientID must be 8 bytes, got ${clientId.length}`,
           );
         }
-        const found = await this.#store.listClients([clientId]);
-        if (found.length !== 1) {
+        const client = await this.#lookups.submit(clientId);
+        if (!client) {
           throw new ConnectError(
-            `expected 1 destination client result, got ${found.length}: client ${bytesToHex(clientId)} is not known` +
+            `expected 1 destination client result, got 0: client ${bytesToHex(clientId)} is not known` +
               " to this server (it has never enrolled); check destination.client_id",
             Code.NotFound,
           );
         }
-        streamingTo = found[0]!.lastContactStreamingTo;
-        lastContactMs = found[0]!.lastContactTime ? timestampMs(found[0]!.lastContactTime) : 0;
+        streamingTo = client.lastContactStreamingTo;
+        lastContactMs = client.lastContactTime ? timestampMs(client.lastContactTime) : 0;
         const size = toBinary(MessageSchema, m).length;
         if (size > MAX_MESSAGE_BYTES) {
           throw new ConnectError(
@@ -237,7 +264,7 @@ export class AdminService implements AdminImpl {
         }
       }
 
-      await this.#store.storeMessages([m]);
+      await this.#writes.submit(m);
 
       if (streamingTo !== "" && Date.now() - lastContactMs < STREAMING_CONTACT_FRESH_MS && !ctx.signal.aborted) {
         await this.#notify(streamingTo, clientId);

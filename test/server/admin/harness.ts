@@ -1,5 +1,5 @@
-// An admin server on 127.0.0.1:0 over a real SQLite store in a temporary directory, with a gRPC
-// client for it and a Notifier that records what it is asked to do.
+// An admin server on 127.0.0.1:0 over a real store (SQLite in a temporary directory, or a fresh
+// MariaDB database), with a gRPC client for it and a Notifier that records what it is asked to do.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,8 +10,10 @@ import { Admin } from "../../../src/gen/fleetspeak_server/admin_pb.js";
 import { type AdminServer, startAdminServer } from "../../../src/server/admin/admin-server.js";
 import { AdminService } from "../../../src/server/admin/admin-service.js";
 import type { Notifier } from "../../../src/server/notify/notifier.js";
+import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import type { Store } from "../../../src/server/store/store.js";
+import { createTestDatabase } from "../../support/mariadb.js";
 
 export class RecordingNotifier implements Notifier {
   readonly calls: { target: string; clientId: Uint8Array }[] = [];
@@ -25,25 +27,44 @@ export class RecordingNotifier implements Notifier {
   }
 }
 
+export type Backend = "sqlite" | "mariadb";
+
 export interface AdminHarness {
-  store: SqliteStore;
+  store: Store;
   notifier: RecordingNotifier;
   server: AdminServer;
   client: Client<typeof Admin>;
   close(): Promise<void>;
 }
 
-export async function startAdminHarness(opts: { wrapStore?: (s: SqliteStore) => Store } = {}): Promise<AdminHarness> {
+async function openStore(backend: Backend): Promise<{ store: Store; cleanup(): Promise<void> }> {
+  if (backend === "mariadb") {
+    const db = await createTestDatabase();
+    const store = await MysqlStore.fromDsn(db.dsn);
+    return {
+      store,
+      async cleanup() {
+        await store.close();
+        await db.drop();
+      },
+    };
+  }
   const dir = mkdtempSync(join(tmpdir(), "fs-admin-"));
   const store = await SqliteStore.open({ path: join(dir, "fleetspeak.sqlite") });
+  return {
+    store,
+    async cleanup() {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startAdminHarness(backend: Backend = "sqlite"): Promise<AdminHarness> {
+  const { store, cleanup } = await openStore(backend);
   const notifier = new RecordingNotifier();
   const logger = createLogger("admin-test");
-  const service = new AdminService({
-    store: opts.wrapStore ? opts.wrapStore(store) : store,
-    notifier,
-    logger,
-    notifyWaitMs: 200,
-  });
+  const service = new AdminService({ store, notifier, logger, notifyWaitMs: 200 });
   const server = await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
   const client = createClient(Admin, createGrpcTransport({ baseUrl: `http://${server.address}` }));
   return {
@@ -53,8 +74,7 @@ export async function startAdminHarness(opts: { wrapStore?: (s: SqliteStore) => 
     client,
     async close() {
       await server.close();
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
+      await cleanup();
     },
   };
 }

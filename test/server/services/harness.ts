@@ -10,8 +10,10 @@ import { pino } from "pino";
 import { clientMessageId } from "../../../src/common/ids.js";
 import type { Logger } from "../../../src/common/log.js";
 import { type Label, type Message, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
+import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import type { Store } from "../../../src/server/store/store.js";
+import { createTestDatabase } from "../../support/mariadb.js";
 
 export interface LogLine {
   level: number;
@@ -44,6 +46,23 @@ export async function openTestStore(): Promise<TestStore> {
     async close() {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A fresh store of either backend (MariaDB: a new database, dropped by cleanup). */
+export async function openBackend(backend: "sqlite" | "mariadb"): Promise<{ store: Store; cleanup(): Promise<void> }> {
+  if (backend === "sqlite") {
+    const ts = await openTestStore();
+    return { store: ts.store, cleanup: () => ts.close() };
+  }
+  const db = await createTestDatabase();
+  const store = await MysqlStore.fromDsn(db.dsn);
+  return {
+    store,
+    async cleanup() {
+      await store.close();
+      await db.drop();
     },
   };
 }

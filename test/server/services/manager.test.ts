@@ -28,6 +28,7 @@ import {
   capturingLogger,
   eventually,
   fromClient,
+  openBackend,
   openTestStore,
   switchableStore,
   type TestStore,
@@ -296,56 +297,58 @@ describe("service manager: forwarding to a Processor", () => {
   });
 });
 
-describe("service manager: an integrator that is down", () => {
-  it("keeps messages pending, then the backlog delivers every one once the Processor is up", async () => {
-    const ts = await openTestStore();
-    const port = await reservePort();
-    const { manager } = fastManager(ts.store, { processTimeoutMs: 150 });
-    await manager.installService(grpcService("GRR", `127.0.0.1:${port}`));
-    const c = await addClient(ts.store);
-    const msgs = Array.from({ length: 25 }, (_, i) => fromClient(c.id, "GRR", "T", StringValueSchema, payload(`m${i}`)));
-    await manager.handleClientMessages(msgs, c.contactId);
-    for (const m of msgs) {
-      const st = await ts.store.getMessageStatus(m.messageId);
-      assert.ok(st, "stored");
-      assert.equal(st.result, undefined, "still pending");
-    }
+for (const backend of ["sqlite", "mariadb"] as const) {
+  describe(`service manager: an integrator that is down (${backend})`, () => {
+    it("keeps messages pending, then the backlog delivers every one once the Processor is up", async () => {
+      const ts = await openBackend(backend);
+      const port = await reservePort();
+      const { manager } = fastManager(ts.store, { processTimeoutMs: 150 });
+      await manager.installService(grpcService("GRR", `127.0.0.1:${port}`));
+      const c = await addClient(ts.store);
+      const msgs = Array.from({ length: 25 }, (_, i) => fromClient(c.id, "GRR", "T", StringValueSchema, payload(`m${i}`)));
+      await manager.handleClientMessages(msgs, c.contactId);
+      for (const m of msgs) {
+        const st = await ts.store.getMessageStatus(m.messageId);
+        assert.ok(st, "stored");
+        assert.equal(st.result, undefined, "still pending");
+      }
 
-    const processor = await startProcessor({ port });
-    manager.start();
-    await processor.waitProcessed(25);
-    await eventually(async () => {
-      const all = await Promise.all(msgs.map((m) => ts.store.getMessageStatus(m.messageId)));
-      return all.every((s) => s?.result?.processedTime && !s.result.failed);
+      const processor = await startProcessor({ port });
+      manager.start();
+      await processor.waitProcessed(25);
+      await eventually(async () => {
+        const all = await Promise.all(msgs.map((m) => ts.store.getMessageStatus(m.messageId)));
+        return all.every((s) => s?.result?.processedTime && !s.result.failed);
+      });
+      const delivered = new Set(processor.processed.map((m) => Buffer.from(m.messageId).toString("hex")));
+      for (const m of msgs) assert.ok(delivered.has(Buffer.from(m.messageId).toString("hex")));
+      await manager.stop();
+      await processor.close();
+      await ts.cleanup();
     });
-    const delivered = new Set(processor.processed.map((m) => Buffer.from(m.messageId).toString("hex")));
-    for (const m of msgs) assert.ok(delivered.has(Buffer.from(m.messageId).toString("hex")));
-    await manager.stop();
-    await processor.close();
-    await ts.close();
-  });
 
-  it("processes admin-inserted messages for a server service through the backlog", async () => {
-    const ts = await openTestStore();
-    const processor = await startProcessor();
-    const { manager } = fastManager(ts.store);
-    await manager.installService(grpcService("GRR", processor.address));
-    const m = create(MessageSchema, {
-      messageId: randomMessageId(),
-      source: { serviceName: "GRR" },
-      destination: { serviceName: "GRR" },
-      messageType: "Echo",
-      creationTime: timestampNow(),
+    it("processes admin-inserted messages for a server service through the backlog", async () => {
+      const ts = await openBackend(backend);
+      const processor = await startProcessor();
+      const { manager } = fastManager(ts.store);
+      await manager.installService(grpcService("GRR", processor.address));
+      const m = create(MessageSchema, {
+        messageId: randomMessageId(),
+        source: { serviceName: "GRR" },
+        destination: { serviceName: "GRR" },
+        messageType: "Echo",
+        creationTime: timestampNow(),
+      });
+      await ts.store.storeMessages([m], { serverDueMs: Date.now() });
+      manager.start();
+      await processor.waitProcessed(1);
+      await eventually(async () => (await ts.store.getMessageStatus(m.messageId))?.result?.processedTime !== undefined);
+      await manager.stop();
+      await processor.close();
+      await ts.cleanup();
     });
-    await ts.store.storeMessages([m], { serverDueMs: Date.now() });
-    manager.start();
-    await processor.waitProcessed(1);
-    await eventually(async () => (await ts.store.getMessageStatus(m.messageId))?.result?.processedTime !== undefined);
-    await manager.stop();
-    await processor.close();
-    await ts.close();
   });
-});
+}
 
 describe("service manager: backlog during a database outage", () => {
   it("backs off without crashing, logs the outage once, and resumes when the database is back", async () => {
