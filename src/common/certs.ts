@@ -81,6 +81,8 @@ export interface CertificateSpec {
   subject: Array<[string, string]>;
   /** Defaults to the subject (self-signed). */
   issuer?: Array<[string, string]>;
+  /** The issuer Name as DER, taking precedence over `issuer`: the issuing CA's subject, byte for byte. */
+  issuerDer?: Uint8Array;
   publicKey: KeyObject;
   signingKey: KeyObject;
   serial?: Uint8Array;
@@ -129,7 +131,7 @@ export function buildCertificate(spec: CertificateSpec): Buffer {
     der.explicit(0, der.smallInteger(2)),
     der.integer(spec.serial ?? randomSerial()),
     alg,
-    name(spec.issuer ?? spec.subject),
+    spec.issuerDer ? Buffer.from(spec.issuerDer) : name(spec.issuer ?? spec.subject),
     der.sequence(der.time(spec.notBefore), der.time(spec.notAfter)),
     name(spec.subject),
     spkiDer(spec.publicKey),
@@ -209,10 +211,11 @@ export function createServerCertificate(
 ): CertAndKey {
   const key = generateP256Key();
   const now = Date.now();
-  const issuerCn = ca.cert.subject.match(/CN=([^\n]+)/)?.[1] ?? `${configurationName} Fleetspeak CA`;
   const certDer = buildCertificate({
     subject: [[OID.commonName, `${configurationName} Fleetspeak Server`]],
-    issuer: [[OID.commonName, issuerCn]],
+    // Go finds a certificate's parent by comparing raw issuer and subject bytes, so the issuer is
+    // copied from the CA (which may be a Fleetspeak-made CA with a PrintableString name).
+    issuerDer: subjectDer(ca.cert),
     publicKey: key,
     signingKey: ca.key,
     notBefore: new Date(now - 3600 * 1000),
@@ -224,6 +227,42 @@ export function createServerCertificate(
     ipAddresses: hosts.filter((h) => isIP(h) !== 0),
   });
   return { certPem: derToPem(certDer), keyPem: keyToPem(key), cert: new X509Certificate(certDer), key };
+}
+
+/** The elements inside a DER constructed value (its content octets), each with its header. */
+function derChildren(content: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  let i = 0;
+  while (i < content.length) {
+    const start = i;
+    i++;
+    let len = content[i++]!;
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      len = 0;
+      for (let k = 0; k < n; k++) len = len * 256 + content[i++]!;
+    }
+    const end = i + len;
+    if (end > content.length) throw new CertificateError("truncated DER element in certificate");
+    out.push(content.subarray(start, end));
+    i = end;
+  }
+  return out;
+}
+
+function derContent(element: Buffer): Buffer {
+  const first = element[1]!;
+  return element.subarray(first & 0x80 ? 2 + (first & 0x7f) : 2);
+}
+
+/** A certificate's subject Name exactly as encoded in it. */
+export function subjectDer(cert: X509Certificate): Buffer {
+  const [tbs] = derChildren(derContent(cert.raw));
+  const fields = derChildren(derContent(tbs!));
+  // TBSCertificate: [0] version (optional), serial, signature, issuer, validity, subject, ...
+  const subject = fields[(fields[0]![0] === 0xa0 ? 1 : 0) + 4];
+  if (!subject) throw new CertificateError("certificate has no subject");
+  return subject;
 }
 
 /** Reads every certificate from PEM text; names `where` in errors. */
