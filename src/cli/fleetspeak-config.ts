@@ -37,7 +37,7 @@ function main(argv: string[]): void {
       strict: true,
     }));
   } catch (e) {
-    fail(`${(e as Error).message}; usage: fleetspeak-config --config FILE`, 2);
+    fail(`${(e as Error).message.split(". ")[0]}; usage: fleetspeak-config --config FILE`, 2);
   }
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
