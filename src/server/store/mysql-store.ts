@@ -27,7 +27,6 @@ import { pendingMigrations } from "./migrations.js";
 import { MYSQL_MIGRATIONS } from "./mysql-schema.js";
 import {
   BROADCAST_COLUMNS,
-  BROADCAST_LEASE_MS,
   type BroadcastDbRow,
   broadcastFromRow,
   broadcastValues,
@@ -215,15 +214,23 @@ export class MysqlStore implements Store {
     else if (c.tls === "skip-verify" || c.tls === "preferred") poolOptions.ssl = { rejectUnauthorized: false };
     const pool = mysql.createPool(poolOptions);
     const log = options.logger ?? createLogger("store.mysql");
+    // Claims are locking reads of (destination, due time) index ranges. READ COMMITTED keeps them
+    // from also locking the next client's first entry (REPEATABLE READ's next-key locks), and
+    // FORCE INDEX keeps the optimizer from scanning, and so locking, the whole small table.
     const sessionVars = Object.entries(c.sessionVariables);
-    if (sessionVars.length > 0) {
-      const set = `SET ${sessionVars.map(([k, v]) => `SESSION ${k} = ${mysql.escape(v)}`).join(", ")}`;
-      pool.pool.on("connection", (conn) => {
-        conn.query(set, (err: Error | null) => {
-          if (err) log.error({ err: err.message }, "setting session variables from mysql_data_source_name failed");
+    const setup = [
+      "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+      ...(sessionVars.length > 0
+        ? [`SET ${sessionVars.map(([k, v]) => `SESSION ${k} = ${mysql.escape(v)}`).join(", ")}`]
+        : []),
+    ];
+    pool.pool.on("connection", (conn) => {
+      for (const sql of setup) {
+        conn.query(sql, (err: Error | null) => {
+          if (err) log.error({ err: err.message, sql }, "setting up a database session failed");
         });
-      });
-    }
+      }
+    });
     const store = new MysqlStore(pool, c, options.maxRetries ?? 10, log);
     try {
       await store.migrate();
@@ -564,6 +571,11 @@ export class MysqlStore implements Store {
     const quotas = serviceQuotas(opts.serviceLimits);
     if (quotas !== undefined && quotas.length === 0) return [];
     const cid = buf(clientId);
+    // A plain locking read, not SKIP LOCKED: a client's due message can be locked for a moment
+    // by transactions that do not take it (inserts of other clients' messages next to it in the
+    // index), and skipping it then leaves it undelivered until the next sweep. One client talks
+    // to one server at a time, so waiting here is rare and short; a second claimer that waited
+    // sees the new due time and takes nothing.
     return this.tx("claimClientMessages", async (c) => {
       const now = Date.now();
       const nowUs = BigInt(msToUs(now));
@@ -571,18 +583,18 @@ export class MysqlStore implements Store {
       let picked: Picked[];
       if (quotas === undefined) {
         [picked] = await c.execute<Picked[]>(
-          `SELECT message_id, scheduled_time FROM pending_messages
+          `SELECT message_id, scheduled_time FROM pending_messages FORCE INDEX (pending_messages_due)
            WHERE destination_client_id = ? AND scheduled_time <= ? ORDER BY scheduled_time LIMIT ?
-           FOR UPDATE SKIP LOCKED`,
+           FOR UPDATE`,
           [cid, nowUs, String(limit)],
         );
       } else {
         picked = [];
         for (const [svc, n] of quotas) {
           const [rows] = await c.execute<Picked[]>(
-            `SELECT message_id, scheduled_time FROM pending_messages
+            `SELECT message_id, scheduled_time FROM pending_messages FORCE INDEX (pending_messages_due)
              WHERE destination_client_id = ? AND scheduled_time <= ? AND destination_service_name = ?
-             ORDER BY scheduled_time LIMIT ? FOR UPDATE SKIP LOCKED`,
+             ORDER BY scheduled_time LIMIT ? FOR UPDATE`,
             [cid, nowUs, svc, String(Math.min(n, limit))],
           );
           picked.push(...rows);
@@ -618,14 +630,18 @@ export class MysqlStore implements Store {
 
   async clientsWithDueMessages(clientIds: Uint8Array[]): Promise<Uint8Array[]> {
     for (const id of clientIds) checkClientId(id);
-    if (clientIds.length === 0) return [];
-    const rows = await this.readExpanded<({ id: Buffer } & RowDataPacket)[]>(
+    const unique = [...new Set(clientIds.map(hex))];
+    if (unique.length === 0) return [];
+    // A semi-join that stops at each client's first due row (FirstMatch), where a DISTINCT over
+    // an IN list would read every due row of every client.
+    const rows = await this.read<({ id: string } & RowDataPacket)[]>(
       "clientsWithDueMessages",
-      `SELECT DISTINCT destination_client_id AS id FROM pending_messages
-       WHERE destination_client_id IN (?) AND scheduled_time <= ?`,
-      [clientIds.map(buf), msToUs(Date.now())],
+      `SELECT j.id FROM JSON_TABLE(?, '$[*]' COLUMNS (id VARCHAR(16) PATH '$')) j
+       WHERE EXISTS (SELECT 1 FROM pending_messages p
+                     WHERE p.destination_client_id = UNHEX(j.id) AND p.scheduled_time <= ?)`,
+      [JSON.stringify(unique), BigInt(msToUs(Date.now()))],
     );
-    return rows.map((r) => r.id);
+    return rows.map((r) => Buffer.from(r.id, "hex"));
   }
 
   async claimServerMessages(limit: number, retryAtMs: (retryCount: number) => number): Promise<Message[]> {
@@ -634,7 +650,7 @@ export class MysqlStore implements Store {
     return this.tx("claimServerMessages", async (c) => {
       type Picked = { message_id: Buffer; retry_count: DbInt } & RowDataPacket;
       const [picked] = await c.execute<Picked[]>(
-        `SELECT message_id, retry_count FROM pending_messages
+        `SELECT message_id, retry_count FROM pending_messages FORCE INDEX (pending_messages_due)
          WHERE destination_client_id = ? AND scheduled_time <= ? ORDER BY scheduled_time LIMIT ?
          FOR UPDATE SKIP LOCKED`,
         [EMPTY, BigInt(msToUs(Date.now())), String(n)],
@@ -980,7 +996,7 @@ export class MysqlStore implements Store {
       );
       if (counted.affectedRows === 0) throw new Rollback(false);
       await c.execute(`INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, row.values);
-      if (row.result === undefined) await this.insertPending(c, [row], () => msToUs(now + BROADCAST_LEASE_MS));
+      if (row.result === undefined) await this.insertPending(c, [row], () => msToUs(now));
       return true;
     });
   }
