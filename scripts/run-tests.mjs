@@ -22,9 +22,11 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.TEST_CONCURRENCY ?? "2";
+// Servers and clients started inside tests log warnings and errors only, unless asked otherwise.
+const env = { ...process.env, FLEETSPEAK_LOG_LEVEL: process.env.FLEETSPEAK_LOG_LEVEL ?? "warn" };
 const result = spawnSync(
   process.execPath,
   ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, ...files],
-  { stdio: "inherit" },
+  { stdio: "inherit", env },
 );
 process.exit(result.status ?? 1);
