@@ -1,0 +1,113 @@
+// A private MariaDB server for tests that stop and restart the database mid-run: its own data
+// directory and port, so the shared instance on 3306 (which other tests use) is never touched.
+// Needs the mariadb-server package (mariadb-install-db, mariadbd), as .ci/run installs.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { chownSync, mkdtempSync, rmSync } from "node:fs";
+import * as net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import mysql from "mysql2/promise";
+import { freePort } from "./haproxy.js";
+
+const exec = promisify(execFile);
+
+export interface MariadbInstance {
+  port: number;
+  /** Go-style DSN for database `name` (created by createDatabase). */
+  dsn(name: string): string;
+  createDatabase(name: string): Promise<void>;
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  /** Stops the server and deletes its data directory. */
+  destroy(): Promise<void>;
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+export async function startMariadbInstance(): Promise<MariadbInstance> {
+  const dir = mkdtempSync(join(tmpdir(), "fs-mariadb-"));
+  const data = join(dir, "data");
+  const uid = Number((await exec("id", ["-u", "mysql"])).stdout.trim());
+  const gid = Number((await exec("id", ["-g", "mysql"])).stdout.trim());
+  chownSync(dir, uid, gid);
+  try {
+    await exec("mariadb-install-db", [
+      "--no-defaults",
+      "--user=mysql",
+      `--datadir=${data}`,
+      "--auth-root-authentication-method=normal",
+      "--skip-test-db",
+    ]);
+  } catch (e) {
+    throw new Error(
+      `cannot initialise a private MariaDB in ${data} (is the mariadb-server package installed? .ci/run installs it): ${(e as Error).message}`,
+    );
+  }
+  const port = await freePort();
+  let proc: ChildProcess | undefined;
+
+  const start = async () => {
+    proc = spawn(
+      "/usr/sbin/mariadbd",
+      [
+        "--no-defaults",
+        "--user=mysql",
+        `--datadir=${data}`,
+        `--socket=${join(dir, "mysqld.sock")}`,
+        `--port=${port}`,
+        "--bind-address=127.0.0.1",
+        `--pid-file=${join(dir, "mysqld.pid")}`,
+        `--log-error=${join(dir, "error.log")}`,
+        "--innodb-buffer-pool-size=64M",
+        "--skip-name-resolve",
+      ],
+      { stdio: "ignore" },
+    );
+    const deadline = Date.now() + 30_000;
+    while (!(await canConnect(port))) {
+      if (Date.now() > deadline) throw new Error(`private MariaDB did not start on port ${port}; see ${dir}/error.log`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const stop = async () => {
+    const p = proc;
+    proc = undefined;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once("exit", r));
+    p.kill("SIGTERM");
+    const t = setTimeout(() => p.kill("SIGKILL"), 20_000);
+    await exited;
+    clearTimeout(t);
+  };
+  process.on("exit", () => proc?.kill("SIGKILL"));
+  await start();
+
+  return {
+    port,
+    dsn: (name) => `root@tcp(127.0.0.1:${port})/${name}`,
+    async createDatabase(name) {
+      const c = await mysql.createConnection({ host: "127.0.0.1", port, user: "root", password: "" });
+      try {
+        await c.query(`CREATE DATABASE IF NOT EXISTS \`${name}\``);
+      } finally {
+        await c.end();
+      }
+    },
+    start,
+    stop,
+    async destroy() {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
