@@ -1,9 +1,10 @@
 // The shared datastore for distributed setups: MySQL or MariaDB through a mysql2 connection pool.
 // Every frontend and admin server of a deployment runs one of these against the same database,
 // so each operation is one statement or one short transaction whose effect is right whatever the
-// other servers do at the same moment: claims lock the rows they take with
-// SELECT … FOR UPDATE SKIP LOCKED and reschedule them before committing; broadcast limits are a
-// conditional increment. Deadlocks and lock-wait timeouts are retried a bounded number of times;
+// other servers do at the same moment: claims lock the rows they take (a client's rows with
+// SELECT … FOR UPDATE, the shared server backlog with FOR UPDATE SKIP LOCKED so that servers
+// share it out) and reschedule them before committing; broadcast limits are a conditional
+// increment. Deadlocks and lock-wait timeouts are retried a bounded number of times;
 // a lost or refused connection becomes StoreUnavailableError naming the database server.
 import { setTimeout as sleep } from "node:timers/promises";
 import mysql, {

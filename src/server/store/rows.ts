@@ -34,8 +34,6 @@ export const MAX_NAME_CHARS = 128;
 /** Longest source_message_id kept (Fleetspeak's column is VARBINARY(16); ours is wider). */
 export const MAX_SOURCE_MESSAGE_ID_BYTES = 255;
 export const REMOVED_BY_ADMIN = "Removed by admin action.";
-/** How long a broadcast message handed out in a contact waits for its ack: ClientRetryTime. */
-export const BROADCAST_LEASE_MS = 15 * 60 * 1000;
 
 export function buf(b: Uint8Array): Buffer {
   return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);

@@ -14,7 +14,6 @@ import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailab
 import { pendingMigrations } from "./migrations.js";
 import {
   BROADCAST_COLUMNS,
-  BROADCAST_LEASE_MS,
   type BroadcastDbRow,
   broadcastFromRow,
   broadcastValues,
@@ -747,7 +746,7 @@ export class SqliteStore implements Store {
             this.stmt(`INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`).run(
               ...row.values,
             );
-            if (row.result === undefined) this.insertPending(row, msToUs(now + BROADCAST_LEASE_MS));
+            if (row.result === undefined) this.insertPending(row, msToUs(now));
             return true;
           })
           .immediate();

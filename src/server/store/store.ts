@@ -165,8 +165,9 @@ export interface BroadcastStore {
   listSentBroadcasts(clientId: Uint8Array): Promise<Uint8Array[]>;
   /**
    * Atomically: if the broadcast is still active and under its limit and the client has not had
-   * it, stores the message (client-bound, pending), records it as sent to the client and counts
-   * it. Returns false (storing nothing) otherwise.
+   * it, stores the message (client-bound, pending, due at once: the contact's next claim picks it
+   * up), records it as sent to the client and counts it. Returns false (storing nothing) otherwise,
+   * also for an unknown broadcast or client. The message must be addressed to `clientId`.
    */
   saveBroadcastMessage(msg: Message, broadcastId: Uint8Array, clientId: Uint8Array): Promise<boolean>;
 }

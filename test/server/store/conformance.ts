@@ -809,6 +809,8 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
         const [stored] = await s().getMessages([m1.messageId], true);
         assert.equal(Buffer.from(stored!.data!.value).toString(), "payload");
         assert.equal(await s().getPendingMessageCount([c1]), 1n);
+        const claimed = await s().claimClientMessages(c1, { limit: 10, leaseMs: 600_000 });
+        assert.deepEqual(ids(claimed), ids([m1]));
       });
 
       it("sends an unlimited broadcast to every client", async () => {

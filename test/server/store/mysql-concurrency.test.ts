@@ -100,6 +100,23 @@ describe("MySQL claims by concurrent servers", { timeout: 120_000 }, () => {
     assertEachOnce([...local, await child.result()], expected);
   });
 
+  it("does not hide one client's due messages from a claim running for another client", async () => {
+    // Each client's rows sit next to other clients' rows in the (destination, due time) index; a
+    // claim must lock only its own client's rows, or a concurrent SKIP LOCKED claim for the
+    // neighbouring client would pass over due messages.
+    const clients = Array.from({ length: 300 }, () => randomBytes(8));
+    const msgs = clients.flatMap((c) => [message(c), message(c), message(c)]);
+    for (let i = 0; i < msgs.length; i += 100) await stores[0]!.storeMessages(msgs.slice(i, i + 100));
+    for (let round = 0; round < 3; round++) {
+      const got = await Promise.all(
+        clients.map((c, i) => stores[i % stores.length]!.claimClientMessages(c, { limit: 100, leaseMs: 150 })),
+      );
+      const short = got.filter((g) => g.length !== 3).length;
+      assert.equal(short, 0, `round ${round}: ${short} of ${clients.length} claims missed due messages`);
+      await new Promise((r) => setTimeout(r, 300));
+    }
+  });
+
   it(`hands each of ${MESSAGES} backlogged server messages to exactly one claimer`, async () => {
     const msgs = Array.from({ length: MESSAGES }, () => message(new Uint8Array(0)));
     for (let i = 0; i < msgs.length; i += 100) {
