@@ -1,0 +1,126 @@
+// Child processes of a benchmark run (servers, load generators, HAProxy, Mosquitto): each one is
+// killed when the benchmark process exits, whatever the reason (end, error, Ctrl-C). Only the
+// last 64 KiB of each one's output is kept, for error messages.
+import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+
+const live = new Set<ChildProcess>();
+let hooked = false;
+
+function hookExit(): void {
+  if (hooked) return;
+  hooked = true;
+  process.on("exit", () => {
+    for (const p of live) p.kill("SIGKILL");
+  });
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.on(sig, () => {
+      console.error(`benchmark interrupted (${sig}); stopping its processes`);
+      process.exit(130);
+    });
+  }
+}
+
+const KEEP = 64 * 1024;
+
+export interface BenchProcess {
+  readonly name: string;
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  /** The last 64 KiB of stdout + stderr. */
+  output(): string;
+  /** Resolves when the output matches; rejects if the process exits first or on timeout. */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<void>;
+  readonly exited: Promise<number | null>;
+  /** SIGTERM, then SIGKILL after graceMs. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export function track(name: string, proc: ChildProcess): BenchProcess {
+  hookExit();
+  live.add(proc);
+  let out = "";
+  let done = false;
+  const waiters = new Set<() => void>();
+  const onData = (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 2 * KEEP) out = out.slice(-KEEP);
+    for (const w of waiters) w();
+  };
+  proc.stdout?.on("data", onData);
+  proc.stderr?.on("data", onData);
+  const exited = new Promise<number | null>((resolve) => {
+    proc.on("exit", (code, sig) => {
+      live.delete(proc);
+      done = true;
+      for (const w of waiters) w();
+      resolve(code ?? (sig ? -1 : null));
+    });
+  });
+  return {
+    name,
+    proc,
+    pid: proc.pid ?? -1,
+    exited,
+    output: () => out.slice(-KEEP),
+    waitFor(re, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (re.test(out)) {
+            cleanup();
+            resolve();
+          } else if (done) {
+            cleanup();
+            reject(new Error(`${name} exited before printing ${re}; output:\n${out.slice(-4000)}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`${name} did not print ${re} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
+        waiters.add(check);
+        check();
+      });
+    },
+    async stop(graceMs = 10_000) {
+      if (done) return;
+      proc.kill("SIGTERM");
+      const t = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+export function start(name: string, command: string, args: string[], opts: SpawnOptions = {}): BenchProcess {
+  return track(name, spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], ...opts }));
+}
+
+/** Resident set size of a process, bytes (VmRSS). */
+export function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+/** CPU time (user + system) used by a process so far, seconds. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the command name (which may contain spaces) start at state (field 3).
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime
+  return ticks / 100; // CLK_TCK is 100 on Linux
+}
+
+/** Open file descriptors of a process (-1 if it is gone). */
+export function fdCount(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return -1;
+  }
+}

@@ -1,0 +1,131 @@
+// Fleetspeak servers for the benchmarks: the real binary (bin/fleetspeak-server.js) started as its
+// own process from config files written here, so that its memory and CPU can be read from /proc
+// and profiled (node flags such as --cpu-prof go before the script).
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { freePort } from "../../test/support/haproxy.js";
+import { benchPki } from "./identities.js";
+import { type BenchProcess, start } from "./processes.js";
+
+const ROOT = resolve(import.meta.dirname, "../..");
+
+export interface ServerSpec {
+  name: string;
+  /** A frontend listening on 127.0.0.1. */
+  frontend?: { proxyProtocol?: boolean };
+  admin?: boolean;
+  /** Open a notification listener (frontends of a split setup). */
+  notifications?: boolean;
+  /** notification_use_http_notifier (admin servers of a split setup). */
+  httpNotifier?: boolean;
+  /** Go-style DSN; SQLite in the run's directory otherwise. */
+  mysqlDsn?: string;
+  /** Services config text. */
+  services: string;
+  nodeFlags?: string[];
+  /** Where the process runs (CPU profiles and heap snapshots land here); a temp dir by default. */
+  dir?: string;
+  logLevel?: string;
+}
+
+export interface BenchServer {
+  readonly name: string;
+  readonly process: BenchProcess;
+  readonly pid: number;
+  readonly dir: string;
+  frontendPort?: number;
+  adminAddress?: string;
+  notificationAddress?: string;
+  metricsAddress: string;
+  stop(): Promise<void>;
+}
+
+/** A services config with one NOOP service (the server needs no service for messages to clients). */
+export function noopServices(name = "TestService"): string {
+  return `services {\n  name: "${name}"\n  factory: "NOOP"\n}\n`;
+}
+
+/** A services config forwarding `name` to a Processor, as GRR's frontend does. */
+export function grpcServices(name: string, target: string, maxParallelism = 0): string {
+  return `services {
+  name: "${name}"
+  factory: "GRPC"
+${maxParallelism > 0 ? `  max_parallelism: ${maxParallelism}\n` : ""}  config {
+    [type.googleapis.com/fleetspeak.grpcservice.Config] {
+      target: "${target}"
+      insecure: true
+    }
+  }
+}
+`;
+}
+
+export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
+  const dir = spec.dir ?? mkdtempSync(join(tmpdir(), `fs-bench-${spec.name}-`));
+  const pki = benchPki();
+  const lines: string[] = [];
+  const server: Partial<BenchServer> & { name: string; dir: string } = { name: spec.name, dir };
+  if (spec.mysqlDsn) lines.push(`mysql_data_source_name: ${JSON.stringify(spec.mysqlDsn)}`);
+  if (spec.frontend) {
+    server.frontendPort = await freePort();
+    lines.push(
+      "https_config: <",
+      `  listen_address: "127.0.0.1:${server.frontendPort}"`,
+      `  certificates: ${JSON.stringify(pki.chainPem)}`,
+      `  key: ${JSON.stringify(pki.serverKeyPem)}`,
+      ">",
+    );
+    if (spec.frontend.proxyProtocol) lines.push("proxy_protocol: true");
+  }
+  if (spec.admin) {
+    server.adminAddress = `127.0.0.1:${await freePort()}`;
+    lines.push(`admin_config: < listen_address: "${server.adminAddress}" >`);
+  }
+  if (spec.notifications) {
+    server.notificationAddress = `127.0.0.1:${await freePort()}`;
+    lines.push(`notification_listen_address: "${server.notificationAddress}"`);
+    lines.push(`notification_public_address: "${server.notificationAddress}"`);
+  }
+  if (spec.httpNotifier) lines.push("notification_use_http_notifier: true");
+  server.metricsAddress = `127.0.0.1:${await freePort()}`;
+  lines.push(`stats_config: < address: "${server.metricsAddress}" >`);
+
+  const comp = join(dir, "server.components.config");
+  const svc = join(dir, "server.services.config");
+  writeFileSync(comp, `${lines.join("\n")}\n`);
+  writeFileSync(svc, spec.services);
+  const args = [
+    ...(spec.nodeFlags ?? []),
+    join(ROOT, "bin/fleetspeak-server.js"),
+    "-components_config",
+    comp,
+    "-services_config",
+    svc,
+    "-sqlite_path",
+    join(dir, "fleetspeak.sqlite"),
+  ];
+  const proc = start(spec.name, process.execPath, args, {
+    cwd: dir,
+    env: { ...process.env, FLEETSPEAK_LOG_LEVEL: spec.logLevel ?? "info" },
+  });
+  await proc.waitFor(/Fleetspeak server started/, 60_000);
+  return {
+    ...server,
+    metricsAddress: server.metricsAddress,
+    process: proc,
+    pid: proc.pid,
+    stop: () => proc.stop(30_000),
+  };
+}
+
+/** Reads a few gauges from a server's /metrics (Prometheus text). */
+export async function readMetrics(address: string, names: string[]): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://${address}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const name of names) {
+    const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "m").exec(text);
+    if (m) out[name] = Number(m[1]);
+  }
+  return out;
+}
