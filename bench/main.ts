@@ -1,0 +1,14 @@
+// Benchmark dispatcher: npm run bench -- <scenario> [options]. Each scenario is a module
+// exporting run(args).
+const scenarios: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+  store: () => import("./store.js"),
+};
+
+const [name, ...args] = process.argv.slice(2);
+const load = name === undefined ? undefined : scenarios[name];
+if (!load) {
+  console.error(`usage: npm run bench -- <scenario> [options]; scenarios: ${Object.keys(scenarios).join(", ")}`);
+  process.exit(2);
+}
+await (await load()).run(args);
+process.exit(0);
