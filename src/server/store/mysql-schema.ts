@@ -21,6 +21,9 @@
 // - source_message_id is VARBINARY(255) instead of VARBINARY(16), client_contact_id BIGINT.
 // - Every table uses utf8mb4 with a binary collation: names and labels compare byte for byte.
 // - schema_version records the version, and migrations are applied under GET_LOCK.
+// Requirements: MySQL 8.0+ or MariaDB 10.6+ (FOR UPDATE SKIP LOCKED, JSON_TABLE). Sessions run
+// at READ COMMITTED (see mysql-store.ts); with binary logging on, binlog_format must be ROW or
+// MIXED (MariaDB's default), as MySQL requires for READ COMMITTED writes.
 import type { Migration } from "./migrations.js";
 
 const TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
