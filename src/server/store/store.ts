@@ -119,7 +119,10 @@ export interface MessageStore {
   /** Marks every pending message of these clients failed ("Removed by admin action."). */
   deletePendingMessages(clientIds: Uint8Array[]): Promise<void>;
   getPendingMessageCount(clientIds: Uint8Array[]): Promise<bigint>;
-  /** Pending client-bound messages, ordered by message_id. */
+  /**
+   * Pending client-bound messages, ordered by message_id, without results. An offset without a
+   * limit is an InvalidArgumentError.
+   */
   getPendingMessages(q: PendingQuery): Promise<Message[]>;
 
   /**
@@ -131,7 +134,7 @@ export interface MessageStore {
 
 export interface ClientStore {
   getClientData(id: Uint8Array): Promise<ClientData | undefined>;
-  /** Creates a client (last_contact_time = now). Adding an existing client is an error. */
+  /** Creates a client (last_contact_time = now). Adding an existing client is an InvalidArgumentError. */
   addClient(id: Uint8Array, data: ClientData): Promise<void>;
   /** Empty ids = every client. Unknown IDs are left out. Labels are always filled in. */
   listClients(ids: Uint8Array[]): Promise<Client[]>;
@@ -141,14 +144,23 @@ export interface ClientStore {
     lastContactAfterMs: number,
     onId: (id: Uint8Array) => void | Promise<void>,
   ): Promise<void>;
+  /** Adding a label the client has is a no-op; an unknown client is a NotFoundError. */
   addClientLabel(id: Uint8Array, label: Label): Promise<void>;
   removeClientLabel(id: Uint8Array, label: Label): Promise<void>;
   /** Sets the blacklisted flag; an unknown client is not an error. */
   blacklistClient(id: Uint8Array): Promise<void>;
-  /** Records a contact and updates the client's last-contact fields; returns the contact ID. */
+  /**
+   * Records a contact and updates the client's last-contact fields; returns the contact ID.
+   * An unknown client is a NotFoundError.
+   */
   recordClientContact(c: ContactRecord): Promise<string>;
   listClientContacts(id: Uint8Array): Promise<ClientContact[]>;
+  /** Duplicate links are ignored; an unknown contact or message is a NotFoundError. */
   linkMessagesToContact(contactId: string, messageIds: Uint8Array[]): Promise<void>;
+  /**
+   * Stores one report (memory in MiB truncated, as Fleetspeak). Missing process_start_time or
+   * data_timestamp is an InvalidArgumentError, an unknown client a NotFoundError.
+   */
   recordResourceUsageData(id: Uint8Array, data: ResourceUsageData): Promise<void>;
   /** Records with startMs <= server time < endMs. */
   fetchResourceUsageRecords(id: Uint8Array, startMs: number, endMs: number): Promise<ClientResourceUsageRecord[]>;

@@ -751,6 +751,17 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
           s().recordResourceUsageData(id, create(ResourceUsageDataSchema, { scope: "x" })),
           InvalidArgumentError,
         );
+        await assert.rejects(
+          s().recordResourceUsageData(
+            clientId(),
+            create(ResourceUsageDataSchema, {
+              scope: "system",
+              processStartTime: timestampFromMs(1),
+              dataTimestamp: timestampFromMs(2),
+            }),
+          ),
+          NotFoundError,
+        );
       });
     });
 
