@@ -26,7 +26,8 @@ const concurrency = process.env.TEST_CONCURRENCY ?? "2";
 const env = { ...process.env, FLEETSPEAK_LOG_LEVEL: process.env.FLEETSPEAK_LOG_LEVEL ?? "warn" };
 const result = spawnSync(
   process.execPath,
-  ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, ...files],
+  // A test that hangs (a handle left open) fails after 5 minutes instead of stalling the run.
+  ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=300000", ...files],
   { stdio: "inherit", env },
 );
 process.exit(result.status ?? 1);
