@@ -27,7 +27,7 @@ const env = { ...process.env, FLEETSPEAK_LOG_LEVEL: process.env.FLEETSPEAK_LOG_L
 const result = spawnSync(
   process.execPath,
   // A test that hangs (a handle left open) fails after 5 minutes instead of stalling the run.
-  ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=300000", ...files],
+  ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=300000", "--test-force-exit", ...files],
   { stdio: "inherit", env },
 );
 process.exit(result.status ?? 1);
