@@ -1,0 +1,197 @@
+// The client's persistent state: its identity key, the last sequencing nonce from the server and
+// the revoked server-certificate serials, kept as a binary `fleetspeak.client.ClientState` in
+// `state_file`, written atomically (`<file>.new`, mode 0600, rename).
+//
+// Unlike Fleetspeak, which logs a broken state file and quietly makes a new key (and so a new
+// ClientID, orphaning the machine's history on the server), a state file that exists but cannot be
+// read is an error here; the operator chooses a new identity with --reset_state.
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { KeyObject } from "node:crypto";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { clientIdOfKey, generateP256Key, keyFromSec1Der, keyToSec1Der } from "../common/certs.js";
+import { clientIdToHex } from "../common/ids.js";
+import type { Logger } from "../common/log.js";
+import { ClientStateSchema } from "../gen/fleetspeak_client/client_pb.js";
+
+export class StateError extends Error {}
+
+/** Canonical text of a certificate serial (big-endian magnitude bytes or Node's hex text). */
+export function serialKey(serial: Uint8Array | string): string {
+  const hex = typeof serial === "string" ? serial : Buffer.from(serial).toString("hex");
+  return hex === "" ? "0" : BigInt(`0x${hex}`).toString(16);
+}
+
+function serialBytes(key: string): Uint8Array {
+  const hex = key.length % 2 ? `0${key}` : key;
+  return Buffer.from(hex, "hex");
+}
+
+export interface StateOptions {
+  /** "" keeps nothing on disk. */
+  stateFile: string;
+  /** Start with a new identity when the state file is unreadable (the broken file is kept aside). */
+  resetState: boolean;
+  log: Logger;
+}
+
+export class ClientStateStore {
+  private keyObject: KeyObject;
+  private id: Buffer;
+  private nonce = 0n;
+  private readonly revoked = new Set<string>();
+  private dirty = true;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly rekeyListeners: Array<() => void> = [];
+
+  constructor(private readonly opts: StateOptions) {
+    const loaded = this.load();
+    this.keyObject = loaded ?? generateP256Key();
+    this.id = clientIdOfKey(this.keyObject);
+    if (!loaded) opts.log.info({ clientId: this.clientIdHex }, "created a new client identity");
+  }
+
+  get key(): KeyObject {
+    return this.keyObject;
+  }
+
+  get clientId(): Buffer {
+    return this.id;
+  }
+
+  get clientIdHex(): string {
+    return clientIdToHex(this.id);
+  }
+
+  get sequencingNonce(): bigint {
+    return this.nonce;
+  }
+
+  set sequencingNonce(n: bigint) {
+    if (n !== this.nonce) {
+      this.nonce = n;
+      this.dirty = true;
+    }
+  }
+
+  isRevoked(serial: Uint8Array | string): boolean {
+    return this.revoked.has(serialKey(serial));
+  }
+
+  /** Adds serials; true if any was new. */
+  addRevokedSerials(serials: Iterable<Uint8Array>): boolean {
+    let added = false;
+    for (const s of serials) {
+      const k = serialKey(s);
+      if (!this.revoked.has(k)) {
+        this.revoked.add(k);
+        added = true;
+      }
+    }
+    if (added) this.dirty = true;
+    return added;
+  }
+
+  markDirty(): void {
+    this.dirty = true;
+  }
+
+  onRekey(listener: () => void): void {
+    this.rekeyListeners.push(listener);
+  }
+
+  /** A new key and so a new ClientID (the server asks for this when it blocklists the old one). */
+  rekey(): void {
+    const old = this.clientIdHex;
+    this.keyObject = generateP256Key();
+    this.id = clientIdOfKey(this.keyObject);
+    this.dirty = true;
+    this.opts.log.warn({ oldClientId: old, clientId: this.clientIdHex }, "rekeyed: new client identity");
+    for (const l of this.rekeyListeners) l();
+  }
+
+  private load(): KeyObject | undefined {
+    const path = this.opts.stateFile;
+    if (path === "") return undefined;
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw new StateError(`cannot read the client state file ${path}: ${(e as Error).message}`);
+    }
+    try {
+      const state = fromBinary(ClientStateSchema, bytes);
+      if (state.clientKey.length === 0) throw new Error("it holds no client_key");
+      const key = keyFromSec1Der(state.clientKey, "client_key");
+      this.nonce = state.sequencingNonce;
+      for (const s of state.revokedCertSerials) this.revoked.add(serialKey(s));
+      return key;
+    } catch (e) {
+      const reason = e instanceof Error ? e.message : String(e);
+      if (!this.opts.resetState) {
+        throw new StateError(
+          `the client state file ${path} is corrupt (${reason}). It holds this machine's identity, so the client will not replace it silently: restore it from a backup, or start once with --reset_state to create a new identity (a new ClientID)`,
+        );
+      }
+      const aside = `${path}.corrupt-${Date.now()}`;
+      try {
+        renameSync(path, aside);
+      } catch {
+        // The write below replaces it anyway; keeping a copy is a courtesy.
+      }
+      this.opts.log.warn({ path, keptAs: aside, reason }, "--reset_state: replacing the corrupt state file");
+      this.nonce = 0n;
+      this.revoked.clear();
+      return undefined;
+    }
+  }
+
+  /** Writes the state if it changed; throws StateError naming the file on failure. */
+  write(): void {
+    if (!this.dirty) return;
+    const path = this.opts.stateFile;
+    if (path === "") {
+      this.dirty = false;
+      return;
+    }
+    const bytes = toBinary(
+      ClientStateSchema,
+      create(ClientStateSchema, {
+        clientKey: keyToSec1Der(this.keyObject),
+        sequencingNonce: this.nonce,
+        revokedCertSerials: [...this.revoked].map(serialBytes),
+      }),
+    );
+    const tmp = `${path}.new`;
+    try {
+      rmSync(tmp, { force: true });
+      writeFileSync(tmp, bytes, { mode: 0o600 });
+      renameSync(tmp, path);
+    } catch (e) {
+      throw new StateError(`cannot write the client state file ${path}: ${(e as Error).message}`);
+    }
+    this.dirty = false;
+  }
+
+  /** Writes every `intervalMs` when something changed (Fleetspeak: every minute). */
+  startSync(intervalMs = 60_000): void {
+    this.timer = setInterval(() => {
+      try {
+        this.write();
+      } catch (e) {
+        this.opts.log.error({ err: (e as Error).message }, "state sync failed");
+      }
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  /** Stops the ticker and writes a last time (Fleetspeak skips this and loses up to a minute). */
+  stop(): void {
+    clearInterval(this.timer);
+    try {
+      this.write();
+    } catch (e) {
+      this.opts.log.error({ err: (e as Error).message }, "final state write failed");
+    }
+  }
+}
