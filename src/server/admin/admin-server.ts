@@ -3,15 +3,14 @@
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "../../common/log.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import { Admin } from "../../gen/fleetspeak_server/admin_pb.js";
+import { adminTlsServerOptions, requireClientCertificate } from "../security/admin-auth.js";
+import { createGrpcHandler } from "./grpc-server.js";
 
 /** grpc-go's default limit on an inbound message; larger requests fail with RESOURCE_EXHAUSTED. */
 export const ADMIN_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
-/** How long after answering a request that is still uploading its stream is reset. */
-const ABANDONED_UPLOAD_RESET_MS = 1000;
 /** How long close() lets running calls finish before cutting their connections. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -41,48 +40,16 @@ export interface AdminServer {
 
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
   const { host, port } = parseHostPort(opts.listenAddress, { emptyHost: "" });
-  const adapter = connectNodeAdapter({
-    routes: (router) => router.service(Admin, opts.service),
-    grpc: true,
-    grpcWeb: false,
-    connect: false,
-    readMaxBytes: opts.maxReceiveBytes ?? ADMIN_MAX_RECEIVE_BYTES,
+  const grpc = createGrpcHandler(Admin, opts.service, {
+    maxReceiveBytes: opts.maxReceiveBytes ?? ADMIN_MAX_RECEIVE_BYTES,
+    logger: opts.logger,
   });
-  // An answer sent before the request was read to its end (an oversized message refused) must
-  // also stop the caller's upload (RST_STREAM NO_ERROR, as RFC 9113 §8.1 allows); otherwise the
-  // stream stays half-open, its flow-control window full, and holds the connection. The reset is
-  // delayed so that the caller reads the status first (some clients report the reset instead of
-  // the status when both arrive together).
-  const abandoned = new Set<http2.ServerHttp2Stream>();
-  const resetAbandoned = (stream: http2.ServerHttp2Stream) => {
-    abandoned.delete(stream);
-    // destroy() rather than close(): the unread request data would keep a closed stream alive.
-    if (!stream.destroyed) stream.destroy();
-  };
-  const handler = (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
-    const stream = req.stream;
-    stream.once("finish", () => {
-      if (stream.closed || req.readableEnded) return;
-      abandoned.add(stream);
-      stream.once("close", () => abandoned.delete(stream));
-      setTimeout(() => resetAbandoned(stream), ABANDONED_UPLOAD_RESET_MS).unref();
-    });
-    adapter(req, res);
-  };
-
   const server = opts.tls
-    ? http2.createSecureServer(
-        {
-          cert: opts.tls.cert,
-          key: opts.tls.key,
-          ca: opts.tls.ca,
-          requestCert: opts.tls.requireClientCert ?? false,
-          rejectUnauthorized: opts.tls.requireClientCert ?? false,
-          allowHTTP1: false,
-        },
-        handler,
-      )
-    : http2.createServer(handler);
+    ? http2.createSecureServer(adminTlsServerOptions(opts.tls))
+    : http2.createServer();
+  const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => grpc.onStream(stream, headers);
+  // Mutual TLS: only callers whose certificate chains to tls.ca reach the service.
+  server.on("stream", opts.tls?.requireClientCert ? requireClientCertificate(onStream, opts.logger) : onStream);
 
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session: http2.ServerHttp2Session) => {
@@ -120,7 +87,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
           clearTimeout(force);
           resolve();
         });
-        for (const stream of abandoned) resetAbandoned(stream);
+        grpc.resetAbandoned();
         for (const s of sessions) s.close();
       });
       return closing;

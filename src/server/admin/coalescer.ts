@@ -62,7 +62,9 @@ export class Coalescer<I, O> {
   async #flush(batch: Pending<I, O>[]): Promise<void> {
     try {
       const out = await this.#run(batch.map((p) => p.item));
-      batch.forEach((p, i) => p.resolve(out[i] as O));
+      batch.forEach((p, i) => {
+        p.resolve(out[i] as O);
+      });
     } catch (err) {
       if (batch.length > 1 && this.#opts.isolate?.(err)) {
         await Promise.all(batch.map((p) => this.#flush([p])));
