@@ -1,6 +1,10 @@
 // Benchmark dispatcher: npm run bench -- <scenario> [options]. Each scenario is a module
 // exporting run(args).
 const scenarios: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+  admin: () => import("./admin.js"),
+  hold: () => import("./hold.js"),
+  mosquitto: () => import("./mosquitto.js"),
+  push: () => import("./push.js"),
   store: () => import("./store.js"),
 };
 
