@@ -10,6 +10,7 @@
   memhog     handshake, heartbeat, and grow to argv[2] MiB of memory
   flood      send argv[2] messages of argv[3] bytes as fast as the channel takes them, then echo
   stdout     print lines on stdout and stderr, then echo
+  quietecho  echo without heartbeats (inactivity tests)
 """
 
 import os
@@ -74,7 +75,8 @@ def beat():
         ch.heartbeat()
 
 
-threading.Thread(target=beat, daemon=True).start()
+if mode != "quietecho":
+    threading.Thread(target=beat, daemon=True).start()
 
 if mode == "memhog":
     hog = []
