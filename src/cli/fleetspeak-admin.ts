@@ -3,6 +3,8 @@
 // localhost:6061); output is a table by default and JSON with --json. Go-style flags work too.
 //   fleetspeak-admin [--admin_addr HOST:PORT] [--json] COMMAND [ARGS...]
 // Exit codes: 0 done, 1 the server refused or could not be reached, 2 a wrong command line.
+import { readFileSync } from "node:fs";
+import type { SecureClientSessionOptions } from "node:http2";
 import { parseArgs } from "node:util";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
@@ -20,6 +22,10 @@ const USAGE = `usage: fleetspeak-admin [--admin_addr HOST:PORT] [--json] [--time
   --admin_addr HOST:PORT  the admin server (admin_config.listen_address); default ${DEFAULT_ADMIN_ADDR}
   --json                  print JSON (IDs in hex, times in RFC 3339) instead of tables
   --timeout DURATION      give up on the server after this long; default 30s
+  --ca_cert FILE          talk TLS to the admin server, verifying it with these PEM CA certificates
+  --client_cert FILE      with --client_key: present this PEM certificate (admin servers with mutual TLS)
+  --client_key FILE
+  --server_name NAME      the name in the admin server's certificate, when it differs from the host
 
 commands:
 ${COMMANDS.map((c) => `  ${c.usage}\n      ${c.summary}${c.aliases ? ` (also: ${c.aliases.join(", ")})` : ""}`).join("\n")}
@@ -36,19 +42,38 @@ class ExitError extends Error {
 
 const usageHint = "see fleetspeak-admin --help";
 
+const UNTRUSTED_CERT_CODES = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+]);
+
 /** One line saying what went wrong with the call and what to do. */
-function describeRpcError(e: unknown, address: string, command: string): string {
+function describeRpcError(e: unknown, address: string, command: string, tls: boolean): string {
   const err = ConnectError.from(e);
-  const cause = err.cause instanceof Error ? err.cause : undefined;
-  const sysCode = (cause as NodeJS.ErrnoException | undefined)?.code;
-  if (
-    err.code === Code.Unavailable ||
-    sysCode === "ECONNREFUSED" ||
-    sysCode === "ENOTFOUND" ||
-    sysCode === "EHOSTUNREACH"
-  ) {
-    const why = cause?.message ?? err.rawMessage;
-    return `cannot reach the admin server at ${address} (${why}); the admin server may not be running, or the address is wrong (set it with --admin_addr HOST:PORT)`;
+  const cause = err.cause instanceof Error ? (err.cause as NodeJS.ErrnoException) : undefined;
+  const sysCode = cause?.code ?? "";
+  const detail = (cause?.message ?? err.rawMessage).replace(/\s+/g, " ").trim();
+  if (["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ECONNRESET", "EAI_AGAIN"].includes(sysCode)) {
+    return `cannot reach the admin server at ${address} (${detail}); the admin server may not be running, or the address is wrong (set it with --admin_addr HOST:PORT)`;
+  }
+  if (UNTRUSTED_CERT_CODES.has(sysCode)) {
+    return `the admin server at ${address} presented a certificate that is not trusted (${detail}); give --ca_cert with the CA that issued it`;
+  }
+  if (sysCode === "ERR_TLS_CERT_ALTNAME_INVALID") {
+    return `the admin server's certificate does not match the name asked for (${detail}); use --server_name with a name it has, or another --admin_addr`;
+  }
+  if (tls && /wrong version number|packet length too long/.test(detail)) {
+    return `the admin server at ${address} does not speak TLS (${detail}); leave out --ca_cert, --client_cert, --client_key and --server_name`;
+  }
+  if (!tls && (err.code === Code.Canceled || err.code === Code.Internal) && /stream closed|protocol error/i.test(detail)) {
+    return `the admin server at ${address} closed the connection (${detail}); if it uses TLS, call it with --ca_cert (and --client_cert/--client_key for mutual TLS)`;
+  }
+  if (err.code === Code.Unavailable) {
+    return `cannot reach the admin server at ${address} (${detail}); the admin server may not be running, or the address is wrong (set it with --admin_addr HOST:PORT)`;
   }
   if (err.code === Code.DeadlineExceeded) {
     return `no answer from the admin server at ${address} in time (${err.rawMessage}); check that ${address} is the admin port (admin_config.listen_address), or raise --timeout`;
@@ -104,10 +129,12 @@ async function main(argv: string[]): Promise<number> {
     throw new ExitError((e as Error).message, 2);
   }
 
+  const tls = tlsOptions(values);
   const transport = createGrpcTransport({
-    baseUrl: `http://${address}`,
+    baseUrl: `${tls ? "https" : "http"}://${address}`,
     readMaxBytes: READ_MAX_BYTES,
     defaultTimeoutMs: timeoutMs,
+    ...(tls ? { nodeOptions: tls } : {}),
   });
   const admin = createClient(Admin, transport);
   try {
@@ -117,11 +144,47 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof UsageError) throw new ExitError(e.message, 2);
     if (e instanceof NotKnownError) throw new ExitError(e.message, 1);
-    throw new ExitError(describeRpcError(e, address, command.name), 1);
+    throw new ExitError(describeRpcError(e, address, command.name, tls !== undefined), 1);
   }
 }
 
-const GLOBAL_FLAGS = new Set(["admin_addr", "json", "timeout", "help"]);
+const GLOBAL_FLAGS = new Set([
+  "admin_addr",
+  "json",
+  "timeout",
+  "help",
+  "ca_cert",
+  "client_cert",
+  "client_key",
+  "server_name",
+]);
+
+function readPem(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new ExitError(`--${flag}: cannot read ${path}: ${(e as Error).message}`, 2);
+  }
+}
+
+/** TLS options when any TLS flag is given; undefined for Fleetspeak's plaintext admin port. */
+function tlsOptions(values: {
+  ca_cert?: string;
+  client_cert?: string;
+  client_key?: string;
+  server_name?: string;
+}): SecureClientSessionOptions | undefined {
+  if (!values.ca_cert && !values.client_cert && !values.client_key && !values.server_name) return undefined;
+  if (Boolean(values.client_cert) !== Boolean(values.client_key)) {
+    throw new ExitError("--client_cert and --client_key go together; give both", 2);
+  }
+  return {
+    ...(values.ca_cert ? { ca: readPem(values.ca_cert, "ca_cert") } : {}),
+    ...(values.client_cert ? { cert: readPem(values.client_cert, "client_cert") } : {}),
+    ...(values.client_key ? { key: readPem(values.client_key, "client_key") } : {}),
+    ...(values.server_name ? { servername: values.server_name } : {}),
+  };
+}
 
 function parse(argv: string[]) {
   return parseArgs({
@@ -131,6 +194,10 @@ function parse(argv: string[]) {
       json: { type: "boolean" },
       timeout: { type: "string" },
       help: { type: "boolean", short: "h" },
+      ca_cert: { type: "string" },
+      client_cert: { type: "string" },
+      client_key: { type: "string" },
+      server_name: { type: "string" },
       data_text: { type: "string" },
       data_hex: { type: "string" },
       type_url: { type: "string" },
@@ -147,10 +214,13 @@ function parse(argv: string[]) {
   });
 }
 
+// Exits explicitly: a half-open HTTP/2 session to a misbehaving server must not keep us alive.
+let exitCode: number;
 try {
-  process.exitCode = await main(process.argv.slice(2));
+  exitCode = await main(process.argv.slice(2));
 } catch (e) {
   if (!(e instanceof ExitError)) throw e;
   process.stderr.write(`fleetspeak-admin: ${e.message}\n`);
-  process.exitCode = e.code;
+  exitCode = e.code;
 }
+process.stdout.write("", () => process.exit(exitCode));

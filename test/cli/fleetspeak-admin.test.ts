@@ -7,9 +7,13 @@ import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { StringValueSchema, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { createCa, createServerCertificate } from "../../src/common/certs.js";
+import { createLogger } from "../../src/common/log.js";
 import { ResourceUsageDataSchema } from "../../src/gen/fleetspeak_monitoring/resource_pb.js";
+import { startAdminServer } from "../../src/server/admin/admin-server.js";
 import { RawClient } from "../support/raw-client.js";
 import { startTestServer, type TestServer } from "../support/server.js";
+import { testServerPki } from "../support/tls.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 
@@ -212,5 +216,82 @@ describe("fleetspeak-admin", () => {
     for (const c of ["listclients", "send", "createbroadcast", "storefile", "resourceusage"]) {
       assert.match(r.stdout, new RegExp(`\\n  ${c} `));
     }
+  });
+});
+
+describe("fleetspeak-admin over TLS", () => {
+  let dir: string;
+  let tlsAdmin: Awaited<ReturnType<typeof startAdminServer>>;
+  let plainAdmin: Awaited<ReturnType<typeof startAdminServer>>;
+  const file = (name: string, text: string) => {
+    const p = join(dir, name);
+    writeFileSync(p, text);
+    return p;
+  };
+  let ca: string;
+  let operatorCert: string;
+  let operatorKey: string;
+  let strangerCert: string;
+  let strangerKey: string;
+  let otherCa: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "fs-admin-tls-"));
+    const pki = testServerPki();
+    const operator = createServerCertificate("operator", pki.ca, ["operator"]);
+    const other = createCa("other");
+    const stranger = createServerCertificate("stranger", other, ["stranger"]);
+    ca = file("ca.pem", pki.ca.certPem);
+    operatorCert = file("operator.pem", operator.certPem);
+    operatorKey = file("operator-key.pem", operator.keyPem);
+    strangerCert = file("stranger.pem", stranger.certPem);
+    strangerKey = file("stranger-key.pem", stranger.keyPem);
+    otherCa = file("other-ca.pem", other.certPem);
+    const service = { listClients: async () => ({ clients: [] }) };
+    const logger = createLogger("test");
+    tlsAdmin = await startAdminServer({
+      listenAddress: "127.0.0.1:0",
+      service,
+      logger,
+      tls: { cert: pki.certChainPem, key: pki.keyPem, ca: pki.ca.certPem, requireClientCert: true },
+    });
+    plainAdmin = await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
+  });
+  after(async () => {
+    await tlsAdmin.close();
+    await plainAdmin.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const at = (server: { address: string }, ...args: string[]) =>
+    runAdmin(["--admin_addr", server.address, "--timeout", "10s", ...args]);
+
+  it("presents a client certificate to an admin server with mutual TLS", async () => {
+    const r = await at(tlsAdmin, "--ca_cert", ca, "--client_cert", operatorCert, "--client_key", operatorKey, "listclients");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "(none)\n");
+  });
+
+  it("explains each way a TLS call goes wrong in one line", async () => {
+    assertOneLineError(await at(tlsAdmin, "listclients"), 1, /closed the connection .*if it uses TLS, call it with --ca_cert/);
+    assertOneLineError(await at(tlsAdmin, "--ca_cert", ca, "listclients"), 1, /Unauthenticated: .*client certificate/);
+    assertOneLineError(
+      await at(tlsAdmin, "--ca_cert", ca, "--client_cert", strangerCert, "--client_key", strangerKey, "listclients"),
+      1,
+      /Unauthenticated: client certificate refused/,
+    );
+    assertOneLineError(
+      await at(tlsAdmin, "--ca_cert", otherCa, "--client_cert", operatorCert, "--client_key", operatorKey, "listclients"),
+      1,
+      /presented a certificate that is not trusted .*give --ca_cert with the CA that issued it/,
+    );
+    assertOneLineError(
+      await at(tlsAdmin, "--ca_cert", ca, "--server_name", "wrong.example", "listclients"),
+      1,
+      /does not match the name asked for .*--server_name/,
+    );
+    assertOneLineError(await at(plainAdmin, "--ca_cert", ca, "listclients"), 1, /does not speak TLS .*leave out --ca_cert/);
+    assertOneLineError(await at(tlsAdmin, "--client_cert", operatorCert, "listclients"), 2, /--client_cert and --client_key go together/);
+    assertOneLineError(await at(tlsAdmin, "--ca_cert", join(dir, "missing.pem"), "listclients"), 2, /--ca_cert: cannot read .*missing\.pem/);
   });
 });
