@@ -7,8 +7,7 @@
 // that prints the message's tag and the time it ran, and the output goes back to the server's GRR
 // service, i.e. to the Processor. So one inserted message exercises both directions.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create, fromBinary } from "@bufbuild/protobuf";
@@ -24,7 +23,7 @@ import { type RunningClient, startClient } from "../../src/client/main.js";
 import { bytesToHex, randomMessageId } from "../../src/common/ids.js";
 import { parseText, printText } from "../../src/common/textproto/index.js";
 import { serverConfigRegistry } from "../../src/server/config.js";
-import { writeClientFiles } from "../support/client-config.js";
+import { tempDir, writeClientConfig } from "../client/support/client-env.js";
 import { freePort } from "../support/haproxy.js";
 import { type MariadbInstance, startMariadbInstance } from "../support/mariadb-instance.js";
 import { type TestProcessor, startProcessor } from "../support/processor-server.js";
@@ -114,12 +113,10 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
     haproxy = await startHaproxyProcess("haproxy", cfg, [ports.lbClients, ports.lbAdmin]);
     admin = createClient(Admin, createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports.lbAdmin}` }));
 
-    const dir = mkdtempSync(join(tmpdir(), "fs-e2e-clients-"));
     for (let i = 0; i < CLIENTS; i++) {
-      const configFile = writeClientFiles({
-        dir: join(dir, `c${i}`),
+      const { configFile } = writeClientConfig({
         servers: [`localhost:${ports.lbClients}`],
-        caPem: pki.ca.certPem,
+        ca: pki.ca,
         labels: ["e2e"],
         communicator: "min_failure_delay_seconds: 1\n",
         textServices: {
@@ -134,7 +131,7 @@ config {
 }
 `,
         },
-      });
+      }, tempDir("fs-e2e-client-"));
       clients.push(await startClient({ configFile }));
     }
     // Every client registered (through either frontend).
