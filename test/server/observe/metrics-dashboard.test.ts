@@ -52,7 +52,7 @@ describe("deploy/grafana/fleetspeak-dashboard.json", () => {
     const exported = new Set<string>();
     for (const m of await metrics.registry.getMetricsAsJSON()) {
       exported.add(m.name);
-      if (m.type === "histogram") for (const s of ["_bucket", "_sum", "_count"]) exported.add(m.name + s);
+      if (String(m.type) === "histogram") for (const s of ["_bucket", "_sum", "_count"]) exported.add(m.name + s);
     }
     const used = new Set<string>();
     for (const q of queries) {
@@ -89,6 +89,7 @@ describe("deploy/grafana/fleetspeak-dashboard.json", () => {
     for (const p of dashboard.panels) {
       assert.ok(!ids.has(p.id), `panel id ${p.id} is unique`);
       ids.add(p.id);
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's variable syntax, not a template.
       if (p.type !== "row") assert.equal(p.datasource?.uid, "${datasource}", `${p.title} uses the data source variable`);
       const { x, y, w, h } = p.gridPos;
       assert.ok(x + w <= 24, `${p.title} fits the 24-column grid`);
