@@ -2,6 +2,7 @@
 // exporting run(args).
 const scenarios: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   admin: () => import("./admin.js"),
+  client: () => import("./client.js"),
   hold: () => import("./hold.js"),
   mosquitto: () => import("./mosquitto.js"),
   push: () => import("./push.js"),

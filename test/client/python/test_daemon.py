@@ -11,6 +11,8 @@
   flood      send argv[2] messages of argv[3] bytes as fast as the channel takes them, then echo
   stdout     print lines on stdout and stderr, then echo
   quietecho  echo without heartbeats (inactivity tests)
+  floodwhen  wait until the file argv[2] exists, then flood argv[3] messages of argv[4] bytes
+             (benchmarks: the client is measured idle first)
 """
 
 import os
@@ -84,6 +86,10 @@ if mode == "memhog":
         hog.append(bytearray(1024 * 1024))
         time.sleep(0.01)
     time.sleep(600)
+if mode == "floodwhen":
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.05)
+    mode, sys.argv[2:] = "flood", sys.argv[3:]
 if mode == "flood":
     count, size = int(sys.argv[2]), int(sys.argv[3])
     payload = b"x" * size

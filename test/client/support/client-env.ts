@@ -128,8 +128,10 @@ export class ClientProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly child: ChildProcess;
 
-  constructor(args: string[], env: Record<string, string> = {}) {
-    this.child = spawn(process.execPath, [join(REPO, "bin/fleetspeak-client.js"), ...args], {
+  /** `direct` runs the script itself (its shebang's node flags apply), as an installed binary runs. */
+  constructor(args: string[], env: Record<string, string> = {}, direct = false) {
+    const bin = join(REPO, "bin/fleetspeak-client.js");
+    this.child = spawn(direct ? bin : process.execPath, direct ? args : [bin, ...args], {
       cwd: tmpdir(),
       env: { ...process.env, FLEETSPEAK_LOG_LEVEL: "debug", FLEETSPEAK_DAEMON_RESPAWN_DELAY_MS: "500", ...env },
       stdio: ["ignore", "inherit", "pipe"],
