@@ -5,16 +5,19 @@
 // for good (it rejected the message). Delivery is at-least-once.
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
+import { toBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../../common/log.js";
 import { bytesToHex } from "../../common/ids.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
-import type { Message } from "../../gen/fleetspeak/common_pb.js";
-import { type Config, ConfigSchema, Processor } from "../../gen/fleetspeak_grpcservice/grpcservice_pb.js";
+import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
+import { type Config, ConfigSchema } from "../../gen/fleetspeak_grpcservice/grpcservice_pb.js";
 import type { ServiceConfig } from "../../gen/fleetspeak_server/services_pb.js";
+import { GrpcUnaryClient } from "./grpc-unary-client.js";
 import { type Service, type ServiceFactory, TemporaryError } from "./service.js";
+
+const PROCESS_PATH = "/fleetspeak.grpcservice.Processor/Process";
 
 /** Codes after which a message is worth retrying later; others mean the integrator rejected it. */
 const TEMPORARY_CODES = new Set<Code>([
@@ -111,26 +114,11 @@ function baseUrlFor(target: string, tls: boolean, where: string): string {
   }
 }
 
-/**
- * The status a call failed with. A failure below gRPC (TCP, TLS handshake: a Node error with a
- * code, such as ECONNRESET or SELF_SIGNED_CERT_IN_CHAIN) never reached the Processor; grpc-go
- * reports those as UNAVAILABLE, so the message is retried, where connect would say INTERNAL.
- */
-function grpcStatusOf(err: unknown): ConnectError {
-  const ce = ConnectError.from(err);
-  const cause = ce.cause as NodeJS.ErrnoException | undefined;
-  if (ce.code === Code.Internal && cause instanceof Error && !(cause instanceof ConnectError) && typeof cause.code === "string") {
-    return new ConnectError(`connection error: ${ce.rawMessage} (${cause.code})`, Code.Unavailable, undefined, undefined, cause);
-  }
-  return ce;
-}
-
 class GrpcService implements Service {
   readonly #name: string;
   readonly #log: Logger;
   readonly #initialBackoffMs: number;
-  readonly #sessions: Http2SessionManager;
-  readonly #client: ReturnType<typeof createClient<typeof Processor>>;
+  readonly #client: GrpcUnaryClient;
   #stopped = false;
 
   constructor(name: string, conf: Config, log: Logger, initialBackoffMs: number) {
@@ -149,11 +137,7 @@ class GrpcService implements Service {
       }
     }
     // Like grpc-go's non-blocking dial: nothing connects until the first message.
-    this.#sessions = new Http2SessionManager(baseUrl, { pingIntervalMs: 30_000 }, ca ? { ca } : {});
-    this.#client = createClient(
-      Processor,
-      createGrpcTransport({ baseUrl, sessionManager: this.#sessions }),
-    );
+    this.#client = new GrpcUnaryClient(ca ? { baseUrl, tls: { ca } } : { baseUrl });
     log.info({ target: conf.target, tls }, `service ${name} forwards messages to a Processor`);
   }
 
@@ -161,16 +145,17 @@ class GrpcService implements Service {
     if (this.#stopped) throw new TemporaryError("connection unavailable");
     let delay = this.#initialBackoffMs;
     let last: unknown;
+    const request = toBinary(MessageSchema, msg);
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#client.process(msg, { signal });
+        await this.#client.call(PROCESS_PATH, request, signal);
         return;
       } catch (err) {
         last = err;
       }
       if (signal.aborted) break;
       this.#log.debug(
-        { message: bytesToHex(msg.messageId), attempt, err: grpcStatusOf(last).message, retryInMs: delay },
+        { message: bytesToHex(msg.messageId), attempt, err: ConnectError.from(last).message, retryInMs: delay },
         "Processor call failed",
       );
       try {
@@ -180,7 +165,7 @@ class GrpcService implements Service {
       }
       delay *= 2;
     }
-    const ce = grpcStatusOf(last);
+    const ce = ConnectError.from(last);
     const text = `rpc error: code = ${GO_CODE_NAMES[ce.code] ?? ce.code} desc = ${ce.rawMessage}`;
     if (TEMPORARY_CODES.has(ce.code)) throw new TemporaryError(text, { cause: last });
     throw new Error(text, { cause: last });
@@ -188,7 +173,7 @@ class GrpcService implements Service {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#sessions.abort();
+    this.#client.close();
     this.#log.debug(`service ${this.#name}: Processor connection closed`);
   }
 }

@@ -231,7 +231,11 @@ describe("service manager: forwarding to a Processor", () => {
   });
 
   it("marks a message failed with the Processor's permanent error, visible in GetMessageStatus", async () => {
-    const { manager } = fastManager(ts.store);
+    // The budget runs out while the service waits between attempts (not during a call, which
+    // would make the outcome "canceled", i.e. temporary).
+    const { manager } = fastManager(ts.store, {
+      factories: defaultServiceFactories({ grpc: { initialBackoffMs: 150 } }),
+    });
     await manager.installService(grpcService("GRR", processor.address));
     const c = await addClient(ts.store);
     behaviour = () => {
