@@ -19,6 +19,14 @@ import { ClientStateStore, serialKey } from "./state.js";
 /** Fleetspeak's minimum time between two starts of a daemon. */
 export const DEFAULT_RESPAWN_DELAY_MS = 60_000;
 
+/** The service factories of the stock client, by the names service configs use. */
+export const clientFactories: ReadonlyMap<string, ServiceFactory> = new Map<string, ServiceFactory>([
+  ["Daemon", daemonFactory],
+  ["NOOP", noopFactory],
+  ["Socket", socketFactory],
+  ["Stdin", stdinFactory],
+]);
+
 export interface ClientOptions {
   /** The main config file (text fleetspeak.client.generic.Config). */
   configFile: string;
@@ -76,19 +84,13 @@ export async function startClient(options: ClientOptions): Promise<RunningClient
   });
   const labelTexts = config.labels.map((l) => l.label);
 
-  const factories = new Map<string, ServiceFactory>([
-    ["Daemon", daemonFactory],
-    ["NOOP", noopFactory],
-    ["Socket", socketFactory],
-    ["Stdin", stdinFactory],
-  ]);
   const envDelay = Number(process.env.FLEETSPEAK_DAEMON_RESPAWN_DELAY_MS);
   let system: SystemService | undefined;
   const manager = new ServiceManager({
     outbox,
     clientId: () => state.clientId,
     labels: () => config.labels,
-    factories,
+    factories: clientFactories,
     factoryOptions: {
       daemonRespawnDelayMs:
         options.daemonRespawnDelayMs ?? (Number.isFinite(envDelay) && envDelay >= 0 ? envDelay : DEFAULT_RESPAWN_DELAY_MS),

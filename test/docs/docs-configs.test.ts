@@ -8,7 +8,11 @@ import { describe, it } from "node:test";
 import { ConfigSchema as ClientConfigSchema } from "../../src/gen/fleetspeak_client_generic/config_pb.js";
 import { ConfigSchema as ComponentsConfigSchema } from "../../src/gen/fleetspeak_components/config_pb.js";
 import { ServerConfigSchema } from "../../src/gen/fleetspeak_server/server_pb.js";
+import { serviceConfigRegistry } from "../../src/client/config.js";
+import { clientFactories } from "../../src/client/main.js";
 import { parseText } from "../../src/common/textproto/index.js";
+import { ClientServiceConfigSchema } from "../../src/gen/fleetspeak/system_pb.js";
+import { CommunicatorConfigSchema } from "../../src/gen/fleetspeak_client/client_pb.js";
 import { checkComponentsConfig, checkServicesConfig, serverConfigRegistry } from "../../src/server/config.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -66,6 +70,16 @@ describe("config blocks in docs/", () => {
         case "fleetspeak.client.generic.Config": {
           const cfg = parseText(ClientConfigSchema, b.text, { fileName: where });
           assert.ok(cfg.server.length > 0 && cfg.persistenceHandler.case === "filesystemHandler");
+          return;
+        }
+        case "fleetspeak.client.CommunicatorConfig":
+          parseText(CommunicatorConfigSchema, b.text, { fileName: where });
+          return;
+        case "fleetspeak.ClientServiceConfig": {
+          const cfg = parseText(ClientServiceConfigSchema, b.text, { fileName: where, registry: serviceConfigRegistry });
+          const factory = clientFactories.get(cfg.factory);
+          assert.ok(factory, `${where}:${b.line}: unknown factory ${cfg.factory}`);
+          factory(cfg, { daemonRespawnDelayMs: 60_000, stdForward: false });
           return;
         }
         default:

@@ -132,3 +132,47 @@ export function wrappedContact(host: CommsHost, messages: Message[], allowed: Re
   );
   return toBinary(WrappedContactDataSchema, create(WrappedContactDataSchema, { contactData, clientLabels: host.labelTexts }));
 }
+
+const WATCHDOG_MS = 60 * 60_000 + 5000;
+
+/**
+ * Fleetspeak's communicator watchdog: if the connect/poll loop has not come round for an hour
+ * (a hang, not a long back-off sleep), the client ends with code 1 so that its supervisor
+ * restarts it.
+ */
+export class Watchdog {
+  private last = Date.now();
+  private sleeping = false;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(onExpiry: (idleMs: number) => void, limitMs = WATCHDOG_MS) {
+    this.timer = setInterval(() => {
+      const idle = Date.now() - this.last;
+      if (!this.sleeping && idle > limitMs) {
+        this.stop();
+        onExpiry(idle);
+      }
+    }, Math.min(60_000, limitMs));
+    this.timer.unref();
+  }
+
+  /** The loop came round. */
+  reset(): void {
+    this.last = Date.now();
+  }
+
+  /** Runs a deliberate wait that does not count as a hang. */
+  async asleep(wait: Promise<void>): Promise<void> {
+    this.sleeping = true;
+    try {
+      await wait;
+    } finally {
+      this.sleeping = false;
+      this.reset();
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}

@@ -7,7 +7,7 @@ import type { IncomingMessage } from "node:http";
 import { deflateSync } from "node:zlib";
 import { MAX_CONTACT_BYTES } from "../../common/limits.js";
 import { type ContactData, ContactDataSchema } from "../../gen/fleetspeak/common_pb.js";
-import { Allowance, type Communicator, type CommsHost, jitter, sleep, wrappedContact } from "./communicator.js";
+import { Allowance, type Communicator, type CommsHost, jitter, sleep, Watchdog, wrappedContact } from "./communicator.js";
 import type { OutboxItem } from "./outbox.js";
 
 const POLL_NOW_BYTES = 15 * 1024 * 1024;
@@ -25,14 +25,17 @@ export class PollingCommunicator implements Communicator {
   private oldestUnsent: number | undefined;
   private lastActive: number | undefined;
   private readonly started = Date.now();
+  private watchdog!: Watchdog;
 
   constructor(private readonly host: CommsHost) {}
 
   start(): void {
+    this.watchdog = new Watchdog((idle) => this.host.fatal(1, `polling loop stuck for ${Math.round(idle / 1000)} s (watchdog)`));
     this.loopDone = this.loop();
   }
 
   async stop(): Promise<void> {
+    this.watchdog.stop();
     this.abort.abort();
     await this.loopDone;
     this.host.outbox.nack(this.toSend.splice(0));
@@ -67,6 +70,7 @@ export class PollingCommunicator implements Communicator {
   private async loop(): Promise<void> {
     const signal = this.abort.signal;
     while (!signal.aborted) {
+      this.watchdog.reset();
       this.takeFromOutbox();
       const deadline = this.nextPollAt();
       const now = Date.now();
@@ -81,13 +85,13 @@ export class PollingCommunicator implements Communicator {
           const delay = jitter(this.host.timing.minFailureDelayMs);
           this.host.log.warn({ retryInMs: Math.round(delay) }, "no server reachable");
           if (delay > IDLE_CLOSE_MS) this.host.transport.closeIdle();
-          await sleep(delay, signal);
+          await this.watchdog.asleep(sleep(delay, signal));
         }
         continue;
       }
       const wait = deadline - now;
       if (wait > IDLE_CLOSE_MS) this.host.transport.closeIdle();
-      await this.waitForWork(wait, signal);
+      await this.watchdog.asleep(this.waitForWork(wait, signal));
     }
   }
 

@@ -14,6 +14,7 @@ import {
   type CommsHost,
   jitter,
   sleep,
+  Watchdog,
   wrappedContact,
 } from "./communicator.js";
 import type { OutboxItem } from "./outbox.js";
@@ -31,14 +32,19 @@ export class StreamingCommunicator implements Communicator {
   private readonly abort = new AbortController();
   private loopDone: Promise<void> = Promise.resolve();
   private current: StreamConnection | undefined;
+  private watchdog!: Watchdog;
 
   constructor(private readonly host: CommsHost) {}
 
   start(): void {
+    this.watchdog = new Watchdog((idle) =>
+      this.host.fatal(1, `streaming loop stuck for ${Math.round(idle / 1000)} s (watchdog)`),
+    );
     this.loopDone = this.loop();
   }
 
   async stop(): Promise<void> {
+    this.watchdog.stop();
     this.abort.abort();
     this.current?.close("client stopping");
     await this.loopDone;
@@ -48,6 +54,7 @@ export class StreamingCommunicator implements Communicator {
     const { host } = this;
     let lastContact = Date.now();
     while (!this.abort.signal.aborted) {
+      this.watchdog.reset();
       let connected = false;
       for (let i = 0; i < host.servers.length && !this.abort.signal.aborted; i++) {
         const server = host.servers[i]!;
@@ -76,7 +83,7 @@ export class StreamingCommunicator implements Communicator {
       }
       const delay = jitter(host.timing.minFailureDelayMs);
       host.log.warn({ retryInMs: Math.round(delay) }, "no server reachable");
-      await sleep(delay, this.abort.signal);
+      await this.watchdog.asleep(sleep(delay, this.abort.signal));
     }
   }
 }
