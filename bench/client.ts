@@ -9,7 +9,7 @@
 // stores nothing, to see the client's own ceiling.
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { type CertAndKey, createCa } from "../src/common/certs.js";
@@ -140,15 +140,16 @@ export async function run(argv: string[]): Promise<void> {
       afterMiB: (afterRss / MiB).toFixed(1),
       rate,
       cpuPerMsgUs: ((cpu / messages) * 1e6).toFixed(0),
+      load: loadavg()[0]!.toFixed(1),
     };
     console.log(
       `client: idle RSS ${row.idleMiB} MiB, max RSS under load ${row.loadMiB} MiB, after ${row.afterMiB} MiB; ` +
         `${messages} × ${size} B from one daemon in ${seconds.toFixed(2)} s = ${rate} msgs/s to ${row.server}; ` +
-        `client CPU ${row.cpuPerMsgUs} µs/message`,
+        `client CPU ${row.cpuPerMsgUs} µs/message; load average ${row.load}`,
     );
     if (values.record) {
       recordRow(
-        `| ${row.date} | ${row.commit} | ${row.machine} | \`${row.command}\` | ${row.server} | ${size} B | ${row.idleMiB} | ${row.loadMiB} | ${row.afterMiB} | ${row.rate} | ${row.cpuPerMsgUs} |`,
+        `| ${row.date} | ${row.commit} | ${row.machine} | \`${row.command}\` | ${row.server} | ${size} B | ${row.idleMiB} | ${row.loadMiB} | ${row.afterMiB} | ${row.rate} | ${row.cpuPerMsgUs} | ${row.load} |`,
       );
     }
   } finally {
@@ -170,8 +171,8 @@ function recordRow(row: string): void {
       "",
       HEADER,
       "",
-      "| date | commit | machine | command | server | msg size | idle RSS MiB | max RSS under load MiB | RSS after MiB | msgs/s | client CPU µs/msg |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      "| date | commit | machine | command | server | msg size | idle RSS MiB | max RSS under load MiB | RSS after MiB | msgs/s | client CPU µs/msg | load avg |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
       row,
       "",
     );
