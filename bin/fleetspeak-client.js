@@ -5,7 +5,7 @@
 // fleet: a 1 MiB young generation and --optimize-for-size keep ~35 MiB of heap growth away under
 // a steady message flow, and --lite-mode (no optimizing compiler) saves ~7 MiB more at about
 // twice the CPU per message (still ~6,000 msgs/s from one daemon; bench/client.ts measures it).
-// `node bin/fleetspeak-client.js` skips the shebang; NODE_OPTIONS with the same flags does not.
+// `node bin/fleetspeak-client.js` skips the shebang: give node the same flags there.
 //
 // The client runs on every machine of a fleet, so its memory matters: loading the TypeScript
 // sources through tsx costs ~35 MiB of resident memory on its own. The launcher therefore runs a
