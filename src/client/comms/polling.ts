@@ -143,7 +143,21 @@ export class PollingCommunicator implements Communicator {
     return false;
   }
 
-  private post(server: string, wcd: Uint8Array): Promise<ContactData> {
+  /**
+   * One POST /message. A kept-alive connection that the server closed just as we reused it fails
+   * before the server saw anything; that attempt is repeated once on a new connection.
+   */
+  private async post(server: string, wcd: Uint8Array): Promise<ContactData> {
+    try {
+      return await this.postOnce(server, wcd);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (!(e as { reusedSocket?: boolean }).reusedSocket || (code !== "ECONNRESET" && code !== "EPIPE")) throw e;
+      return await this.postOnce(server, wcd);
+    }
+  }
+
+  private postOnce(server: string, wcd: Uint8Array): Promise<ContactData> {
     const headers: Record<string, string> = {};
     let body: Uint8Array = wcd;
     if (this.host.timing.compress) {
@@ -165,9 +179,11 @@ export class PollingCommunicator implements Communicator {
       };
       req.once("error", (e) => {
         finish();
-        reject(e);
+        reject(Object.assign(e, { reusedSocket: req.reusedSocket && !gotResponse }));
       });
+      let gotResponse = false;
       req.once("response", (res: IncomingMessage) => {
+        gotResponse = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (c: Buffer) => {
