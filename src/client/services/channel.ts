@@ -30,6 +30,11 @@ export class Channel {
   private closed = false;
   private outboundHeld: Buffer[] | undefined = [];
   private frameTimer: NodeJS.Timeout | undefined;
+  private resolveClosed!: () => void;
+  /** Resolves once the channel has ended (orderly, by error, or destroyed). */
+  readonly ended: Promise<void> = new Promise((r) => {
+    this.resolveClosed = r;
+  });
 
   constructor(
     private readonly input: Readable,
@@ -45,6 +50,7 @@ export class Channel {
     input.on("data", (chunk: Buffer) => this.onData(chunk));
     input.on("end", () => {
       if (this.decoder.handshakeDone && this.decoder.atMessageBoundary) this.finish(undefined);
+      else if (!this.decoder.handshakeDone) this.fail(new Error(`${where}: closed before sending the channel magic`));
       else this.fail(new Error(`${where}: input ended in the middle of a frame`));
     });
     input.on("error", (e) => this.fail(new Error(`${where}: read failed: ${e.message}`)));
@@ -151,5 +157,6 @@ export class Channel {
     this.disarmFrameTimer();
     this.queue.length = 0;
     this.handlers.onClose(error);
+    this.resolveClosed();
   }
 }

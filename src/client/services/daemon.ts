@@ -381,8 +381,8 @@ class Execution {
     this.stopMonitoring.abort();
     this.monitor?.stop();
     this.startupData?.(undefined);
-    // Let the daemon's last frames and output drain, unless something else holds the pipes open.
-    await new Promise((r) => setTimeout(r, 50));
+    // Let the daemon's last frames drain, unless something else (a grandchild) holds the pipe open.
+    await Promise.race([this.channel.ended, new Promise((r) => setTimeout(r, TEARDOWN_STEP_MS))]);
     this.channel.destroy();
     clearInterval(this.flushTimer);
     this.flushOut();
