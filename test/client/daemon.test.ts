@@ -73,6 +73,13 @@ describe("Daemon service", () => {
     assert.deepEqual(ff.violations, []);
   });
 
+  it("sends its magic without waiting for the daemon's (a daemon may read first)", async () => {
+    const { ff, client } = await run(daemonServiceText("TestService", testDaemonArgv("readfirst")));
+    await ff.waitFor(isType("Hello"));
+    ff.send(client.clientId, "TestService", "Ping");
+    await ff.waitFor(isType("EchoReply"));
+  });
+
   it("restarts a crashing daemon, no sooner than the respawn delay, and reports each end", async () => {
     const { ff } = await run(daemonServiceText("TestService", testDaemonArgv("crash")));
     await ff.until(() => ff.received.filter(isType("Hello")).length >= 3, 20_000, "three starts");

@@ -25,7 +25,7 @@ class ChannelError(Exception):
 
 
 class Channel:
-    def __init__(self, version="test-daemon", infd=None, outfd=None):
+    def __init__(self, version="test-daemon", infd=None, outfd=None, read_first=False):
         if infd is None:
             infd = int(os.environ["FLEETSPEAK_COMMS_CHANNEL_INFD"])
         if outfd is None:
@@ -34,12 +34,17 @@ class Channel:
         self._out = os.fdopen(outfd, "wb")
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
+        # read_first: wait for the client's magic before writing anything, which only works if
+        # the client sends its magic without waiting for ours (as Fleetspeak's client does).
+        if read_first:
+            self._expect_magic()
         self._write_raw(_U32.pack(MAGIC))
         startup = common_pb2.Message(message_type="StartupData")
         startup.destination.service_name = "system"
         startup.data.Pack(channel_pb2.StartupData(pid=os.getpid(), version=version))
         self._send(startup)
-        self._expect_magic()
+        if not read_first:
+            self._expect_magic()
 
     def _write_raw(self, data):
         with self._wlock:

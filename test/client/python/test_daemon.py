@@ -11,6 +11,7 @@
   flood      send argv[2] messages of argv[3] bytes as fast as the channel takes them, then echo
   stdout     print lines on stdout and stderr, then echo
   quietecho  echo without heartbeats (inactivity tests)
+  readfirst  echo, but read the client's magic before writing its own
   floodwhen  wait until the file argv[2] exists, then flood argv[3] messages of argv[4] bytes
              (benchmarks: the client is measured idle first)
 """
@@ -49,7 +50,7 @@ if mode == "garbage":
     time.sleep(30)
     sys.exit(0)
 
-ch = fs_channel.Channel(version="test-daemon-1.0")
+ch = fs_channel.Channel(version="test-daemon-1.0", read_first=(mode == "readfirst"))
 
 if mode == "oversize":
     ch._write_raw(struct.pack("<I", 3 * 1024 * 1024))
