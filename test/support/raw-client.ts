@@ -4,6 +4,7 @@
 import { createHash, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes } from "node:crypto";
 import type { ClientRequest, IncomingMessage } from "node:http";
 import { request } from "node:https";
+import { constants as zlibConstants, createDeflate, type Deflate, deflateSync } from "node:zlib";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import {
   type ContactData,
@@ -22,6 +23,10 @@ export interface RawClientOptions {
   servername?: string;
   key?: KeyObject;
   labels?: string[];
+  /** Present no certificate at all in the TLS handshake. */
+  noClientCertificate?: boolean;
+  /** Content-Encoding: deflate: one zlib stream for the request body, sync-flushed per frame. */
+  deflate?: boolean;
 }
 
 function uvarint(n: number): Buffer {
@@ -128,16 +133,41 @@ class FrameReader {
   }
 }
 
+/** Writes request-body bytes, through one zlib stream flushed per write when compressing. */
+class BodyWriter {
+  private readonly deflate: Deflate | undefined;
+
+  constructor(
+    private readonly req: ClientRequest,
+    compress: boolean,
+  ) {
+    if (compress) {
+      this.deflate = createDeflate();
+      this.deflate.on("data", (b: Buffer) => req.write(b));
+    }
+  }
+
+  write(bytes: Buffer): void {
+    if (!this.deflate) {
+      this.req.write(bytes);
+      return;
+    }
+    this.deflate.write(bytes);
+    this.deflate.flush(zlibConstants.Z_SYNC_FLUSH);
+  }
+}
+
 export class RawStream {
   constructor(
     readonly req: ClientRequest,
     readonly res: IncomingMessage,
     readonly reader: FrameReader,
     readonly first: ContactData,
+    private readonly body: BodyWriter,
   ) {}
 
   send(cd: ContactInit): void {
-    this.req.write(frame(wrap(cd)));
+    this.body.write(frame(wrap(cd)));
   }
 
   next(timeoutMs?: number): Promise<ContactData | undefined> {
@@ -175,8 +205,9 @@ export class RawClient {
       method: "POST",
       ca: this.opts.ca,
       servername: this.opts.servername ?? "localhost",
-      key: this.key.export({ type: "sec1", format: "pem" }) as string,
-      cert: derToPem(this.certDer),
+      ...(this.opts.noClientCertificate
+        ? {}
+        : { key: this.key.export({ type: "sec1", format: "pem" }) as string, cert: derToPem(this.certDer) }),
       agent: false as const,
       headers,
     };
@@ -184,9 +215,16 @@ export class RawClient {
 
   /** One poll; resolves with the status and the parsed ContactData (if 200). */
   poll(cd: ContactInit): Promise<{ status: number; cd?: ContactData; text: string }> {
-    const body = wrap(cd, this.opts.labels ?? []);
+    return this.postRaw("/message", wrap(cd, this.opts.labels ?? []));
+  }
+
+  /** POSTs a body as is (compressed if configured); parses a 200 answer as ContactData. */
+  postRaw(path: string, raw: Buffer): Promise<{ status: number; cd?: ContactData; text: string }> {
+    const body = this.opts.deflate ? deflateSync(raw) : raw;
+    const headers: Record<string, string> = { "content-length": String(body.length) };
+    if (this.opts.deflate) headers["content-encoding"] = "deflate";
     return new Promise((resolve, reject) => {
-      const req = request(this.requestOptions("/message", { "content-length": String(body.length) }), (res) => {
+      const req = request(this.requestOptions(path, headers), (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("end", () => {
@@ -204,9 +242,10 @@ export class RawClient {
   /** Opens a stream: magic + initial frame; resolves after the first response frame. */
   stream(cd: ContactInit): Promise<RawStream> {
     return new Promise((resolve, reject) => {
-      const req = request(
-        this.requestOptions("/streaming-message", { "transfer-encoding": "chunked", connection: "close" }),
-      );
+      const headers: Record<string, string> = { "transfer-encoding": "chunked", connection: "close" };
+      if (this.opts.deflate) headers["content-encoding"] = "deflate";
+      const req = request(this.requestOptions("/streaming-message", headers));
+      const body = new BodyWriter(req, this.opts.deflate ?? false);
       req.on("response", async (res) => {
         if (res.statusCode !== 200) {
           const chunks: Buffer[] = [];
@@ -218,14 +257,13 @@ export class RawClient {
         try {
           const first = await reader.next();
           if (!first) throw new Error("stream ended before the first frame");
-          resolve(new RawStream(req, res, reader, first));
+          resolve(new RawStream(req, res, reader, first, body));
         } catch (e) {
           reject(e);
         }
       });
       req.on("error", reject);
-      req.write(Buffer.from([0x01, 0x10, 0xee, 0xf1]));
-      req.write(frame(wrap(cd, this.opts.labels ?? [])));
+      body.write(Buffer.concat([Buffer.from([0x01, 0x10, 0xee, 0xf1]), frame(wrap(cd, this.opts.labels ?? []))]));
     });
   }
 }

@@ -6,8 +6,10 @@ import { create } from "@bufbuild/protobuf";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { MessageAckDataSchema } from "../../../src/gen/fleetspeak/system_pb.js";
 import { clientMessageId } from "../../../src/common/ids.js";
+import { createTestDatabase, type TestDatabase } from "../../support/mariadb.js";
 import { outMessage, RawClient } from "../../support/raw-client.js";
 import { startTestServer, type TestServer } from "../../support/server.js";
+import { testServerPki } from "../../support/tls.js";
 
 async function waitFor<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -19,17 +21,27 @@ async function waitFor<T>(what: string, f: () => Promise<T | undefined>, timeout
   }
 }
 
-describe("frontend: polling and streaming with a spec-written client", () => {
+for (const backend of ["sqlite", "mysql"] as const) describe(`frontend on ${backend}: polling and streaming with a spec-written client`, () => {
   let ts: TestServer;
-  const client = () => new RawClient({ host: "127.0.0.1", port: ts.port, ca: ts.caPem, labels: ["linux", "custom"] });
+  let db: TestDatabase | undefined;
+  const client = (labels = ["linux", "custom"]) =>
+    new RawClient({ host: "127.0.0.1", port: ts.port, ca: ts.caPem, labels });
 
   before(async () => {
+    const pki = testServerPki();
+    if (backend === "mysql") db = await createTestDatabase();
     ts = await startTestServer({
+      components: {
+        httpsConfig: { listenAddress: "127.0.0.1:0", certificates: pki.certChainPem, key: pki.keyPem },
+        adminConfig: { listenAddress: "127.0.0.1:0" },
+        ...(db ? { mysqlDataSourceName: db.dsn } : {}),
+      },
       overrides: { streamTimings: { lifespanMs: 3_000, closeBeforeMs: 1_000 }, sweepIntervalMs: 200, clientCacheTtlMs: 300 },
     });
   });
   after(async () => {
     await ts.stop();
+    await db?.drop();
   });
 
   it("registers a new client on its first poll, with its labels, and stores its messages", async () => {
@@ -129,5 +141,83 @@ describe("frontend: polling and streaming with a spec-written client", () => {
     const rekey = r.cd!.messages.find((m) => m.messageType === "RekeyRequest")!;
     assert.equal(rekey.destination?.serviceName, "system");
     assert.deepEqual(Buffer.from(rekey.destination!.clientId), c.clientId);
+  });
+
+  it("holds back messages for a service until the client allows them (AllowedMessages tokens)", async () => {
+    const c = client();
+    await c.poll({});
+    const s = await c.stream({ AllowedMessages: { system: 10n, TestService: 0n } });
+    await ts.admin.insertMessage({
+      source: { serviceName: "TestService" },
+      destination: { clientId: c.clientId, serviceName: "TestService" },
+      messageType: "Held",
+    });
+    await assert.rejects(s.next(700), /no frame/, "no tokens for TestService: nothing is pushed");
+    s.send({ AllowedMessages: { TestService: 1n } });
+    const frames = [await s.next(5_000), await s.next(5_000)];
+    const pushed = frames.find((f) => f?.messages.length);
+    assert.equal(pushed?.messages[0]?.messageType, "Held");
+    assert.ok(frames.some((f) => f?.ackIndex === 1n), "the token frame is acknowledged");
+    s.close();
+  });
+
+  it("refuses more than 100 messages in one contact, and garbage instead of a WrappedContactData", async () => {
+    const c = client();
+    const many = Array.from({ length: 101 }, () => outMessage("TestService", "X"));
+    const r = await c.poll({ messages: many });
+    assert.equal(r.status, 400);
+    assert.match(r.text, /101 messages in one contact, the limit is 100/);
+    const garbage = await c.postRaw("/message", Buffer.from("this is not a protobuf"));
+    assert.equal(garbage.status, 400);
+    assert.match(garbage.text, /not a WrappedContactData/);
+  });
+
+  it("answers a poll without a client certificate with 400", async () => {
+    const c = new RawClient({ host: "127.0.0.1", port: ts.port, ca: ts.caPem, noClientCertificate: true });
+    const r = await c.poll({});
+    assert.equal(r.status, 400);
+    assert.match(r.text, /expected 1 client cert, received 0/);
+  });
+});
+
+describe("frontend with required_label", () => {
+  let ts: TestServer;
+  before(async () => {
+    const pki = testServerPki();
+    ts = await startTestServer({
+      components: {
+        httpsConfig: { listenAddress: "127.0.0.1:0", certificates: pki.certChainPem, key: pki.keyPem },
+        adminConfig: { listenAddress: "127.0.0.1:0" },
+        requiredLabel: "fleet-a",
+      },
+    });
+  });
+  after(() => ts.stop());
+
+  it("lets in only clients that present the label", async () => {
+    const without = await new RawClient({ host: "127.0.0.1", port: ts.port, ca: ts.caPem, labels: ["linux"] }).poll({});
+    assert.equal(without.status, 503);
+    assert.match(without.text, /not authorized/);
+    const withLabel = await new RawClient({ host: "127.0.0.1", port: ts.port, ca: ts.caPem, labels: ["fleet-a"] }).poll({});
+    assert.equal(withLabel.status, 200);
+  });
+});
+
+describe("frontend with deflate-compressed streams and polls", () => {
+  let ts: TestServer;
+  before(async () => {
+    ts = await startTestServer();
+  });
+  after(() => ts.stop());
+
+  it("decodes a zlib request body sync-flushed per frame, as the Go client sends it", async () => {
+    const c = new RawClient({ host: "127.0.0.1", port: ts.port, ca: ts.caPem, deflate: true });
+    const s = await c.stream({ messages: [outMessage("TestService", "Zipped")] });
+    assert.ok(s.first.sequencingNonce !== 0n);
+    s.send({ messages: [outMessage("TestService", "Zipped2")] });
+    assert.equal((await s.next())?.ackIndex, 1n);
+    s.close();
+    const p = await c.poll({ messages: [outMessage("TestService", "ZippedPoll")] });
+    assert.equal(p.status, 200, p.text);
   });
 });
