@@ -28,6 +28,7 @@ import { Admin } from "../src/gen/fleetspeak_server/admin_pb.js";
 const ROOT = resolve(import.meta.dirname, "..");
 const READY_TIMEOUT_MS = 60_000;
 const STOP_GRACE_MS = 15_000;
+const VERBOSE_LEVELS = new Set(["trace", "debug"]);
 /** The client service that the printed `send` command addresses. */
 const DEMO_SERVICE = "hello";
 
@@ -86,7 +87,8 @@ function startChild(name: string, bin: string, args: string[], logFile: string):
   const proc = spawn(process.execPath, [join(ROOT, "bin", bin), ...args], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, FLEETSPEAK_LOG_LEVEL: process.env.FLEETSPEAK_LOG_LEVEL ?? "info" },
+    // Readiness is read from info lines, so the children log at least that much.
+    env: { ...process.env, FLEETSPEAK_LOG_LEVEL: VERBOSE_LEVELS.has(process.env.FLEETSPEAK_LOG_LEVEL ?? "") ? process.env.FLEETSPEAK_LOG_LEVEL : "info" },
   });
   const waiters: Array<{ msg: string; resolve: (line: Record<string, unknown>) => void }> = [];
   let partial = "";
@@ -230,13 +232,19 @@ async function main(): Promise<void> {
   );
   children.push(server);
   watch(server);
-  const timeout = setTimeout(() => void stopAll(`not ready within ${READY_TIMEOUT_MS / 1000} s`, 1), READY_TIMEOUT_MS);
+  let waitingFor = `the server to start (log ${rel(join(stateDir, "server.log"))})`;
+  const timeout = setTimeout(
+    () => void stopAll(`not ready within ${READY_TIMEOUT_MS / 1000} s, waiting for ${waitingFor}`, 1),
+    READY_TIMEOUT_MS,
+  );
   await server.waitForLog("Fleetspeak server started.");
+  waitingFor = `the client to start (log ${rel(join(stateDir, "client.log"))})`;
 
   const client = startChild("client", "fleetspeak-client.js", ["-config", clientConfigPath], join(stateDir, "client.log"));
   children.push(client);
   watch(client);
   const clientId = String((await client.waitForLog("client started")).clientId);
+  waitingFor = `client ${clientId} to connect (logs in ${rel(stateDir)})`;
 
   const admin = createClient(Admin, createGrpcTransport({ baseUrl: `http://${adminAddr}` }));
   for (;;) {
