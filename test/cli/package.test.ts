@@ -2,7 +2,7 @@
 // repository's installed dependencies (as `npm install -g` would put them) and each bin runs.
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, describe, it } from "node:test";
@@ -24,7 +24,12 @@ describe("npm pack", () => {
 
     execFileSync("tar", ["-xzf", join(dir, packed!.filename), "-C", dir]);
     const pkg = join(dir, "package");
-    symlinkSync(join(ROOT, "node_modules"), join(pkg, "node_modules"));
+    // The repository's dependencies, linked one by one so that caches the binaries write (the
+    // client's bundle in node_modules/.cache) stay in the unpacked package.
+    mkdirSync(join(pkg, "node_modules"));
+    for (const dep of readdirSync(join(ROOT, "node_modules")).filter((d) => d !== ".cache")) {
+      symlinkSync(join(ROOT, "node_modules", dep), join(pkg, "node_modules", dep));
+    }
     const bins = (JSON.parse(readFileSync(join(pkg, "package.json"), "utf8")) as { bin: Record<string, string> }).bin;
     assert.deepEqual(Object.keys(bins).sort(), ["fleetspeak-admin", "fleetspeak-client", "fleetspeak-config", "fleetspeak-server"]);
     for (const [name, path] of Object.entries(bins)) {
