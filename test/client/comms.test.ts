@@ -3,6 +3,8 @@
 // certificate checks, and the system service's Die / Rekey / RestartService.
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
+import { createServer as createHttpServer, type IncomingMessage } from "node:http";
+import { type AddressInfo, connect, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
@@ -199,6 +201,39 @@ describe("streaming details", () => {
     const { client: c } = await client({ servers: [ff.address], certificateHeader: "X-Client-Cert" });
     const info = await ff.waitFor((r) => r.message.messageType === "ClientInfo");
     assert.equal(info.clientId, c.clientId);
+  });
+
+  it("goes through the configured HTTP proxy with CONNECT", async () => {
+    const ff = await frontend();
+    const tunnels: string[] = [];
+    const proxy = createHttpServer();
+    proxy.on("connect", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      tunnels.push(String(req.url));
+      const [host, port] = String(req.url).split(":");
+      const upstream = connect(Number(port), host, () => {
+        socket.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+        upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      });
+      upstream.on("error", () => socket.destroy());
+      socket.on("error", () => upstream.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          proxy.closeAllConnections();
+          proxy.close(() => r());
+        }),
+    );
+    const { client: c } = await client({
+      servers: [ff.address],
+      proxy: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    });
+    catInput(ff, c.clientId, "through the proxy");
+    await catOutput(ff, "through the proxy");
+    assert.ok(tunnels.includes(ff.address), `tunnels: ${tunnels.join(", ")}`);
   });
 
   it("uses server_name for the certificate check instead of the dialled address", async () => {

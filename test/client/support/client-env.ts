@@ -32,6 +32,8 @@ export interface ClientConfigOptions {
   labels?: string[];
   serverName?: string;
   certificateHeader?: string;
+  /** Config field `proxy`: an http:// proxy URL. */
+  proxy?: string;
   /** communicator.txt contents; default: fast failure retry for tests. */
   communicator?: string;
   /** textservices/<name> → text ClientServiceConfig. */
@@ -64,6 +66,7 @@ export function writeClientConfig(opts: ClientConfigOptions, dir = tempDir()): C
   ];
   if (opts.serverName) lines.push(`server_name: ${quote(opts.serverName)}`);
   if (opts.certificateHeader) lines.push(`client_certificate_header: ${quote(opts.certificateHeader)}`);
+  if (opts.proxy) lines.push(`proxy: ${quote(opts.proxy)}`);
   const configFile = join(configDir, "client.config");
   writeFileSync(configFile, `${lines.join("\n")}\n`);
   writeFileSync(
