@@ -4,7 +4,9 @@ const scenarios: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   admin: () => import("./admin.js"),
   client: () => import("./client.js"),
   hold: () => import("./hold.js"),
+  ingest: () => import("./ingest.js"),
   mosquitto: () => import("./mosquitto.js"),
+  poll: () => import("./poll.js"),
   push: () => import("./push.js"),
   store: () => import("./store.js"),
 };

@@ -15,7 +15,7 @@ export interface FleetOptions {
   /** Load processes; default: one per 4,000 clients. */
   workers?: number;
   target: Omit<ClientTarget, "localAddress">;
-  mode: "stream" | "poll";
+  mode: WorkerConfig["mode"];
   /** New connections per second, all workers together. */
   rampPerSec: number;
   /** Handshakes under way at most, all workers together. */
@@ -58,6 +58,7 @@ export interface FleetTotals {
 
 export class Fleet {
   private readonly reports = new Map<number, WorkerReport>();
+  /** Flat pairs: insert time, latency. */
   private latencies: number[] = [];
   private openTimes: number[] = [];
   private pollTimes: number[] = [];
@@ -182,10 +183,15 @@ export class Fleet {
     return t;
   }
 
-  /** Push latencies received since the last call (ms). */
-  takeLatencies(): number[] {
-    const out = this.latencies;
+  /**
+   * Push latencies (ms) received since the last call, of messages inserted at or after
+   * `insertedSince` (epoch ms; a warm-up's late arrivals are left out that way).
+   */
+  takeLatencies(insertedSince = Number.NEGATIVE_INFINITY): number[] {
+    const pairs = this.latencies;
     this.latencies = [];
+    const out: number[] = [];
+    for (let i = 0; i < pairs.length; i += 2) if (pairs[i]! >= insertedSince) out.push(pairs[i + 1]!);
     return out;
   }
 

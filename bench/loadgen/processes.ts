@@ -124,3 +124,68 @@ export function fdCount(pid: number): number {
     return -1;
   }
 }
+
+/** Busy and total CPU time of the whole machine so far (jiffies, from /proc/stat). */
+export function machineCpu(): { busy: number; total: number } {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0]!;
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0); // idle + iowait
+  const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Share of the machine's CPU (all cores) that was busy between two machineCpu() readings, %. */
+export function busyPercent(a: { busy: number; total: number }, b: { busy: number; total: number }): number {
+  return Number(((100 * (b.busy - a.busy)) / Math.max(1, b.total - a.total)).toFixed(1));
+}
+
+/** CPU seconds of every process on the machine so far, by pid (with its command line). */
+export function allProcessCpu(): Map<number, { cmd: string; seconds: number }> {
+  const out = new Map<number, { cmd: string; seconds: number }>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const pid = Number(name);
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ").trim().slice(0, 100);
+      out.set(pid, { cmd, seconds: cpuSeconds(pid) });
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** The processes that used the most CPU between two allProcessCpu() readings (cores used). */
+export function topCpuUsers(
+  before: Map<number, { cmd: string; seconds: number }>,
+  after: Map<number, { cmd: string; seconds: number }>,
+  seconds: number,
+  n = 8,
+): string[] {
+  const rows: Array<[number, string]> = [];
+  for (const [pid, a] of after) {
+    const used = a.seconds - (before.get(pid)?.seconds ?? 0);
+    if (used > 0) rows.push([used / seconds, `${pid} ${a.cmd}`]);
+  }
+  return rows
+    .sort((x, y) => y[0] - x[0])
+    .slice(0, n)
+    .map(([c, what]) => `${c.toFixed(2)} cores  ${what}`);
+}
+
+/** CPU seconds so far of each thread of a process, by thread name (/proc/<pid>/task/<tid>/comm). */
+export function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim();
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+      out.set(comm, (out.get(comm) ?? 0) + seconds);
+    } catch {
+      // thread gone
+    }
+  }
+  return out;
+}

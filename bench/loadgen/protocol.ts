@@ -66,7 +66,10 @@ export interface WorkerReport {
   pollsOnNewConnection: number;
   /** Polls not made because the previous poll of that client was still running. */
   pollsSkipped: number;
-  /** Push latencies (ms, insert → receipt) of probe messages received since the last report. */
+  /**
+   * Probe messages received since the last report, flat pairs: insert time (epoch ms), then
+   * latency (ms, insert → receipt).
+   */
   latencies: number[];
   /** Time from connect to the stream's first frame (ms). */
   openTimes: number[];

@@ -67,6 +67,8 @@ export function printResult(result: object): void {
  * section at the end of the file with `intro` and the header when it is not there yet.
  */
 export function appendResultRow(section: string, intro: string, columns: string[], row: string[]): void {
+  // BENCH_RECORD=0: an experiment, not a result (the JSON line is still printed).
+  if (process.env.BENCH_RECORD === "0") return;
   const text = existsSync(RESULTS) ? readFileSync(RESULTS, "utf8") : "# Benchmark results\n";
   const heading = `## ${section}`;
   const line = `| ${row.map((c) => c.replace(/\|/g, "\\|").replace(/\n/g, " ")).join(" | ")} |`;

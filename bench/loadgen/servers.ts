@@ -9,12 +9,16 @@ import { benchPki } from "./identities.js";
 import { type BenchProcess, start } from "./processes.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
+/** The server binary; BENCH_SERVER_BIN points at another tree's for A/B comparisons of a change. */
+const SERVER_BIN = process.env.BENCH_SERVER_BIN ?? join(ROOT, "bin/fleetspeak-server.js");
 
 export interface ServerSpec {
   name: string;
   /** A frontend listening on 127.0.0.1. */
   frontend?: { proxyProtocol?: boolean };
   admin?: boolean;
+  /** host:port for the admin server (to restart one where a load balancer expects it); free port by default. */
+  adminAddress?: string;
   /** Open a notification listener (frontends of a split setup). */
   notifications?: boolean;
   /** notification_use_http_notifier (admin servers of a split setup). */
@@ -26,6 +30,7 @@ export interface ServerSpec {
   nodeFlags?: string[];
   /** Where the process runs (CPU profiles and heap snapshots land here); a temp dir by default. */
   dir?: string;
+  /** FLEETSPEAK_LOG_LEVEL; default warn (the benchmarks measure the server, not its logging). */
   logLevel?: string;
 }
 
@@ -79,7 +84,7 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
     if (spec.frontend.proxyProtocol) lines.push("proxy_protocol: true");
   }
   if (spec.admin) {
-    server.adminAddress = `127.0.0.1:${await freePort()}`;
+    server.adminAddress = spec.adminAddress ?? `127.0.0.1:${await freePort()}`;
     lines.push(`admin_config: < listen_address: "${server.adminAddress}" >`);
   }
   if (spec.notifications) {
@@ -97,7 +102,7 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
   writeFileSync(svc, spec.services);
   const args = [
     ...(spec.nodeFlags ?? []),
-    join(ROOT, "bin/fleetspeak-server.js"),
+    SERVER_BIN,
     "-components_config",
     comp,
     "-services_config",
@@ -107,9 +112,20 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
   ];
   const proc = start(spec.name, process.execPath, args, {
     cwd: dir,
-    env: { ...process.env, FLEETSPEAK_LOG_LEVEL: spec.logLevel ?? "info" },
+    env: { ...process.env, FLEETSPEAK_LOG_LEVEL: spec.logLevel ?? "warn" },
   });
-  await proc.waitFor(/Fleetspeak server started/, 60_000);
+  // The metrics listener is the last thing a server starts; it answering means the server is up.
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (proc.proc.exitCode !== null) throw new Error(`${spec.name} exited while starting; output:\n${proc.output()}`);
+    try {
+      if ((await fetch(`http://${server.metricsAddress}/metrics`)).ok) break;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) throw new Error(`${spec.name} did not start within 60 s; output:\n${proc.output()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
   return {
     ...server,
     metricsAddress: server.metricsAddress,
@@ -121,11 +137,23 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
 
 /** Reads a few gauges from a server's /metrics (Prometheus text). */
 export async function readMetrics(address: string, names: string[]): Promise<Record<string, number>> {
-  const text = await (await fetch(`http://${address}/metrics`)).text();
+  let text: string;
+  try {
+    text = await (await fetch(`http://${address}/metrics`)).text();
+  } catch {
+    // E.g. the process is out of file descriptors for one more connection.
+    return {};
+  }
   const out: Record<string, number> = {};
   for (const name of names) {
     const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "m").exec(text);
     if (m) out[name] = Number(m[1]);
   }
   return out;
+}
+
+/** The server's log lines at warn level or above seen so far (the last `n`), for diagnostics. */
+export function warnings(server: BenchServer, n = 5): string[] {
+  const lines = server.process.output().split("\n").filter((l) => /"level":(40|50|60)/.test(l));
+  return lines.slice(-n).map((l) => l.slice(0, 400));
 }

@@ -142,7 +142,7 @@ class Worker implements ClientHost {
     this.r.received++;
     if (this.seen.has(key)) this.r.duplicates++;
     else this.seen.add(key);
-    if (insertedAt !== undefined) this.r.latencies.push(at - insertedAt);
+    if (insertedAt !== undefined) this.r.latencies.push(insertedAt, at - insertedAt);
   }
 
   frameAcked(c: StreamClient, ingestMessages: number): void {

@@ -1,0 +1,217 @@
+// ingest: client messages per second one frontend process takes in, stores and forwards to the
+// integrator (a GRR-like Processor gRPC server: test/support/processor-server.ts, in this process).
+//   npm run bench -- ingest [--clients 200] [--batch 10] [--window 2] [--backends sqlite,mariadb]
+// C streaming clients each keep --window frames of --batch messages (--size bytes of payload) in
+// flight and send the next frame as soon as the server acknowledges one (closed loop: the highest
+// rate the server sustains). After --warmup seconds, counts for --seconds: messages acknowledged
+// to clients (= stored: the server acks a frame once its messages are processed and stored) and
+// messages the Processor received, then how long the forwarding backlog takes to drain.
+// On MariaDB a fresh database on 127.0.0.1:3306 (root) is used and dropped.
+import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
+import { parseArgs } from "node:util";
+import { createTestDatabase, type TestDatabase } from "../test/support/mariadb.js";
+import { startProcessor, type TestProcessor } from "../test/support/processor-server.js";
+import { Fleet } from "./loadgen/fleet.js";
+import { benchPki } from "./loadgen/identities.js";
+import { mainThreadProfile, selfTimeByModule, topFunctions } from "./loadgen/profile.js";
+import { allProcessCpu, busyPercent, cpuSeconds, machineCpu, topCpuUsers } from "./loadgen/processes.js";
+import { appendResultRow, command, gitCommit, machine, printResult, today } from "./loadgen/report.js";
+import { type BenchServer, grpcServices, startBenchServer, warnings } from "./loadgen/servers.js";
+
+const BACKENDS = ["sqlite", "mariadb"] as const;
+type Backend = (typeof BACKENDS)[number];
+/** Issue 8's goal on MariaDB; Fleetspeak (Go) ≈ 1,600/s on MariaDB, ≈ 5,800/s on SQLite. */
+const GOAL_PER_SEC = 5000;
+const FLEETSPEAK_PER_SEC: Record<Backend, number> = { sqlite: 5800, mariadb: 1600 };
+
+interface Options {
+  clients: number;
+  batch: number;
+  window: number;
+  size: number;
+  seconds: number;
+  warmup: number;
+  maxParallelism: number;
+  cpuProf: boolean;
+  log: (s: string) => void;
+}
+
+interface IngestFigures {
+  backend: Backend;
+  storedPerSec: number;
+  forwardedPerSec: number;
+  /** Messages acknowledged but not yet forwarded when sending stopped. */
+  backlogAtStop: number;
+  /** Seconds until the Processor had every acknowledged message (-1: not within 60 s). */
+  drainSeconds: number;
+  ratioToGoal: number;
+  ratioToFleetspeakGo: number;
+  serverCpuCores: number;
+  databaseCpuCores?: number;
+  machineBusyPercent: number;
+  loadAverage: number;
+  errors: Record<string, number>;
+  cpuProfile?: { modules: ReturnType<typeof selfTimeByModule>; top: ReturnType<typeof topFunctions>["top"] };
+}
+
+function databasePid(): number | undefined {
+  try {
+    return Number(readFileSync("/run/mysqld/mysqld.pid", "utf8").trim());
+  } catch {
+    return undefined;
+  }
+}
+
+async function measure(backend: Backend, o: Options): Promise<IngestFigures> {
+  let db: TestDatabase | undefined;
+  let processor: TestProcessor | undefined;
+  let server: BenchServer | undefined;
+  let fleet: Fleet | undefined;
+  const profDir = `/tmp/fs-bench-ingest-prof-${backend}-${process.pid}`;
+  try {
+    processor = await startProcessor();
+    if (backend === "mariadb") db = await createTestDatabase();
+    server = await startBenchServer({
+      name: `frontend-${backend}`,
+      frontend: {},
+      services: grpcServices("GRR", processor.address, o.maxParallelism),
+      ...(db ? { mysqlDsn: db.dsn } : {}),
+      ...(o.cpuProf ? { nodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profDir}`] } : {}),
+    });
+    const pki = benchPki();
+    fleet = await Fleet.start({
+      clients: o.clients,
+      target: { host: "127.0.0.1", port: server.frontendPort!, servername: "localhost", caPem: pki.caCertPem, services: [] },
+      mode: "stream",
+      rampPerSec: 1000,
+      maxSeconds: o.warmup + o.seconds + 600,
+    });
+    const up = await fleet.until((t) => t.open >= o.clients, 120_000);
+    if (up.open < o.clients) throw new Error(`only ${up.open}/${o.clients} clients connected: ${JSON.stringify(up.errors)}`);
+    fleet.send({ type: "ingest", service: "GRR", size: o.size, batch: o.batch, window: o.window, perSecond: 0 });
+    await new Promise((r) => setTimeout(r, o.warmup * 1000));
+
+    const dbPid = backend === "mariadb" ? databasePid() : undefined;
+    const a = await fleet.refresh();
+    const p0 = processor.processed.length;
+    const cpu0 = cpuSeconds(server.pid);
+    const db0 = dbPid ? cpuSeconds(dbPid) : 0;
+    const m0 = machineCpu();
+    const procs0 = allProcessCpu();
+    const t0 = Date.now();
+    await new Promise((r) => setTimeout(r, o.seconds * 1000));
+    const b = await fleet.refresh();
+    const p1 = processor.processed.length;
+    const elapsed = (Date.now() - t0) / 1000;
+    const serverCpu = (cpuSeconds(server.pid) - cpu0) / elapsed;
+    const dbCpu = dbPid ? (cpuSeconds(dbPid) - db0) / elapsed : undefined;
+    const busy = busyPercent(m0, machineCpu());
+    for (const line of topCpuUsers(procs0, allProcessCpu(), elapsed)) o.log(`${backend}: cpu ${line}`);
+
+    fleet.send({ type: "ingest-stop" });
+    // Frames in flight still arrive; wait for their acks, then for the Processor to catch up.
+    await new Promise((r) => setTimeout(r, 2000));
+    const stopped = await fleet.refresh();
+    const backlog = stopped.ingestAcked - processor.processed.length;
+    const drainStart = Date.now();
+    let drain = -1;
+    while (Date.now() - drainStart < 60_000) {
+      if (processor.processed.length >= stopped.ingestAcked) {
+        drain = (Date.now() - drainStart) / 1000;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const w of warnings(server, 3)) o.log(`${backend}: server warned: ${w}`);
+    const stored = (b.ingestAcked - a.ingestAcked) / elapsed;
+    const forwarded = (p1 - p0) / elapsed;
+    o.log(`${backend}: ${Math.round(stored)} msgs/s stored, ${Math.round(forwarded)} msgs/s forwarded; backlog ${backlog}`);
+    return {
+      backend,
+      storedPerSec: Math.round(stored),
+      forwardedPerSec: Math.round(forwarded),
+      backlogAtStop: backlog,
+      drainSeconds: Number(drain.toFixed(1)),
+      ratioToGoal: Number((forwarded / GOAL_PER_SEC).toFixed(2)),
+      ratioToFleetspeakGo: Number((forwarded / FLEETSPEAK_PER_SEC[backend]).toFixed(2)),
+      serverCpuCores: Number(serverCpu.toFixed(2)),
+      ...(dbCpu !== undefined ? { databaseCpuCores: Number(dbCpu.toFixed(2)) } : {}),
+      machineBusyPercent: busy,
+      loadAverage: Number(loadavg()[0]!.toFixed(1)),
+      errors: b.errors,
+    };
+  } finally {
+    await fleet?.stop();
+    await server?.stop();
+    await processor?.close();
+    await db?.drop();
+  }
+}
+
+export async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      clients: { type: "string", default: "200" },
+      batch: { type: "string", default: "10" },
+      window: { type: "string", default: "2" },
+      size: { type: "string", default: "256" },
+      seconds: { type: "string", default: "20" },
+      warmup: { type: "string", default: "5" },
+      "max-parallelism": { type: "string", default: "0" },
+      backends: { type: "string", default: BACKENDS.join(",") },
+      "cpu-prof": { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  const o: Options = {
+    clients: Number(values.clients),
+    batch: Number(values.batch),
+    window: Number(values.window),
+    size: Number(values.size),
+    seconds: Number(values.seconds),
+    warmup: Number(values.warmup),
+    maxParallelism: Number(values["max-parallelism"]),
+    cpuProf: values["cpu-prof"] ?? false,
+    log: (s) => console.error(`ingest: ${s}`),
+  };
+  const backends = values.backends!.split(",").map((s) => s.trim()) as Backend[];
+  for (const b of backends) if (!BACKENDS.includes(b)) throw new Error(`unknown backend ${b}; choose from ${BACKENDS.join(", ")}`);
+  const results: IngestFigures[] = [];
+  for (const b of backends) {
+    const r = await measure(b, o);
+    if (o.cpuProf) {
+      const f = mainThreadProfile(`/tmp/fs-bench-ingest-prof-${b}-${process.pid}`);
+      if (f) {
+        r.cpuProfile = { modules: selfTimeByModule(f, 15), top: topFunctions(f, 20).top };
+        o.log(`${b}: CPU profile ${f}`);
+        for (const m of r.cpuProfile.modules) o.log(`  ${m.percent}% ${m.module}`);
+        for (const t of r.cpuProfile.top) o.log(`  ${t.percent}% ${t.fn} ${t.where}`);
+      }
+    }
+    results.push(r);
+  }
+  printResult({ scenario: "ingest", ...o, log: undefined, goalPerSec: GOAL_PER_SEC, results });
+  for (const r of results) {
+    appendResultRow(
+      "ingest (issue 8): client messages stored and forwarded per second, one frontend",
+      `One fleetspeak-server process (frontend) with a GRPC service forwarding to a Processor (in the benchmark process); C streaming clients keep W frames of B messages in flight (closed loop). Stored = acknowledged to the clients; forwarded = received by the Processor. Goal: ≥ ${GOAL_PER_SEC} msgs/s per frontend on MariaDB; Fleetspeak (Go) ≈ 1,600/s on MariaDB, ≈ 5,800/s on SQLite.`,
+      ["Date", "Commit", "Machine", "Command", "Backend", "Stored msgs/s", "Forwarded msgs/s", "vs goal", "vs Go", "Server CPU cores", "DB CPU cores", "Machine busy %"],
+      [
+        today(),
+        gitCommit(),
+        machine(),
+        `\`${command("ingest", args)}\``,
+        r.backend,
+        String(r.storedPerSec),
+        String(r.forwardedPerSec),
+        `${r.ratioToGoal}×`,
+        `${r.ratioToFleetspeakGo}×`,
+        String(r.serverCpuCores),
+        r.databaseCpuCores !== undefined ? String(r.databaseCpuCores) : "-",
+        String(r.machineBusyPercent),
+      ],
+    );
+  }
+}
