@@ -75,7 +75,7 @@ export class ServiceManager {
   readonly #verdictGraceMs: number;
   readonly #services = new Map<string, LiveService>();
   readonly #batches = new Set<Promise<void>>();
-  #stopping = new AbortController();
+  readonly #stopping = new AbortController();
   #loop: Promise<void> | undefined;
 
   constructor(opts: ServiceManagerOptions) {
@@ -161,12 +161,14 @@ export class ServiceManager {
 
   /** Starts the backlog loop, which retries stored server messages when they fall due. */
   start(): void {
-    if (this.#loop) return;
-    this.#stopping = new AbortController();
+    if (this.#loop || this.#stopping.signal.aborted) return;
     this.#loop = this.#backlogLoop();
   }
 
-  /** Stops the backlog loop (waiting for running batches) and every service. */
+  /**
+   * Stops the backlog loop (waiting for running batches) and every service. Messages still being
+   * processed are given up on for now (stored pending); the manager cannot be started again.
+   */
   async stop(): Promise<void> {
     this.#stopping.abort();
     await this.#loop;
@@ -201,9 +203,30 @@ export class ServiceManager {
    * those that got one (processed, or failed for good). `dropData` drops the payload of those.
    */
   async #processAll(msgs: Message[], dropData: boolean): Promise<void> {
-    const budget = AbortSignal.any([AbortSignal.timeout(this.#processTimeoutMs), this.#stopping.signal]);
+    // Not AbortSignal.any([AbortSignal.timeout(…), …]): in Node 20 the timeout signal inside it
+    // can be garbage-collected before it fires, and then the budget never ends (seen under load:
+    // a GRPC service retrying a down Processor forever). A timer and a controller we hold do.
+    const controller = new AbortController();
+    const budget = controller.signal;
     // Every message of the batch, and each service's calls, listen on this one signal.
     setMaxListeners(0, budget);
+    const timer = setTimeout(
+      () => controller.abort(new DOMException("processing budget exhausted", "TimeoutError")),
+      this.#processTimeoutMs,
+    );
+    const stop = this.#stopping.signal;
+    const onStop = () => controller.abort(stop.reason);
+    if (stop.aborted) onStop();
+    else stop.addEventListener("abort", onStop, { once: true });
+    try {
+      await this.#processEach(msgs, dropData, budget);
+    } finally {
+      clearTimeout(timer);
+      stop.removeEventListener("abort", onStop);
+    }
+  }
+
+  async #processEach(msgs: Message[], dropData: boolean, budget: AbortSignal): Promise<void> {
     await Promise.all(
       msgs.map(async (m) => {
         const name = m.destination?.serviceName ?? "";

@@ -120,7 +120,17 @@ export function fromClient<Desc extends DescMessage>(
   });
 }
 
-/** Polls `check` until it returns true; the test's own timeout bounds it. */
-export async function eventually(check: () => boolean | Promise<boolean>, intervalMs = 20): Promise<void> {
-  while (!(await check())) await new Promise((r) => setTimeout(r, intervalMs));
+/**
+ * Polls `check` until it returns true. After `timeoutMs` it fails with `explain()`, so that a stuck
+ * test says what it was waiting for instead of only timing out.
+ */
+export async function eventually(
+  check: () => boolean | Promise<boolean>,
+  opts: { timeoutMs?: number; explain?: () => string } = {},
+): Promise<void> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 20_000);
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met in time: ${opts.explain?.() ?? ""}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -306,7 +306,7 @@ for (const backend of ["sqlite", "mariadb"] as const) {
     it("keeps messages pending, then the backlog delivers every one once the Processor is up", async () => {
       const ts = await openBackend(backend);
       const port = await reservePort();
-      const { manager } = fastManager(ts.store, { processTimeoutMs: 150 });
+      const { manager, lines } = fastManager(ts.store, { processTimeoutMs: 150 });
       await manager.installService(grpcService("GRR", `127.0.0.1:${port}`));
       const c = await addClient(ts.store);
       const msgs = Array.from({ length: 25 }, (_, i) => fromClient(c.id, "GRR", "T", StringValueSchema, payload(`m${i}`)));
@@ -319,11 +319,14 @@ for (const backend of ["sqlite", "mariadb"] as const) {
 
       const processor = await startProcessor({ port });
       manager.start();
-      await processor.waitProcessed(25);
+      const explain = () =>
+        `Processor calls ${processor.calls.length}, processed ${processor.processed.length}; manager log:\n` +
+        lines.map((l) => JSON.stringify(l)).join("\n");
+      await eventually(() => processor.processed.length >= 25, { explain });
       await eventually(async () => {
         const all = await Promise.all(msgs.map((m) => ts.store.getMessageStatus(m.messageId)));
         return all.every((s) => s?.result?.processedTime && !s.result.failed);
-      });
+      }, { explain });
       const delivered = new Set(processor.processed.map((m) => Buffer.from(m.messageId).toString("hex")));
       for (const m of msgs) assert.ok(delivered.has(Buffer.from(m.messageId).toString("hex")));
       await manager.stop();
