@@ -18,7 +18,7 @@ import type { Fleet } from "./loadgen/fleet.js";
 import { type HoldFigures, measureHold } from "./loadgen/hold-measure.js";
 import { benchPki, clientIdentities } from "./loadgen/identities.js";
 import { insertAtRate } from "./loadgen/inserter.js";
-import { heapGroups, mainThreadProfile, newestFile, topFunctions } from "./loadgen/profile.js";
+import { heapGroups, mainThreadProfile, newestFile, selfTimeByModule, topFunctions } from "./loadgen/profile.js";
 import { rssBytes } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, mib, printResult, rounded, summarize, today } from "./loadgen/report.js";
 import { noopServices, readMetrics, startBenchServer } from "./loadgen/servers.js";
@@ -50,7 +50,7 @@ export async function run(args: string[]): Promise<void> {
   });
   const clients = Number(values.clients);
   const withAdmin = !values["frontend-only"];
-  const deliver = withAdmin ? Number(values.deliver ?? Math.min(clients, 20_000)) : 0;
+  const deliver = withAdmin ? Number(values.deliver ?? Math.min(clients, 5000)) : 0;
   const log = (s: string) => console.error(`hold: ${s}`);
   if (values.peer !== "mosquitto" && values.peer !== "none") throw new Error("--peer is mosquitto or none");
 
@@ -114,6 +114,10 @@ export async function run(args: string[]): Promise<void> {
     profile = topFunctions(prof, 25);
     log(`CPU profile ${prof}, whole run:`);
     for (const f of profile.top) log(`  ${f.percent}% ${f.selfMs} ms ${f.fn} ${f.where}`);
+    const ramp = topFunctions(prof, 25, ours.rampWindow);
+    log(`CPU profile while connecting (${ramp.totalMs} ms):`);
+    for (const m of selfTimeByModule(prof, 20, ours.rampWindow)) log(`  ${m.percent}% ${m.selfMs} ms ${m.module}`);
+    for (const f of ramp.top) log(`  ${f.percent}% ${f.selfMs} ms ${f.fn} ${f.where}`);
     idleProfile = topFunctions(prof, 25, ours.idleWindow);
     log(`CPU profile while idle (${idleProfile.totalMs} ms):`);
     for (const f of idleProfile.top) log(`  ${f.percent}% ${f.selfMs} ms ${f.fn} ${f.where}`);

@@ -34,6 +34,8 @@ export interface HoldFigures {
   loadgenRssMiB: number;
   /** When the idle CPU was measured (monotonic µs), to pick those samples out of a CPU profile. */
   idleWindow: [number, number];
+  /** When the clients were connecting (monotonic µs). */
+  rampWindow: [number, number];
 }
 
 export interface HoldOptions {
@@ -53,6 +55,7 @@ export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
   const fleet = await Fleet.start(o.fleet);
   try {
     const started = Date.now();
+    const rampFrom = monotonicMicros();
     const serverCpuAtStart = cpuSeconds(o.pid);
     let lastProgress = started;
     let lastOpened = 0;
@@ -73,6 +76,7 @@ export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
       },
     );
     const rampSeconds = (lastProgress - started) / 1000;
+    const rampWindow: [number, number] = [rampFrom, rampFrom + rampSeconds * 1e6];
     const rampServerCpu = cpuSeconds(o.pid) - serverCpuAtStart;
     const rampLoadgenCpu = ramped.workerCpuSeconds;
     const failed = fleet.failedWorkers();
@@ -114,6 +118,7 @@ export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
       serverFds: fdCount(o.pid),
       loadgenRssMiB: mib(t.workerRssBytes),
       idleWindow,
+      rampWindow,
     };
     await o.whileHeld?.(fleet);
     return figures;
