@@ -61,8 +61,19 @@ describe("forwarding to a Python grpcio Processor", () => {
     await manager.handleClientMessages([m1, rejected], good.contactId);
     await manager.handleClientMessages([m2], blocked.contactId);
 
-    const received = py.lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as Record<string, unknown>);
-    const byId = new Map(received.map((r) => [r.message_id as string, r]));
+    // The Python process prints what it received on its own schedule: wait for both lines.
+    const seen = () =>
+      new Map(
+        py.lines
+          .filter((l) => l.startsWith("{"))
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .map((r) => [r.message_id as string, r]),
+      );
+    const deadline = Date.now() + 10_000;
+    while (![m1, m2].every((m) => seen().has(bytesToHex(m.messageId))) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const byId = seen();
     assert.deepEqual(byId.get(bytesToHex(m1.messageId)), {
       message_id: bytesToHex(m1.messageId),
       source_client_id: bytesToHex(good.id),
