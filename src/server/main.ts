@@ -3,7 +3,6 @@
 import type { Config as ComponentsConfig } from "../gen/fleetspeak_components/config_pb.js";
 import type { ServerConfig } from "../gen/fleetspeak_server/server_pb.js";
 import { createLogger, type Logger } from "../common/log.js";
-import { parseMysqlDsn } from "../common/mysql-dsn.js";
 import { startAdminServer } from "./admin/admin-server.js";
 import { AdminService } from "./admin/admin-service.js";
 import { BroadcastManager } from "./comms/broadcasts.js";
@@ -26,8 +25,7 @@ import {
 } from "./observe/metrics.js";
 import { startMetricsServer } from "./observe/metrics-server.js";
 import { ServiceManager } from "./services/manager.js";
-import { MysqlStore } from "./store/mysql-store.js";
-import { SqliteStore } from "./store/sqlite-store.js";
+import { openStore } from "./store/open-store.js";
 import type { Store } from "./store/store.js";
 
 export interface ServerOptions {
@@ -57,15 +55,6 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function openStore(components: ComponentsConfig, sqlitePath: string): Promise<Store> {
-  if (components.mysqlDataSourceName) {
-    return MysqlStore.open({
-      connection: parseMysqlDsn(components.mysqlDataSourceName),
-      logger: createLogger("store"),
-    });
-  }
-  return SqliteStore.open({ path: sqlitePath });
-}
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const log = opts.logger ?? createLogger("server");
@@ -83,14 +72,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   try {
     const metrics = new Metrics();
-    const rawStore = await openStore(cfg, opts.sqlitePath);
+    const rawStore = await openStore({ mysqlDataSourceName: cfg.mysqlDataSourceName, sqlitePath: opts.sqlitePath });
     stops.push(() => rawStore.close());
     const store = instrumentStore(rawStore, metrics);
     const cache = new ClientCache(store, opts.clientCacheTtlMs !== undefined ? { ttlMs: opts.clientCacheTtlMs } : {});
     stops.push(() => cache.close());
     const dispatcher = new Dispatcher({
       store,
-      logger: log.child({ component: "dispatcher" }),
+      logger: createLogger("dispatcher"),
       ...(opts.sweepIntervalMs !== undefined ? { sweepIntervalMs: opts.sweepIntervalMs } : {}),
     });
     stops.push(() => dispatcher.close());
@@ -104,7 +93,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const listener = new HttpNotificationListener({
         listenAddress: cfg.notificationListenAddress,
         publicAddress: cfg.notificationPublicAddress,
-        logger: log.child({ component: "notify" }),
+        logger: createLogger("notify"),
         onReceived: (known) => metrics.notificationReceived(known),
       });
       await listener.start((id) => dispatcher.dispatch(id));
@@ -131,10 +120,17 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
     const services = new ServiceManager({
       store,
-      logger: log.child({ component: "services" }),
+      logger: createLogger("services"),
       lookupClient: async (id) => (await cache.getOrRead(id))?.data,
       invalidateClient: (id) => cache.invalidate(id),
+      observer: {
+        processed: (m, seconds, isFirstTry) => metrics.messageProcessed({ ...describeMessage(m), isFirstTry, seconds }),
+        errored: (m, seconds, isTemp, isFirstTry) =>
+          metrics.messageErrored({ ...describeMessage(m), isTemp, isFirstTry, seconds }),
+        dropped: (m, isFirstTry) => metrics.messageDropped({ ...describeMessage(m), isFirstTry }),
+      },
       systemHooks: {
+        onMessagesAcked: (count) => metrics.messagesDelivered(count),
         onKillNotification: (id, kn) => {
           void cache.getOrRead(id).then((c) => {
             if (c) metrics.killNotificationReceived(c.data, kn);
@@ -159,7 +155,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         : 60_000;
       const broadcasts = new BroadcastManager({
         store,
-        logger: log.child({ component: "broadcasts" }),
+        logger: createLogger("broadcasts"),
         pollMs: pollMs > 0 ? pollMs : 60_000,
         onNewBroadcasts: () => {
           cache.clear();
@@ -172,7 +168,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         store,
         cache,
         handler: services,
-        logger: log.child({ component: "comms" }),
+        logger: createLogger("comms"),
         broadcasts,
         streamingAddress,
         ...(cfg.requiredLabel ? { requiredLabel: cfg.requiredLabel } : {}),
@@ -186,13 +182,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         comms,
         dispatcher,
         readFile: (service, name) => store.readFile(service, name),
-        logger: log.child({ component: "frontend" }),
+        logger: createLogger("frontend"),
         timings: opts.streamTimings ?? DEFAULT_STREAM_TIMINGS,
         ...(opts.frontendLimits ? { limits: opts.frontendLimits } : {}),
         observer: {
           messagesSent: (contact, msgs) => {
             for (const m of msgs) metrics.messageSent(describeMessage(m, contact.data.labels));
-            metrics.messagesDelivered(msgs.length);
           },
         },
         onContact: (kind, status, seconds) =>
@@ -209,13 +204,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
     if (cfg.adminConfig) {
       const service = instrumentAdminService(
-        new AdminService({ store, notifier, logger: log.child({ component: "admin" }) }),
+        new AdminService({ store, notifier, logger: createLogger("admin") }),
         metrics,
       );
       const admin = await startAdminServer({
         listenAddress: cfg.adminConfig.listenAddress,
         service,
-        logger: log.child({ component: "admin" }),
+        logger: createLogger("admin"),
       });
       stops.push(() => admin.close());
       running.adminAddress = admin.address;
@@ -224,7 +219,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     if (cfg.healthCheckConfig) {
       const health = await startHealthCheck({
         listenAddress: cfg.healthCheckConfig.listenAddress || "127.0.0.1:0",
-        logger: log.child({ component: "health" }),
+        logger: createLogger("health"),
         ready: () => store.ping(),
       });
       stops.push(() => health.close());
@@ -234,7 +229,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const server = await startMetricsServer({
         address: cfg.statsConfig.address,
         metrics,
-        logger: log.child({ component: "metrics" }),
+        logger: createLogger("metrics"),
       });
       stops.push(() => server.close());
       running.metricsAddress = server.address;

@@ -26,6 +26,13 @@ const CHUNK_SIZE = 10;
 /** "Overloaded" and "temporary error" warnings: at most one per service this often. */
 const WARN_INTERVAL_MS = 10_000;
 
+export interface ProcessingObserver {
+  processed?(m: Message, seconds: number, firstTry: boolean): void;
+  errored?(m: Message, seconds: number, temporary: boolean, firstTry: boolean): void;
+  /** Not handed to its service: too many in flight already; retried later. */
+  dropped?(m: Message, firstTry: boolean): void;
+}
+
 export interface ServiceManagerOptions {
   store: Store;
   logger: Logger;
@@ -36,6 +43,8 @@ export interface ServiceManagerOptions {
   /** Factory name → factory. Default: GRPC, NOOP (and CPS, refused). */
   factories?: Record<string, ServiceFactory>;
   systemHooks?: SystemServiceHooks;
+  /** Told how each message went (metrics). firstTry: a new message, not one from the backlog. */
+  observer?: ProcessingObserver;
   /** Budget for processing one chunk or backlog batch. Fleetspeak: 30 s. */
   processTimeoutMs?: number;
   /** How often the backlog looks for due messages when there were none. Fleetspeak: 300 ms. */
@@ -74,6 +83,7 @@ export class ServiceManager {
   readonly #maxBackoffMs: number;
   readonly #verdictGraceMs: number;
   readonly #services = new Map<string, LiveService>();
+  readonly #observer: ProcessingObserver | undefined;
   readonly #batches = new Set<Promise<void>>();
   readonly #stopping = new AbortController();
   #loop: Promise<void> | undefined;
@@ -82,6 +92,7 @@ export class ServiceManager {
     this.#store = opts.store;
     this.#log = opts.logger;
     this.#lookupClient = opts.lookupClient;
+    this.#observer = opts.observer;
     this.#invalidateClient = opts.invalidateClient ?? (() => {});
     this.#factories = opts.factories ?? defaultServiceFactories();
     this.#processTimeoutMs = opts.processTimeoutMs ?? 30_000;
@@ -154,7 +165,7 @@ export class ServiceManager {
       const chunk = sorted.slice(i, i + CHUNK_SIZE);
       const now = timestampNow();
       for (const m of chunk) m.creationTime = now;
-      await this.#processAll(chunk, true);
+      await this.#processAll(chunk, true, true);
       await this.#store.storeMessages(chunk, { contactId, serverDueMs: this.#retryTime(0) });
     }
   }
@@ -202,7 +213,7 @@ export class ServiceManager {
    * Runs every message through its service in parallel under one budget, setting `result` on
    * those that got one (processed, or failed for good). `dropData` drops the payload of those.
    */
-  async #processAll(msgs: Message[], dropData: boolean): Promise<void> {
+  async #processAll(msgs: Message[], dropData: boolean, firstTry: boolean): Promise<void> {
     // Not AbortSignal.any([AbortSignal.timeout(…), …]): in Node 20 the timeout signal inside it
     // can be garbage-collected before it fires, and then the budget never ends (seen under load:
     // a GRPC service retrying a down Processor forever). A timer and a controller we hold do.
@@ -219,20 +230,22 @@ export class ServiceManager {
     if (stop.aborted) onStop();
     else stop.addEventListener("abort", onStop, { once: true });
     try {
-      await this.#processEach(msgs, dropData, budget);
+      await this.#processEach(msgs, dropData, budget, firstTry);
     } finally {
       clearTimeout(timer);
       stop.removeEventListener("abort", onStop);
     }
   }
 
-  async #processEach(msgs: Message[], dropData: boolean, budget: AbortSignal): Promise<void> {
+  async #processEach(msgs: Message[], dropData: boolean, budget: AbortSignal, firstTry: boolean): Promise<void> {
     await Promise.all(
       msgs.map(async (m) => {
         const name = m.destination?.serviceName ?? "";
         const live = this.#services.get(name);
         if (!live) this.#log.error({ message: bytesToHex(m.messageId), service: name }, "message for unknown service");
-        const result = live ? await this.#processOne(live, m, budget) : failedResult(`unknown service "${name}"`);
+        const result = live
+          ? await this.#processOne(live, m, budget, firstTry)
+          : failedResult(`unknown service "${name}"`);
         if (result) {
           m.result = result;
           if (dropData) m.data = undefined;
@@ -242,12 +255,20 @@ export class ServiceManager {
   }
 
   /** Undefined: no result yet, retry later. */
-  async #processOne(live: LiveService, m: Message, budget: AbortSignal): Promise<MessageResult | undefined> {
+  async #processOne(
+    live: LiveService,
+    m: Message,
+    budget: AbortSignal,
+    firstTry: boolean,
+  ): Promise<MessageResult | undefined> {
+    const observer = this.#observer;
     if (live.inFlight >= live.maxParallelism) {
+      observer?.dropped?.(m, firstTry);
       this.#warnLimited(live, { max: live.maxParallelism }, "overloaded with concurrent messages, dropping excess, will retry");
       return undefined;
     }
     live.inFlight++;
+    const started = performance.now();
     let call: Promise<void> | undefined;
     try {
       const source = m.source?.clientId;
@@ -260,9 +281,12 @@ export class ServiceManager {
       }
       call = live.service.processMessage(m, budget);
       await settleWithinBudget(call, budget, this.#verdictGraceMs);
+      observer?.processed?.(m, (performance.now() - started) / 1000, firstTry);
       return create(MessageResultSchema, { processedTime: timestampNow() });
     } catch (err) {
-      if (isTemporary(err, budget)) {
+      const temporary = isTemporary(err, budget);
+      observer?.errored?.(m, (performance.now() - started) / 1000, temporary, firstTry);
+      if (temporary) {
         this.#warnLimited(
           live,
           { message: bytesToHex(m.messageId), err: errorText(err) },
@@ -331,7 +355,7 @@ export class ServiceManager {
   /** A claimed batch: process, then store the outcome of those that got one. Never throws. */
   async #processBacklog(batch: Message[]): Promise<void> {
     try {
-      await this.#processAll(batch, false);
+      await this.#processAll(batch, false, false);
       const done = batch.filter((m) => m.result);
       if (done.length > 0) await this.#store.storeMessages(done);
     } catch (err) {

@@ -29,6 +29,8 @@ const KILL_LOG_INTERVAL_MS = 15 * 60 * 1000;
 export interface SystemServiceHooks {
   /** A client reported that it killed one of its services (metrics). */
   onKillNotification?(clientId: Uint8Array, kn: KillNotification): void;
+  /** A client acknowledged this many messages it had been sent (metrics). */
+  onMessagesAcked?(count: number): void;
 }
 
 export class SystemService implements Service {
@@ -117,7 +119,7 @@ export class SystemService implements Service {
         }
       }
       try {
-        await this.#store.setMessageResult(dest, m.messageId, processed);
+        if (await this.#store.setMessageResult(dest, m.messageId, processed)) this.#hooks.onMessagesAcked?.(1);
       } catch (err) {
         this.#log.error(
           { message: bytesToHex(m.messageId), err: (err as Error).message },
