@@ -8,6 +8,7 @@ const scenarios: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   mosquitto: () => import("./mosquitto.js"),
   poll: () => import("./poll.js"),
   push: () => import("./push.js"),
+  roundtrip: () => import("./roundtrip.js"),
   store: () => import("./store.js"),
 };
 
