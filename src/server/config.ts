@@ -13,6 +13,7 @@ import { type ServerConfig, ServerConfigSchema } from "../gen/fleetspeak_server/
 import { parseMysqlDsn } from "../common/mysql-dsn.js";
 import { parseHostPort } from "../common/net-address.js";
 import { parseText } from "../common/textproto/index.js";
+import { checkSecurityConfig } from "./security/security-config.js";
 
 export const DEFAULT_COMPONENTS_CONFIG = "/etc/fleetspeak-server/server.components.config";
 export const DEFAULT_SERVICES_CONFIG = "/etc/fleetspeak-server/server.services.config";
@@ -163,6 +164,13 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
     summary.push(`health check on ${cfg.healthCheckConfig.listenAddress || "a random port"}`);
   }
   if (cfg.requiredLabel) summary.push(`clients must carry label "${cfg.requiredLabel}"`);
+  try {
+    const security = checkSecurityConfig(cfg);
+    summary.push(...security.summary);
+    warnings.push(...security.warnings.map((w) => `${path}: ${w}`));
+  } catch (e) {
+    throw new ConfigError(`${path}: ${(e as Error).message}`);
+  }
   return { summary, warnings };
 }
 

@@ -24,6 +24,7 @@ import {
   Metrics,
 } from "./observe/metrics.js";
 import { startMetricsServer } from "./observe/metrics-server.js";
+import { adminTlsFromConfig, notificationAuthFromConfig } from "./security/security-config.js";
 import { ServiceManager } from "./services/manager.js";
 import { openStore } from "./store/open-store.js";
 import type { Store } from "./store/store.js";
@@ -87,6 +88,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
     // Notifications. A frontend with a listener is reachable by other servers at its public
     // address; without one, only this process can wake its streams ("local").
+    const notificationAuth = notificationAuthFromConfig(cfg);
     let streamingAddress = LOCAL_NOTIFICATION_ADDRESS;
     let notificationAddress: string | undefined;
     if (cfg.notificationListenAddress) {
@@ -95,6 +97,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         publicAddress: cfg.notificationPublicAddress,
         logger: createLogger("notify"),
         onReceived: (known) => metrics.notificationReceived(known),
+        ...(notificationAuth ? { verifier: notificationAuth.verifier } : {}),
       });
       await listener.start((id) => dispatcher.dispatch(id));
       stops.push(() => listener.stop());
@@ -107,6 +110,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const http = new HttpNotifier({
         local,
         ...(opts.notifyTimeoutMs !== undefined ? { timeoutMs: opts.notifyTimeoutMs } : {}),
+        ...(notificationAuth ? { signer: notificationAuth.signer } : {}),
       });
       stops.push(() => http.close());
       const self = streamingAddress;
@@ -207,8 +211,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         new AdminService({ store, notifier, logger: createLogger("admin") }),
         metrics,
       );
+      const adminTls = adminTlsFromConfig(cfg.adminConfig);
       const admin = await startAdminServer({
         listenAddress: cfg.adminConfig.listenAddress,
+        ...(adminTls ? { tls: adminTls } : {}),
         service,
         logger: createLogger("admin"),
       });

@@ -150,7 +150,7 @@ describe("Fleetspeak configs in text format", () => {
     throwsAt(
       () => parseText(ComponentsConfigSchema, truncated, { fileName: "server.components.config" }),
       "server.components.config:6:1",
-      'unknown field "notification_listen_address" in fleetspeak.components.HttpsConfig; expected one of: listen_address, certificates, key, disable_streaming, frontend_config, enable_file_server_authorization; "notification_listen_address" is a field of fleetspeak.components.Config: is a ">" missing to close "https_config" (opened at 2:15)?',
+      'unknown field "notification_listen_address" in fleetspeak.components.HttpsConfig; expected one of: listen_address, certificates, key, disable_streaming, frontend_config, enable_file_server_authorization, limits; "notification_listen_address" is a field of fleetspeak.components.Config: is a ">" missing to close "https_config" (opened at 2:15)?',
     );
     throwsAt(
       () => parseText(ComponentsConfigSchema, adminComponents.replace(">\n", ""), { fileName: "server.components.config" }),
@@ -234,7 +234,7 @@ describe("mistakes in Fleetspeak configs", () => {
     throwsAt(
       () => parseComponents(`mysql_data_source_name: "${DSN}"\nhttps_config {\n  listn_address: "0.0.0.0:4443"\n}\n`),
       "components.config:3:3",
-      'unknown field "listn_address" in fleetspeak.components.HttpsConfig; expected one of: listen_address, certificates, key, disable_streaming, frontend_config, enable_file_server_authorization (did you mean "listen_address"?)',
+      'unknown field "listn_address" in fleetspeak.components.HttpsConfig; expected one of: listen_address, certificates, key, disable_streaming, frontend_config, enable_file_server_authorization, limits (did you mean "listen_address"?)',
     );
   });
 

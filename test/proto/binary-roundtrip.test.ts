@@ -62,6 +62,7 @@ import {
   CleartextXfccConfigSchema,
   ConfigSchema as ComponentsConfigSchema,
   FrontendConfigSchema,
+  FrontendLimitsSchema,
   file_fleetspeak_components_config,
   HealthCheckConfigSchema,
   HttpsConfigSchema,
@@ -308,12 +309,18 @@ const fullHttpsConfig: MessageInitShape<typeof HttpsConfigSchema> = {
   disableStreaming: true,
   frontendConfig: { frontendMode: { case: "mtlsConfig", value: {} } },
   enableFileServerAuthorization: true,
+  limits: { maxConnections: 50000, maxPendingConnections: 4096, maxBufferedRequestBytes: 1n << 40n, maxStreamFramesPerSecond: 100 },
 };
 
 const fullComponentsConfig: MessageInitShape<typeof ComponentsConfigSchema> = {
   mysqlDataSourceName: "root@tcp(127.0.0.1:3306)/fleetspeak",
   httpsConfig: fullHttpsConfig,
-  adminConfig: { listenAddress: "127.0.0.1:9091" },
+  adminConfig: {
+    listenAddress: "127.0.0.1:9091",
+    tlsCertificates: "-----BEGIN CERTIFICATE-----",
+    tlsKey: "-----BEGIN EC PRIVATE KEY-----",
+    clientCaCertificates: "-----BEGIN CERTIFICATE-----",
+  },
   statsConfig: { address: "127.0.0.1:9092" },
   healthCheckConfig: { listenAddress: "127.0.0.1:9093" },
   proxyProtocol: true,
@@ -321,6 +328,7 @@ const fullComponentsConfig: MessageInitShape<typeof ComponentsConfigSchema> = {
   notificationListenAddress: "0.0.0.0:10000",
   notificationPublicAddress: "fs1:10000",
   notificationUseHttpNotifier: true,
+  notificationSharedSecret: ["new-secret-0123456789", "old-secret-0123456789"],
   spannerConfig: {
     projectId: "p",
     instanceName: "i",
@@ -641,7 +649,8 @@ describe("fleetspeak.components", () => {
     roundtrip(ComponentsConfigSchema, fullComponentsConfig);
     roundtrip(HttpsConfigSchema, fullHttpsConfig);
     roundtrip(SpannerConfigSchema, fullComponentsConfig.spannerConfig!);
-    roundtrip(AdminConfigSchema, { listenAddress: "a" });
+    roundtrip(AdminConfigSchema, fullComponentsConfig.adminConfig!);
+    roundtrip(FrontendLimitsSchema, fullHttpsConfig.limits!);
     roundtrip(StatsConfigSchema, { address: "a" });
     roundtrip(HealthCheckConfigSchema, { listenAddress: "a" });
   });
@@ -659,11 +668,25 @@ describe("fleetspeak.components", () => {
     golden(SpannerConfigSchema, { projectId: "p", instanceName: "i", databaseName: "d", pubsubTopic: "t" }, "0a0170 120169 1a0164 220174");
     assert.deepEqual(reservedTags(HttpsConfigSchema), [5, 6]);
   });
+
+  it("field numbers of this implementation's own fields (from 100 on)", () => {
+    golden(ComponentsConfigSchema, { notificationSharedSecret: ["a", "b"] }, "a2060161 a2060162");
+    golden(AdminConfigSchema, { tlsCertificates: "c", tlsKey: "k", clientCaCertificates: "a" }, "a2060163 aa06016b b2060161");
+    golden(HttpsConfigSchema, { limits: { maxConnections: 1 } }, "a206020801");
+    golden(FrontendLimitsSchema, { maxConnections: 1, maxPendingConnections: 2, maxBufferedRequestBytes: 3n, maxStreamFramesPerSecond: 4 }, "0801 1002 1803 2004");
+    golden(GrpcConfigSchema, { clientCertificateFile: "c", clientKeyFile: "k" }, "a2060163 aa06016b");
+  });
 });
 
 describe("fleetspeak.grpcservice and fleetspeak.cpsservice", () => {
   it("round trip and field numbers", () => {
-    roundtrip(GrpcConfigSchema, { target: "localhost:1337", insecure: true, certFile: "/etc/ca.pem" });
+    roundtrip(GrpcConfigSchema, {
+      target: "localhost:1337",
+      insecure: true,
+      certFile: "/etc/ca.pem",
+      clientCertificateFile: "/etc/fs.pem",
+      clientKeyFile: "/etc/fs.key",
+    });
     roundtrip(CpsConfigSchema, { project: "p", topic: "t" });
     golden(GrpcConfigSchema, { target: "t", insecure: true, certFile: "c" }, "0a0174 1001 1a0163");
     golden(CpsConfigSchema, { project: "p", topic: "t" }, "0a0170 120174");
@@ -926,6 +949,7 @@ const EXPECTED_TYPE_NAMES = [
   "fleetspeak.components.FrontendConfig",
   "fleetspeak.components.HttpsConfig",
   "fleetspeak.components.AdminConfig",
+  "fleetspeak.components.FrontendLimits",
   "fleetspeak.components.StatsConfig",
   "fleetspeak.components.HealthCheckConfig",
   "fleetspeak.grpcservice.Config",

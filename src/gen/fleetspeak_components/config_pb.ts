@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fleetspeak_components/config.proto.
  */
 export const file_fleetspeak_components_config: GenFile = /*@__PURE__*/
-  fileDesc("CiJmbGVldHNwZWFrX2NvbXBvbmVudHMvY29uZmlnLnByb3RvEhVmbGVldHNwZWFrLmNvbXBvbmVudHMi/QMKBkNvbmZpZxIeChZteXNxbF9kYXRhX3NvdXJjZV9uYW1lGAEgASgJEjgKDGh0dHBzX2NvbmZpZxgCIAEoCzIiLmZsZWV0c3BlYWsuY29tcG9uZW50cy5IdHRwc0NvbmZpZxI4CgxhZG1pbl9jb25maWcYByABKAsyIi5mbGVldHNwZWFrLmNvbXBvbmVudHMuQWRtaW5Db25maWcSOAoMc3RhdHNfY29uZmlnGAggASgLMiIuZmxlZXRzcGVhay5jb21wb25lbnRzLlN0YXRzQ29uZmlnEkUKE2hlYWx0aF9jaGVja19jb25maWcYCSABKAsyKC5mbGVldHNwZWFrLmNvbXBvbmVudHMuSGVhbHRoQ2hlY2tDb25maWcSFgoOcHJveHlfcHJvdG9jb2wYAyABKAgSFgoOcmVxdWlyZWRfbGFiZWwYBCABKAkSIwobbm90aWZpY2F0aW9uX2xpc3Rlbl9hZGRyZXNzGAUgASgJEiMKG25vdGlmaWNhdGlvbl9wdWJsaWNfYWRkcmVzcxgGIAEoCRImCh5ub3RpZmljYXRpb25fdXNlX2h0dHBfbm90aWZpZXIYCiABKAgSPAoOc3Bhbm5lcl9jb25maWcYCyABKAsyJC5mbGVldHNwZWFrLmNvbXBvbmVudHMuU3Bhbm5lckNvbmZpZyJ7Cg1TcGFubmVyQ29uZmlnEhIKCnByb2plY3RfaWQYASABKAkSFQoNaW5zdGFuY2VfbmFtZRgCIAEoCRIVCg1kYXRhYmFzZV9uYW1lGAMgASgJEhQKDHB1YnN1Yl90b3BpYxgEIAEoCRISCgpwdWJzdWJfc3ViGAUgASgJIgwKCk1UbHNDb25maWciNgoRSHR0cHNIZWFkZXJDb25maWcSIQoZY2xpZW50X2NlcnRpZmljYXRlX2hlYWRlchgBIAEoCSJqChlIdHRwc0hlYWRlckNoZWNrc3VtQ29uZmlnEiEKGWNsaWVudF9jZXJ0aWZpY2F0ZV9oZWFkZXIYASABKAkSKgoiY2xpZW50X2NlcnRpZmljYXRlX2NoZWNrc3VtX2hlYWRlchgCIAEoCSI6ChVDbGVhcnRleHRIZWFkZXJDb25maWcSIQoZY2xpZW50X2NlcnRpZmljYXRlX2hlYWRlchgBIAEoCSJuCh1DbGVhcnRleHRIZWFkZXJDaGVja3N1bUNvbmZpZxIhChljbGllbnRfY2VydGlmaWNhdGVfaGVhZGVyGAEgASgJEioKImNsaWVudF9jZXJ0aWZpY2F0ZV9jaGVja3N1bV9oZWFkZXIYAiABKAkiOAoTQ2xlYXJ0ZXh0WGZjY0NvbmZpZxIhChljbGllbnRfY2VydGlmaWNhdGVfaGVhZGVyGAEgASgJIv4DCg5Gcm9udGVuZENvbmZpZxI4CgttdGxzX2NvbmZpZxgHIAEoCzIhLmZsZWV0c3BlYWsuY29tcG9uZW50cy5NVGxzQ29uZmlnSAASRwoTaHR0cHNfaGVhZGVyX2NvbmZpZxgIIAEoCzIoLmZsZWV0c3BlYWsuY29tcG9uZW50cy5IdHRwc0hlYWRlckNvbmZpZ0gAElgKHGh0dHBzX2hlYWRlcl9jaGVja3N1bV9jb25maWcYCSABKAsyMC5mbGVldHNwZWFrLmNvbXBvbmVudHMuSHR0cHNIZWFkZXJDaGVja3N1bUNvbmZpZ0gAEk8KF2NsZWFydGV4dF9oZWFkZXJfY29uZmlnGAogASgLMiwuZmxlZXRzcGVhay5jb21wb25lbnRzLkNsZWFydGV4dEhlYWRlckNvbmZpZ0gAEmAKIGNsZWFydGV4dF9oZWFkZXJfY2hlY2tzdW1fY29uZmlnGAsgASgLMjQuZmxlZXRzcGVhay5jb21wb25lbnRzLkNsZWFydGV4dEhlYWRlckNoZWNrc3VtQ29uZmlnSAASSwoVY2xlYXJ0ZXh0X3hmY2NfY29uZmlnGAwgASgLMiouZmxlZXRzcGVhay5jb21wb25lbnRzLkNsZWFydGV4dFhmY2NDb25maWdIAEIPCg1mcm9udGVuZF9tb2RlItkBCgtIdHRwc0NvbmZpZxIWCg5saXN0ZW5fYWRkcmVzcxgBIAEoCRIUCgxjZXJ0aWZpY2F0ZXMYAiABKAkSCwoDa2V5GAMgASgJEhkKEWRpc2FibGVfc3RyZWFtaW5nGAQgASgIEj4KD2Zyb250ZW5kX2NvbmZpZxgHIAEoCzIlLmZsZWV0c3BlYWsuY29tcG9uZW50cy5Gcm9udGVuZENvbmZpZxIoCiBlbmFibGVfZmlsZV9zZXJ2ZXJfYXV0aG9yaXphdGlvbhgIIAEoCEoECAUQBkoECAYQByIlCgtBZG1pbkNvbmZpZxIWCg5saXN0ZW5fYWRkcmVzcxgBIAEoCSIeCgtTdGF0c0NvbmZpZxIPCgdhZGRyZXNzGAEgASgJIisKEUhlYWx0aENoZWNrQ29uZmlnEhYKDmxpc3Rlbl9hZGRyZXNzGAEgASgJYgZwcm90bzM");
+  fileDesc("CiJmbGVldHNwZWFrX2NvbXBvbmVudHMvY29uZmlnLnByb3RvEhVmbGVldHNwZWFrLmNvbXBvbmVudHMioQQKBkNvbmZpZxIeChZteXNxbF9kYXRhX3NvdXJjZV9uYW1lGAEgASgJEjgKDGh0dHBzX2NvbmZpZxgCIAEoCzIiLmZsZWV0c3BlYWsuY29tcG9uZW50cy5IdHRwc0NvbmZpZxI4CgxhZG1pbl9jb25maWcYByABKAsyIi5mbGVldHNwZWFrLmNvbXBvbmVudHMuQWRtaW5Db25maWcSOAoMc3RhdHNfY29uZmlnGAggASgLMiIuZmxlZXRzcGVhay5jb21wb25lbnRzLlN0YXRzQ29uZmlnEkUKE2hlYWx0aF9jaGVja19jb25maWcYCSABKAsyKC5mbGVldHNwZWFrLmNvbXBvbmVudHMuSGVhbHRoQ2hlY2tDb25maWcSFgoOcHJveHlfcHJvdG9jb2wYAyABKAgSFgoOcmVxdWlyZWRfbGFiZWwYBCABKAkSIwobbm90aWZpY2F0aW9uX2xpc3Rlbl9hZGRyZXNzGAUgASgJEiMKG25vdGlmaWNhdGlvbl9wdWJsaWNfYWRkcmVzcxgGIAEoCRImCh5ub3RpZmljYXRpb25fdXNlX2h0dHBfbm90aWZpZXIYCiABKAgSPAoOc3Bhbm5lcl9jb25maWcYCyABKAsyJC5mbGVldHNwZWFrLmNvbXBvbmVudHMuU3Bhbm5lckNvbmZpZxIiChpub3RpZmljYXRpb25fc2hhcmVkX3NlY3JldBhkIAMoCSJ7Cg1TcGFubmVyQ29uZmlnEhIKCnByb2plY3RfaWQYASABKAkSFQoNaW5zdGFuY2VfbmFtZRgCIAEoCRIVCg1kYXRhYmFzZV9uYW1lGAMgASgJEhQKDHB1YnN1Yl90b3BpYxgEIAEoCRISCgpwdWJzdWJfc3ViGAUgASgJIgwKCk1UbHNDb25maWciNgoRSHR0cHNIZWFkZXJDb25maWcSIQoZY2xpZW50X2NlcnRpZmljYXRlX2hlYWRlchgBIAEoCSJqChlIdHRwc0hlYWRlckNoZWNrc3VtQ29uZmlnEiEKGWNsaWVudF9jZXJ0aWZpY2F0ZV9oZWFkZXIYASABKAkSKgoiY2xpZW50X2NlcnRpZmljYXRlX2NoZWNrc3VtX2hlYWRlchgCIAEoCSI6ChVDbGVhcnRleHRIZWFkZXJDb25maWcSIQoZY2xpZW50X2NlcnRpZmljYXRlX2hlYWRlchgBIAEoCSJuCh1DbGVhcnRleHRIZWFkZXJDaGVja3N1bUNvbmZpZxIhChljbGllbnRfY2VydGlmaWNhdGVfaGVhZGVyGAEgASgJEioKImNsaWVudF9jZXJ0aWZpY2F0ZV9jaGVja3N1bV9oZWFkZXIYAiABKAkiOAoTQ2xlYXJ0ZXh0WGZjY0NvbmZpZxIhChljbGllbnRfY2VydGlmaWNhdGVfaGVhZGVyGAEgASgJIv4DCg5Gcm9udGVuZENvbmZpZxI4CgttdGxzX2NvbmZpZxgHIAEoCzIhLmZsZWV0c3BlYWsuY29tcG9uZW50cy5NVGxzQ29uZmlnSAASRwoTaHR0cHNfaGVhZGVyX2NvbmZpZxgIIAEoCzIoLmZsZWV0c3BlYWsuY29tcG9uZW50cy5IdHRwc0hlYWRlckNvbmZpZ0gAElgKHGh0dHBzX2hlYWRlcl9jaGVja3N1bV9jb25maWcYCSABKAsyMC5mbGVldHNwZWFrLmNvbXBvbmVudHMuSHR0cHNIZWFkZXJDaGVja3N1bUNvbmZpZ0gAEk8KF2NsZWFydGV4dF9oZWFkZXJfY29uZmlnGAogASgLMiwuZmxlZXRzcGVhay5jb21wb25lbnRzLkNsZWFydGV4dEhlYWRlckNvbmZpZ0gAEmAKIGNsZWFydGV4dF9oZWFkZXJfY2hlY2tzdW1fY29uZmlnGAsgASgLMjQuZmxlZXRzcGVhay5jb21wb25lbnRzLkNsZWFydGV4dEhlYWRlckNoZWNrc3VtQ29uZmlnSAASSwoVY2xlYXJ0ZXh0X3hmY2NfY29uZmlnGAwgASgLMiouZmxlZXRzcGVhay5jb21wb25lbnRzLkNsZWFydGV4dFhmY2NDb25maWdIAEIPCg1mcm9udGVuZF9tb2RlIpACCgtIdHRwc0NvbmZpZxIWCg5saXN0ZW5fYWRkcmVzcxgBIAEoCRIUCgxjZXJ0aWZpY2F0ZXMYAiABKAkSCwoDa2V5GAMgASgJEhkKEWRpc2FibGVfc3RyZWFtaW5nGAQgASgIEj4KD2Zyb250ZW5kX2NvbmZpZxgHIAEoCzIlLmZsZWV0c3BlYWsuY29tcG9uZW50cy5Gcm9udGVuZENvbmZpZxIoCiBlbmFibGVfZmlsZV9zZXJ2ZXJfYXV0aG9yaXphdGlvbhgIIAEoCBI1CgZsaW1pdHMYZCABKAsyJS5mbGVldHNwZWFrLmNvbXBvbmVudHMuRnJvbnRlbmRMaW1pdHNKBAgFEAZKBAgGEAcilAEKDkZyb250ZW5kTGltaXRzEhcKD21heF9jb25uZWN0aW9ucxgBIAEoDRIfChdtYXhfcGVuZGluZ19jb25uZWN0aW9ucxgCIAEoDRIiChptYXhfYnVmZmVyZWRfcmVxdWVzdF9ieXRlcxgDIAEoBBIkChxtYXhfc3RyZWFtX2ZyYW1lc19wZXJfc2Vjb25kGAQgASgNInAKC0FkbWluQ29uZmlnEhYKDmxpc3Rlbl9hZGRyZXNzGAEgASgJEhgKEHRsc19jZXJ0aWZpY2F0ZXMYZCABKAkSDwoHdGxzX2tleRhlIAEoCRIeChZjbGllbnRfY2FfY2VydGlmaWNhdGVzGGYgASgJIh4KC1N0YXRzQ29uZmlnEg8KB2FkZHJlc3MYASABKAkiKwoRSGVhbHRoQ2hlY2tDb25maWcSFgoObGlzdGVuX2FkZHJlc3MYASABKAliBnByb3RvMw");
 
 /**
  * @generated from message fleetspeak.components.Config
@@ -94,6 +94,16 @@ export type Config = Message<"fleetspeak.components.Config"> & {
    * @generated from field: fleetspeak.components.SpannerConfig spanner_config = 11;
    */
   spannerConfig?: SpannerConfig | undefined;
+
+  /**
+   * Shared secrets of the HTTP notification protocol. When any is set, the notifier signs every
+   * notification with the first (HMAC-SHA256 over method, path and time), and the listener
+   * refuses notifications not signed with one of them (401). Every server of a deployment needs
+   * the same list; several entries let a new secret be rolled out before the old one is removed.
+   *
+   * @generated from field: repeated string notification_shared_secret = 100;
+   */
+  notificationSharedSecret: string[];
 };
 
 /**
@@ -356,6 +366,14 @@ export type HttpsConfig = Message<"fleetspeak.components.HttpsConfig"> & {
    * @generated from field: bool enable_file_server_authorization = 8;
    */
   enableFileServerAuthorization: boolean;
+
+  /**
+   * Server-wide limits against abusive clients (this implementation's own field); unset values
+   * take the defaults, which suit 20,000 clients.
+   *
+   * @generated from field: fleetspeak.components.FrontendLimits limits = 100;
+   */
+  limits?: FrontendLimits | undefined;
 };
 
 /**
@@ -366,6 +384,52 @@ export const HttpsConfigSchema: GenMessage<HttpsConfig> = /*@__PURE__*/
   messageDesc(file_fleetspeak_components_config, 9);
 
 /**
+ * Bounds on what the frontend spends on connections that have not proved useful yet. 0 means the
+ * default.
+ *
+ * @generated from message fleetspeak.components.FrontendLimits
+ */
+export type FrontendLimits = Message<"fleetspeak.components.FrontendLimits"> & {
+  /**
+   * Open client connections; more are refused at accept. Default 50000.
+   *
+   * @generated from field: uint32 max_connections = 1;
+   */
+  maxConnections: number;
+
+  /**
+   * Connections that have not yet sent their first complete request (PROXY header, TLS handshake,
+   * request headers). When full, the oldest such connection is closed to make room. Default 4096.
+   *
+   * @generated from field: uint32 max_pending_connections = 2;
+   */
+  maxPendingConnections: number;
+
+  /**
+   * Bytes of received but not yet processed request data (large stream frames and poll bodies)
+   * across all connections. A stream waits for room; a poll is answered 503. Default 512 MiB.
+   *
+   * @generated from field: uint64 max_buffered_request_bytes = 3;
+   */
+  maxBufferedRequestBytes: bigint;
+
+  /**
+   * Frames per second that one stream may have processed, in bursts of as many; a faster client
+   * is read more slowly. Default 100.
+   *
+   * @generated from field: uint32 max_stream_frames_per_second = 4;
+   */
+  maxStreamFramesPerSecond: number;
+};
+
+/**
+ * Describes the message fleetspeak.components.FrontendLimits.
+ * Use `create(FrontendLimitsSchema)` to create a new message.
+ */
+export const FrontendLimitsSchema: GenMessage<FrontendLimits> = /*@__PURE__*/
+  messageDesc(file_fleetspeak_components_config, 10);
+
+/**
  * @generated from message fleetspeak.components.AdminConfig
  */
 export type AdminConfig = Message<"fleetspeak.components.AdminConfig"> & {
@@ -373,6 +437,27 @@ export type AdminConfig = Message<"fleetspeak.components.AdminConfig"> & {
    * @generated from field: string listen_address = 1;
    */
   listenAddress: string;
+
+  /**
+   * PEM certificate chain and key of the admin server: with both, the admin API speaks TLS.
+   *
+   * @generated from field: string tls_certificates = 100;
+   */
+  tlsCertificates: string;
+
+  /**
+   * @generated from field: string tls_key = 101;
+   */
+  tlsKey: string;
+
+  /**
+   * PEM CA certificates. When set (with tls_certificates and tls_key), every caller must present
+   * a client certificate issued by one of them (mutual TLS); other calls are refused with
+   * UNAUTHENTICATED.
+   *
+   * @generated from field: string client_ca_certificates = 102;
+   */
+  clientCaCertificates: string;
 };
 
 /**
@@ -380,7 +465,7 @@ export type AdminConfig = Message<"fleetspeak.components.AdminConfig"> & {
  * Use `create(AdminConfigSchema)` to create a new message.
  */
 export const AdminConfigSchema: GenMessage<AdminConfig> = /*@__PURE__*/
-  messageDesc(file_fleetspeak_components_config, 10);
+  messageDesc(file_fleetspeak_components_config, 11);
 
 /**
  * @generated from message fleetspeak.components.StatsConfig
@@ -399,7 +484,7 @@ export type StatsConfig = Message<"fleetspeak.components.StatsConfig"> & {
  * Use `create(StatsConfigSchema)` to create a new message.
  */
 export const StatsConfigSchema: GenMessage<StatsConfig> = /*@__PURE__*/
-  messageDesc(file_fleetspeak_components_config, 11);
+  messageDesc(file_fleetspeak_components_config, 12);
 
 /**
  * @generated from message fleetspeak.components.HealthCheckConfig
@@ -416,5 +501,5 @@ export type HealthCheckConfig = Message<"fleetspeak.components.HealthCheckConfig
  * Use `create(HealthCheckConfigSchema)` to create a new message.
  */
 export const HealthCheckConfigSchema: GenMessage<HealthCheckConfig> = /*@__PURE__*/
-  messageDesc(file_fleetspeak_components_config, 12);
+  messageDesc(file_fleetspeak_components_config, 13);
 

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fleetspeak_grpcservice/grpcservice.proto.
  */
 export const file_fleetspeak_grpcservice_grpcservice: GenFile = /*@__PURE__*/
-  fileDesc("CihmbGVldHNwZWFrX2dycGNzZXJ2aWNlL2dycGNzZXJ2aWNlLnByb3RvEhZmbGVldHNwZWFrLmdycGNzZXJ2aWNlIj0KBkNvbmZpZxIOCgZ0YXJnZXQYASABKAkSEAoIaW5zZWN1cmUYAiABKAgSEQoJY2VydF9maWxlGAMgASgJMkcKCVByb2Nlc3NvchI6CgdQcm9jZXNzEhMuZmxlZXRzcGVhay5NZXNzYWdlGhguZmxlZXRzcGVhay5FbXB0eU1lc3NhZ2UiAGIGcHJvdG8z", [file_fleetspeak_common]);
+  fileDesc("CihmbGVldHNwZWFrX2dycGNzZXJ2aWNlL2dycGNzZXJ2aWNlLnByb3RvEhZmbGVldHNwZWFrLmdycGNzZXJ2aWNlIncKBkNvbmZpZxIOCgZ0YXJnZXQYASABKAkSEAoIaW5zZWN1cmUYAiABKAgSEQoJY2VydF9maWxlGAMgASgJEh8KF2NsaWVudF9jZXJ0aWZpY2F0ZV9maWxlGGQgASgJEhcKD2NsaWVudF9rZXlfZmlsZRhlIAEoCTJHCglQcm9jZXNzb3ISOgoHUHJvY2VzcxITLmZsZWV0c3BlYWsuTWVzc2FnZRoYLmZsZWV0c3BlYWsuRW1wdHlNZXNzYWdlIgBiBnByb3RvMw", [file_fleetspeak_common]);
 
 /**
  * @generated from message fleetspeak.grpcservice.Config
@@ -41,6 +41,19 @@ export type Config = Message<"fleetspeak.grpcservice.Config"> & {
    * @generated from field: string cert_file = 3;
    */
   certFile: string;
+
+  /**
+   * PEM files of a client certificate (chain) and its key, presented to the target when it asks
+   * for one (mutual TLS). Only with cert_file.
+   *
+   * @generated from field: string client_certificate_file = 100;
+   */
+  clientCertificateFile: string;
+
+  /**
+   * @generated from field: string client_key_file = 101;
+   */
+  clientKeyFile: string;
 };
 
 /**

@@ -6,6 +6,9 @@ import type { AddressInfo } from "node:net";
 import { type IdError, parseClientIdHex } from "../../common/ids.js";
 import type { Logger } from "../../common/log.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import type { NotificationVerifier } from "../security/notification-auth.js";
+import { NOTIFICATION_AUTH_SCHEME } from "../security/notification-auth.js";
+import { LogThrottle } from "../security/log-throttle.js";
 import type { NotificationListener } from "./notifier.js";
 
 export interface HttpListenerOptions {
@@ -15,11 +18,14 @@ export interface HttpListenerOptions {
   logger: Logger;
   /** Counts notifications received, for metrics. */
   onReceived?: (known: boolean) => void;
+  /** With notification_shared_secret: notifications must be signed with one of the secrets. */
+  verifier?: NotificationVerifier;
 }
 
 export class HttpNotificationListener implements NotificationListener {
   private server: Server | undefined;
   private bound = "";
+  private readonly refusals = new LogThrottle(10_000);
 
   constructor(private readonly opts: HttpListenerOptions) {}
 
@@ -39,6 +45,22 @@ export class HttpNotificationListener implements NotificationListener {
         res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
         res.end(text ? `${text}\n` : "");
       };
+      const verifier = this.opts.verifier;
+      if (verifier) {
+        const check = verifier.verify(req.method ?? "", req.url ?? "", req.headers.authorization);
+        if (!check.ok) {
+          const peer = req.socket.remoteAddress;
+          this.refusals.run((suppressed) =>
+            this.opts.logger.warn(
+              { peer, suppressed },
+              `notification from ${peer} refused: ${check.reason}`,
+            ),
+          );
+          res.writeHead(401, { "content-type": "text/plain; charset=utf-8", "www-authenticate": NOTIFICATION_AUTH_SCHEME });
+          res.end(`${check.reason}\n`);
+          return;
+        }
+      }
       const path = (req.url ?? "").split("?")[0]!;
       const slash = path.lastIndexOf("/");
       if (path.slice(0, slash + 1) !== "/client/") return reply(404, "not found");
@@ -67,7 +89,7 @@ export class HttpNotificationListener implements NotificationListener {
     this.bound = formatHostPort(a.address, a.port);
     this.server = server;
     this.opts.logger.info(
-      { listen: this.bound, advertised: this.publicAddress },
+      { listen: this.bound, advertised: this.publicAddress, authenticated: this.opts.verifier !== undefined },
       "notification listener started",
     );
   }

@@ -3,12 +3,15 @@
 // caller's deadline) and pooled keep-alive connections (one notification per inserted message).
 import { Agent, request } from "node:http";
 import { clientIdToHex } from "../../common/ids.js";
+import type { NotificationSigner } from "../security/notification-auth.js";
 import { LOCAL_NOTIFICATION_ADDRESS, type Notifier } from "./notifier.js";
 
 export interface HttpNotifierOptions {
   timeoutMs?: number;
   /** Used for the literal address "local" (a stream held by this very process). */
   local?: Notifier;
+  /** With notification_shared_secret: signs every notification. */
+  signer?: NotificationSigner;
 }
 
 export class HttpNotifier implements Notifier {
@@ -23,10 +26,13 @@ export class HttpNotifier implements Notifier {
     if (target === LOCAL_NOTIFICATION_ADDRESS) {
       return this.opts.local ? this.opts.local.newMessageForClient(target, clientId) : Promise.resolve();
     }
+    const path = `/client/${clientIdToHex(clientId)}`;
+    const headers: Record<string, string | number> = { "content-length": 0 };
+    if (this.opts.signer) headers.authorization = this.opts.signer.authorization("POST", path);
     return new Promise((resolve, reject) => {
       const req = request(
-        `http://${target}/client/${clientIdToHex(clientId)}`,
-        { method: "POST", agent: this.agent, timeout: this.timeoutMs, headers: { "content-length": 0 } },
+        `http://${target}${path}`,
+        { method: "POST", agent: this.agent, timeout: this.timeoutMs, headers },
         (res) => {
           res.resume();
           res.on("end", () => {

@@ -5,6 +5,7 @@
 // for good (it rejected the message). Delivery is at-least-once.
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
+import { createSecureContext } from "node:tls";
 import { toBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -84,6 +85,12 @@ function unpackConfig(cfg: ServiceConfig): Config {
       `GRPCService requires either insecure or cert_file to be set, got: ${configText(conf)} (in ${where})`,
     );
   }
+  if ((conf.clientCertificateFile === "") !== (conf.clientKeyFile === "")) {
+    throw new Error(`${where}: client_certificate_file and client_key_file go together; set both or neither`);
+  }
+  if (conf.insecure && conf.clientCertificateFile !== "") {
+    throw new Error(`${where}: a client certificate needs TLS; remove insecure and set cert_file`);
+  }
   return conf;
 }
 
@@ -93,6 +100,8 @@ function configText(conf: Config): string {
   if (conf.target !== "") parts.push(`target:${JSON.stringify(conf.target)}`);
   if (conf.insecure) parts.push("insecure:true");
   if (conf.certFile !== "") parts.push(`cert_file:${JSON.stringify(conf.certFile)}`);
+  if (conf.clientCertificateFile !== "") parts.push(`client_certificate_file:${JSON.stringify(conf.clientCertificateFile)}`);
+  if (conf.clientKeyFile !== "") parts.push(`client_key_file:${JSON.stringify(conf.clientKeyFile)}`);
   return parts.join(" ");
 }
 
@@ -128,17 +137,34 @@ class GrpcService implements Service {
     this.#initialBackoffMs = initialBackoffMs;
     const tls = !conf.insecure;
     const baseUrl = baseUrlFor(conf.target, tls, where);
-    let ca: Buffer | undefined;
-    if (tls) {
+    const read = (field: string, path: string): Buffer => {
       try {
-        ca = readFileSync(conf.certFile);
+        return readFileSync(path);
       } catch (err) {
-        throw new Error(`${where}: cannot read cert_file ${conf.certFile}: ${(err as Error).message}`);
+        throw new Error(`${where}: cannot read ${field} ${path}: ${(err as Error).message}`);
+      }
+    };
+    const tlsOptions: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
+    if (tls) tlsOptions.ca = read("cert_file", conf.certFile);
+    if (conf.clientCertificateFile !== "") {
+      // Mutual TLS: the integrator may require a certificate from its callers.
+      tlsOptions.cert = read("client_certificate_file", conf.clientCertificateFile);
+      tlsOptions.key = read("client_key_file", conf.clientKeyFile);
+    }
+    if (tls) {
+      // A bad file would otherwise only show as every call failing (and being retried) later.
+      try {
+        createSecureContext(tlsOptions);
+      } catch (err) {
+        throw new Error(`${where}: cannot use the TLS files (cert_file, client_certificate_file, client_key_file): ${(err as Error).message}`);
       }
     }
     // Like grpc-go's non-blocking dial: nothing connects until the first message.
-    this.#client = new GrpcUnaryClient(ca ? { baseUrl, tls: { ca } } : { baseUrl });
-    log.info({ target: conf.target, tls }, `service ${name} forwards messages to a Processor`);
+    this.#client = new GrpcUnaryClient({ baseUrl, tls: tlsOptions });
+    log.info(
+      { target: conf.target, tls, clientCertificate: tlsOptions.cert !== undefined },
+      `service ${name} forwards messages to a Processor`,
+    );
   }
 
   async processMessage(msg: Message, signal: AbortSignal): Promise<void> {
