@@ -6,6 +6,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "../../common/log.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import { Admin } from "../../gen/fleetspeak_server/admin_pb.js";
+import { adminTlsServerOptions, requireClientCertificate } from "../security/admin-auth.js";
 import { createGrpcHandler } from "./grpc-server.js";
 
 /** grpc-go's default limit on an inbound message; larger requests fail with RESOURCE_EXHAUSTED. */
@@ -44,16 +45,11 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     logger: opts.logger,
   });
   const server = opts.tls
-    ? http2.createSecureServer({
-        cert: opts.tls.cert,
-        key: opts.tls.key,
-        ca: opts.tls.ca,
-        requestCert: opts.tls.requireClientCert ?? false,
-        rejectUnauthorized: opts.tls.requireClientCert ?? false,
-        allowHTTP1: false,
-      })
+    ? http2.createSecureServer(adminTlsServerOptions(opts.tls))
     : http2.createServer();
-  server.on("stream", (stream, headers) => grpc.onStream(stream, headers));
+  const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => grpc.onStream(stream, headers);
+  // Mutual TLS: only callers whose certificate chains to tls.ca reach the service.
+  server.on("stream", opts.tls?.requireClientCert ? requireClientCertificate(onStream, opts.logger) : onStream);
 
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session: http2.ServerHttp2Session) => {
