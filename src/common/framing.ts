@@ -32,16 +32,44 @@ export function encodeStreamFrame(payload: Uint8Array): Buffer {
   return out;
 }
 
-/** Accumulates chunks and hands out their bytes without copying when a frame lies in one chunk. */
+/** Chunks smaller than this are copied together into shared tail buffers of TAIL_BYTES. */
+const COALESCE_BELOW = 1024;
+const TAIL_BYTES = 16 * 1024;
+
+/**
+ * Accumulates chunks and hands out their bytes without copying when a frame lies in one chunk.
+ * Small chunks are copied into a shared tail buffer: a peer that sends its data a byte at a time
+ * (one TLS record or HTTP chunk each) would otherwise cost a Buffer object, about a hundred times
+ * its size, per byte.
+ */
 class ChunkQueue {
   private chunks: Buffer[] = [];
   private head = 0; // read offset into chunks[0]
+  /** The buffer behind the last chunk when that chunk is a coalescing tail, and its fill. */
+  private tail: Buffer | undefined;
+  private tailUsed = 0;
   length = 0;
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
-    this.chunks.push(chunk);
     this.length += chunk.length;
+    if (chunk.length >= COALESCE_BELOW) {
+      this.chunks.push(chunk);
+      this.tail = undefined;
+      return;
+    }
+    const last = this.chunks.length - 1;
+    const tailIsLast = this.tail !== undefined && last >= 0 && this.chunks[last]!.buffer === this.tail.buffer &&
+      this.chunks[last]!.byteOffset === this.tail.byteOffset;
+    if (!tailIsLast || this.tailUsed + chunk.length > TAIL_BYTES) {
+      this.tail = Buffer.allocUnsafe(TAIL_BYTES);
+      this.tailUsed = 0;
+      this.chunks.push(this.tail.subarray(0, 0));
+    }
+    // Bytes are only ever appended to the tail, so views already handed out stay valid.
+    chunk.copy(this.tail!, this.tailUsed);
+    this.tailUsed += chunk.length;
+    this.chunks[this.chunks.length - 1] = this.tail!.subarray(0, this.tailUsed);
   }
 
   peekByte(i: number): number {
@@ -99,6 +127,7 @@ export class StreamFrameDecoder {
   private needMagic: boolean;
   private readonly max: number;
   private readonly where: string;
+  private pending = 0;
 
   constructor(opts: StreamDecoderOptions) {
     this.needMagic = opts.expectMagic;
@@ -111,10 +140,19 @@ export class StreamFrameDecoder {
     return this.queue.length;
   }
 
+  /**
+   * The announced size of the frame being received (its length prefix is complete, its payload
+   * not yet), or 0: lets the reader reserve memory for a large frame before it arrives.
+   */
+  get pendingFrameBytes(): number {
+    return this.pending;
+  }
+
   /** Adds input and returns every frame now complete. Throws FrameError on malformed input. */
   push(chunk: Buffer): Buffer[] {
     this.queue.push(chunk);
     const frames: Buffer[] = [];
+    this.pending = 0;
     for (;;) {
       if (this.needMagic) {
         if (this.queue.length < 4) break;
@@ -148,7 +186,10 @@ export class StreamFrameDecoder {
       if (len > this.max) {
         throw new FrameError(`${this.where}frame of ${len} bytes exceeds the limit of ${this.max} bytes`);
       }
-      if (this.queue.length < i + len) break;
+      if (this.queue.length < i + len) {
+        this.pending = len;
+        break;
+      }
       this.queue.take(i);
       frames.push(this.queue.take(len));
     }

@@ -53,7 +53,7 @@ function fromTls(req: IncomingMessage): ClientIdentity {
   if (leaf === undefined || count !== 1) {
     throw new IdentityError(`expected 1 client cert, received ${count}`);
   }
-  return { spki: leaf.publicKey.export({ type: "spki", format: "der" }) };
+  return spkiOf(leaf);
 }
 
 /** First value of a header, as Go's Header.Get returns it (Node joins repeated headers). */
@@ -77,7 +77,13 @@ function certificateFromHeaderValue(value: string): X509Certificate {
 }
 
 function spkiOf(cert: X509Certificate): ClientIdentity {
-  return { spki: cert.publicKey.export({ type: "spki", format: "der" }) };
+  // A certificate can parse while its key does not (found by fuzzing: an EC point off the
+  // curve); that is the client's fault, a 400, as Go's certificate parser makes it.
+  try {
+    return { spki: cert.publicKey.export({ type: "spki", format: "der" }) };
+  } catch (e) {
+    throw new IdentityError(`cannot read the public key of the client certificate: ${(e as Error).message}`);
+  }
 }
 
 function fromHeader(req: IncomingMessage, headerName: string): ClientIdentity {
