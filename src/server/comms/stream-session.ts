@@ -95,11 +95,16 @@ export class StreamSession implements Wakeable {
   /**
    * A client frame (serialized WrappedContactData). Resolves once the session can take another
    * frame, so the caller can stop reading the request while too many are being processed.
+   * `onProcessed` is called once the frame is done with (processed, failed or dropped).
    */
-  async onClientFrame(bytes: Buffer): Promise<void> {
-    if (this.closed) return;
+  async onClientFrame(bytes: Buffer, onProcessed?: () => void): Promise<void> {
+    if (this.closed) {
+      onProcessed?.();
+      return;
+    }
     this.inFlight++;
     const processing = this.processFrame(bytes);
+    if (onProcessed) processing.then(onProcessed, onProcessed);
     const previous = this.ackChain;
     this.ackChain = (async () => {
       let ok = true;

@@ -11,6 +11,9 @@ import type { Logger } from "../../common/log.js";
 import { type Comms, ContactError } from "../comms/comms.js";
 import type { Dispatcher } from "../comms/dispatcher.js";
 import { type StreamObserver, StreamSession, type StreamTimings } from "../comms/stream-session.js";
+import { type BufferBudget, type Reservation, SMALL_REQUEST_BYTES, uploadDeadlineMs } from "../security/buffer-budget.js";
+import { TokenBucket } from "../security/token-bucket.js";
+import { DEFAULT_FRONTEND_LISTENER_LIMITS } from "./listener.js";
 import { decodedBody, readWholeBody } from "./request-body.js";
 
 export interface ContactHandlerDeps {
@@ -25,6 +28,12 @@ export interface ContactHandlerDeps {
   /** How long a stream may take to send its first frame. */
   firstFrameTimeoutMs?: number;
   observer?: StreamObserver;
+  /** Server-wide memory for large frames and poll bodies not yet processed. */
+  budget?: BufferBudget;
+  /** The fixed part of the time a poll body or a large frame has to arrive (uploadDeadlineMs). */
+  uploadGraceMs?: number;
+  /** Frames one stream may have processed per second (bursts of as many); more wait. */
+  maxStreamFramesPerSecond?: number;
   /** Reports each contact's outcome and duration, for metrics. */
   onContact?: (kind: "poll" | "stream", status: number, seconds: number) => void;
 }
@@ -55,11 +64,17 @@ function precheck(req: IncomingMessage): void {
 export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const address = deps.addressOf(req);
   const started = performance.now();
+  let release: (() => void) | undefined;
   try {
     precheck(req);
     const spki = deps.identify(req);
-    const body = await readWholeBody(decodedBody(req), MAX_CONTACT_BYTES);
-    const contact = await deps.comms.openContact(spki, address, body, false);
+    const declared = Number(req.headers["content-length"]);
+    const read = await readWholeBody(decodedBody(req), MAX_CONTACT_BYTES, {
+      ...(deps.budget ? { budget: deps.budget } : {}),
+      deadlineMs: uploadDeadlineMs(Number.isFinite(declared) ? declared : MAX_CONTACT_BYTES, deps.uploadGraceMs),
+    });
+    release = read.release;
+    const contact = await deps.comms.openContact(spki, address, read.body, false);
     const { messages } = await deps.comms.fetchOutgoing(contact);
     const out = toBinary(ContactDataSchema, create(ContactDataSchema, { sequencingNonce: contact.nonce, messages }));
     if (messages.length > 0) deps.observer?.messagesSent?.(contact, messages);
@@ -72,7 +87,15 @@ export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage,
     deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "poll failed");
     fail(res, status, message);
     deps.onContact?.("poll", status, (performance.now() - started) / 1000);
+  } finally {
+    release?.();
   }
+}
+
+interface QueuedFrame {
+  bytes: Buffer;
+  /** Memory reserved for it (large frames), given back once it has been processed. */
+  reservation?: Reservation;
 }
 
 export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -82,11 +105,24 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
   const decoder = new StreamFrameDecoder({ expectMagic: true, where: `stream from ${address}` });
   let firstFrameTimer: NodeJS.Timeout | undefined;
   let finished = false;
+  const queue: QueuedFrame[] = [];
+  // A large frame gets its memory from the budget when its length prefix arrives, and must then
+  // arrive within uploadDeadlineMs; while the budget has no room, the request is not read.
+  let reserved: { frame: number; reservation: Reservation; deadline: NodeJS.Timeout } | undefined;
+  let waitingForRoom = false;
+  let framesSeen = 0;
+  const stopWaiting = new AbortController();
 
   const finish = (status: number, message?: string): void => {
     if (finished) return;
     finished = true;
     if (firstFrameTimer) clearTimeout(firstFrameTimer);
+    stopWaiting.abort();
+    if (reserved) {
+      clearTimeout(reserved.deadline);
+      reserved.reservation.release();
+    }
+    for (const f of queue.splice(0)) f.reservation?.release();
     if (session) session.close();
     else if (message !== undefined) fail(res, status, message);
     deps.onContact?.("stream", status, (performance.now() - started) / 1000);
@@ -103,9 +139,24 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
     }, deps.firstFrameTimeoutMs ?? 180_000);
 
     let starting = false;
-    const queue: Buffer[] = [];
-
     let pumping = false;
+    const resumeIfIdle = (): void => {
+      if (!pumping && !waitingForRoom && !finished) body.resume();
+    };
+    // Each frame is answered with an ack: a client that sends frames but does not read the
+    // answers is not read further until it does, instead of the acks piling up in memory.
+    const drained = (): Promise<void> =>
+      new Promise((resolve) => {
+        const done = () => {
+          res.off("drain", done);
+          res.off("close", done);
+          resolve();
+        };
+        res.on("drain", done);
+        res.on("close", done);
+      });
+    const rate = deps.maxStreamFramesPerSecond ?? DEFAULT_FRONTEND_LISTENER_LIMITS.maxStreamFramesPerSecond;
+    const frameTokens = new TokenBucket(rate, rate);
     const pump = async (): Promise<void> => {
       if (pumping) return;
       pumping = true;
@@ -113,13 +164,67 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
         while (queue.length > 0 && session && !session.isClosed) {
           // Backpressure: stop reading while the session has its hands full.
           body.pause();
-          await session.onClientFrame(queue.shift()!);
+          if (res.writableNeedDrain) {
+            await drained();
+            continue;
+          }
+          const wait = frameTokens.take();
+          if (wait > 0) {
+            await new Promise((resolve) => setTimeout(resolve, wait));
+            continue;
+          }
+          const frame = queue.shift()!;
+          await session.onClientFrame(frame.bytes, () => frame.reservation?.release());
         }
       } finally {
         pumping = false;
-        body.resume();
+        resumeIfIdle();
       }
     };
+
+    const reserveFor = (bytes: number, budget: BufferBudget): void => {
+      const frame = framesSeen;
+      const granted = (reservation: Reservation): void => {
+        if (finished || framesSeen > frame) {
+          reservation.release();
+          return;
+        }
+        const limitMs = uploadDeadlineMs(bytes, deps.uploadGraceMs);
+        const deadline = setTimeout(() => {
+          deps.logger.info({ address, bytes }, "stream closed: a large frame was not received in time");
+          finish(408, `frame of ${bytes} bytes not received within ${limitMs} ms`);
+          req.destroy();
+        }, limitMs);
+        reserved = { frame, reservation, deadline };
+      };
+      const now = budget.tryReserve(bytes);
+      if (now) {
+        granted(now);
+        return;
+      }
+      waitingForRoom = true;
+      body.pause();
+      deps.logger.debug({ address, bytes, buffered: budget.used }, "stream waits for room for a large frame");
+      budget.reserve(bytes, stopWaiting.signal).then(
+        (reservation) => {
+          waitingForRoom = false;
+          granted(reservation);
+          resumeIfIdle();
+        },
+        () => {},
+      );
+    };
+
+    /** The complete frames of a chunk, each with its reservation if it had one. */
+    const claim = (frames: Buffer[]): QueuedFrame[] =>
+      frames.map((bytes) => {
+        const index = framesSeen++;
+        if (reserved?.frame !== index) return { bytes };
+        const { reservation, deadline } = reserved;
+        clearTimeout(deadline);
+        reserved = undefined;
+        return { bytes, reservation };
+      });
 
     const startSession = async (first: Buffer): Promise<void> => {
       const contact = await deps.comms.openContact(spki, address, first, true);
@@ -162,26 +267,32 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
         req.destroy();
         return;
       }
-      if (frames.length === 0) return;
+      const complete = claim(frames);
+      const pending = decoder.pendingFrameBytes;
+      if (deps.budget && pending > SMALL_REQUEST_BYTES && !reserved && !waitingForRoom) reserveFor(pending, deps.budget);
+      if (complete.length === 0) return;
       if (!session && !starting) {
         starting = true;
-        const first = frames.shift()!;
-        queue.push(...frames);
+        const first = complete.shift()!;
+        queue.push(...complete);
         body.pause();
-        startSession(first)
+        startSession(first.bytes)
           .then(() => {
-            body.resume();
+            first.reservation?.release();
+            resumeIfIdle();
             return pump();
           })
           .catch((e) => {
+            first.reservation?.release();
             const status = statusOf(e);
             deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "stream refused");
             finish(status, (e as Error).message);
           });
         return;
       }
-      queue.push(...frames);
-      if (session) void pump();
+      queue.push(...complete);
+      if (finished) for (const f of queue.splice(0)) f.reservation?.release();
+      else if (session) void pump();
     });
     body.on("end", () => {
       // The client ended its side; the stream is over once our side is done too.

@@ -6,13 +6,16 @@ import type { Comms } from "../comms/comms.js";
 import type { Dispatcher } from "../comms/dispatcher.js";
 import type { StreamObserver, StreamTimings } from "../comms/stream-session.js";
 import type { StoredFile } from "../store/store.js";
+import { BufferBudget } from "../security/buffer-budget.js";
 import { frontendModeUsesTls, identifyClient } from "./client-identity.js";
 import { type ContactHandlerDeps, handlePoll, handleStream } from "./contact-handlers.js";
 import { handleFileRequest } from "./file-handler.js";
 import {
   clientAddressOf,
+  DEFAULT_FRONTEND_LISTENER_LIMITS,
   type FrontendListener,
   type FrontendListenerLimits,
+  frontendLimitsFromConfig,
   startFrontendListener,
 } from "./listener.js";
 
@@ -31,7 +34,13 @@ export interface FrontendOptions {
 
 export async function startFrontend(opts: FrontendOptions): Promise<FrontendListener> {
   const mode = opts.https.frontendConfig;
+  // https_config.limits, then the caller's overrides (tests, tuning).
+  const limits = { ...frontendLimitsFromConfig(opts.https.limits), ...opts.limits };
+  const budget = new BufferBudget(limits.maxBufferedRequestBytes ?? DEFAULT_FRONTEND_LISTENER_LIMITS.maxBufferedRequestBytes);
   const deps: ContactHandlerDeps = {
+    budget,
+    ...(limits.uploadGraceMs !== undefined ? { uploadGraceMs: limits.uploadGraceMs } : {}),
+    ...(limits.maxStreamFramesPerSecond !== undefined ? { maxStreamFramesPerSecond: limits.maxStreamFramesPerSecond } : {}),
     comms: opts.comms,
     dispatcher: opts.dispatcher,
     logger: opts.logger,
@@ -67,6 +76,6 @@ export async function startFrontend(opts: FrontendOptions): Promise<FrontendList
     proxyProtocol: opts.proxyProtocol,
     handler,
     logger: opts.logger,
-    ...(opts.limits ? { limits: opts.limits } : {}),
+    limits,
   });
 }

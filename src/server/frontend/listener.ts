@@ -17,6 +17,9 @@ import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "../../common/log.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import type { FrontendLimits } from "../../gen/fleetspeak_components/config_pb.js";
+import { DEFAULT_MAX_BUFFERED_REQUEST_BYTES, DEFAULT_UPLOAD_GRACE_MS } from "../security/buffer-budget.js";
+import { LogThrottle } from "../security/log-throttle.js";
 import {
   ProxyHeaderParser,
   ProxyProtocolError,
@@ -40,6 +43,29 @@ export interface FrontendListenerLimits {
   keepAliveTimeoutMs: number;
   /** close() lets running requests finish for this long, then cuts them. */
   closeGraceMs: number;
+  /** Open TCP connections; more are closed at accept (https_config.limits.max_connections). */
+  maxConnections: number;
+  /**
+   * Connections that have not sent their first complete request yet (PROXY header, TLS
+   * handshake, request headers). Past this, the oldest of them is closed: real clients get
+   * through these phases in milliseconds, so whoever holds a connection there longest is the
+   * likeliest to be stalling on purpose (slowloris, endless handshakes, silent connections).
+   */
+  maxPendingConnections: number;
+  /** Server-wide memory for large frames and poll bodies not yet processed (BufferBudget). */
+  maxBufferedRequestBytes: number;
+  /**
+   * A poll body, or a large stream frame once it has memory, must arrive within this plus one
+   * second per 64 KiB; slower senders are cut (uploadDeadlineMs).
+   */
+  uploadGraceMs: number;
+  /**
+   * Frames per second one stream may have processed, in bursts of as many
+   * (https_config.limits.max_stream_frames_per_second). A real client sends a frame per batch of
+   * up to 100 messages, far fewer than this; a flood of one-byte empty frames would otherwise keep
+   * the event loop busy for everyone.
+   */
+  maxStreamFramesPerSecond: number;
 }
 
 /** Fleetspeak's values where it has them: ReadHeaderTimeout 10 s, IdleTimeout 30 s. */
@@ -50,7 +76,23 @@ export const DEFAULT_FRONTEND_LISTENER_LIMITS: FrontendListenerLimits = {
   headersTimeoutMs: 10_000,
   keepAliveTimeoutMs: 30_000,
   closeGraceMs: 10_000,
+  // 20,000 streaming clients plus polls and reconnections, with room to spare.
+  maxConnections: 50_000,
+  maxPendingConnections: 4096,
+  maxBufferedRequestBytes: DEFAULT_MAX_BUFFERED_REQUEST_BYTES,
+  uploadGraceMs: DEFAULT_UPLOAD_GRACE_MS,
+  maxStreamFramesPerSecond: 100,
 };
+
+/** https_config.limits of the components config (0 or unset: the default). */
+export function frontendLimitsFromConfig(cfg: FrontendLimits | undefined): Partial<FrontendListenerLimits> {
+  const out: Partial<FrontendListenerLimits> = {};
+  if (cfg?.maxConnections) out.maxConnections = cfg.maxConnections;
+  if (cfg?.maxPendingConnections) out.maxPendingConnections = cfg.maxPendingConnections;
+  if (cfg?.maxBufferedRequestBytes) out.maxBufferedRequestBytes = Number(cfg.maxBufferedRequestBytes);
+  if (cfg?.maxStreamFramesPerSecond) out.maxStreamFramesPerSecond = cfg.maxStreamFramesPerSecond;
+  return out;
+}
 
 export type FrontendRequestHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
@@ -75,6 +117,8 @@ export interface FrontendListener {
   close(): Promise<void>;
   /** Open TCP connections, including ones still sending their PROXY header or handshake. */
   connectionCount(): number;
+  /** Open connections that have not sent their first complete request yet. */
+  pendingConnectionCount(): number;
 }
 
 /** The TLS 1.2 suites Fleetspeak allows, plus the TLS 1.3 suites (which Go always enables). */
@@ -89,6 +133,7 @@ const CIPHERS = [
 ].join(":");
 
 interface Connection {
+  raw: net.Socket;
   /** The PROXY header's source when there is one, else the TCP peer (ip:port). */
   clientAddress: string;
   phase: "tls-handshake" | "http";
@@ -166,10 +211,15 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
   const limits = { ...DEFAULT_FRONTEND_LISTENER_LIMITS, ...opts.limits };
   const log = opts.logger;
   const open = new Set<net.Socket>();
+  // In accept order, so that the first is the oldest.
+  const pending = new Set<Connection>();
+  const refusedLog = new LogThrottle(10_000);
+  const evictedLog = new LogThrottle(10_000);
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const conn = connectionOf(req.socket);
     if (conn) {
+      pending.delete(conn);
       requestAddresses.set(req, conn.clientAddress);
       conn.activeResponses++;
       res.once("close", () => conn.activeResponses--);
@@ -244,17 +294,47 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
     });
   }
 
+  const evictOldestPending = (): void => {
+    const oldest: Connection = pending.values().next().value!;
+    pending.delete(oldest);
+    // open.delete now rather than at 'close', so that the room is there for the new connection.
+    open.delete(oldest.raw);
+    oldest.logged = true;
+    oldest.raw.destroy();
+    evictedLog.run((suppressed) =>
+      log.warn(
+        { peer: oldest.clientAddress, suppressed, pending: pending.size, open: open.size },
+        `closing connection from ${oldest.clientAddress} to make room: it has not sent a complete request yet, and the server is at https_config.limits.max_pending_connections (${limits.maxPendingConnections}) or max_connections (${limits.maxConnections})`,
+      ),
+    );
+  };
+
   const acceptConnection = (raw: net.Socket): void => {
     const { remoteAddress, remotePort } = raw;
     if (remoteAddress === undefined || remotePort === undefined) {
       raw.destroy();
       return;
     }
+    const peer = formatClientAddress(remoteAddress, remotePort);
+    // At the cap, a connection that has not sent a request yet makes room; only when every
+    // connection is serving requests are new ones refused.
+    if (open.size >= limits.maxConnections && pending.size > 0) evictOldestPending();
+    if (open.size >= limits.maxConnections) {
+      raw.destroy();
+      refusedLog.run((suppressed) =>
+        log.warn(
+          { peer, suppressed },
+          `refusing connection from ${peer}: ${open.size} connections are open, the limit (https_config.limits.max_connections) is ${limits.maxConnections}`,
+        ),
+      );
+      return;
+    }
     open.add(raw);
     const key = socketKey(raw);
-    const peer = formatClientAddress(remoteAddress, remotePort);
-    const conn: Connection = { clientAddress: peer, phase: "tls-handshake", activeResponses: 0, logged: false, healthCheck: false };
+    const conn: Connection = { raw, clientAddress: peer, phase: "tls-handshake", activeResponses: 0, logged: false, healthCheck: false };
     byRawSocket.set(raw, conn);
+    pending.add(conn);
+    if (pending.size > limits.maxPendingConnections) evictOldestPending();
     let settled = false;
     let buffered: Buffer = EMPTY;
     let parser = opts.proxyProtocol ? new ProxyHeaderParser() : undefined;
@@ -331,6 +411,7 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
     });
     raw.on("close", () => {
       open.delete(raw);
+      pending.delete(conn);
       if (handedOver.get(key) === conn) {
         handedOver.delete(key);
         const who = conn.clientAddress;
@@ -376,6 +457,7 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
     address: formatHostPort(bound.address, bound.port),
     server: inner,
     connectionCount: () => open.size,
+    pendingConnectionCount: () => pending.size,
     close: async () => {
       const allClosed = [...open].map((raw) => new Promise((resolve) => raw.once("close", resolve)));
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
