@@ -43,7 +43,11 @@ export interface FrontendListenerLimits {
   keepAliveTimeoutMs: number;
   /** close() lets running requests finish for this long, then cuts them. */
   closeGraceMs: number;
-  /** Open TCP connections; more are closed at accept (https_config.limits.max_connections). */
+  /**
+   * Open TCP connections (https_config.limits.max_connections). At the limit, the oldest
+   * connection that has not sent a request yet is closed to make room; only when there is none is
+   * the new one closed at accept.
+   */
   maxConnections: number;
   /**
    * Connections that have not sent their first complete request yet (PROXY header, TLS
