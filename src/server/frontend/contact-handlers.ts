@@ -299,7 +299,8 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
       if (!session) finish(400, "request ended before the first frame");
     });
     body.on("error", (e: Error) => {
-      deps.logger.info({ address, err: e.message }, "stream request failed");
+      // A client closing its connection is the normal end of a stream.
+      deps.logger[session ? "debug" : "info"]({ address, err: e.message }, "stream request ended");
       finish(400, `cannot read request body: ${e.message}`);
     });
     res.on("close", () => finish(200));
