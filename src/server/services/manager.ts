@@ -242,7 +242,7 @@ export class ServiceManager {
       msgs.map(async (m) => {
         const name = m.destination?.serviceName ?? "";
         const live = this.#services.get(name);
-        if (!live) this.#log.error({ message: bytesToHex(m.messageId), service: name }, "message for unknown service");
+        if (!live) this.#log.warn({ message: bytesToHex(m.messageId), service: name }, "message for unknown service");
         const result = live
           ? await this.#processOne(live, m, budget, firstTry)
           : failedResult(`unknown service "${name}"`);
@@ -295,7 +295,7 @@ export class ServiceManager {
         return undefined;
       }
       const reason = errorText(err);
-      this.#log.error(
+      this.#log.warn(
         { service: live.name, message: bytesToHex(m.messageId), err: reason },
         "permanent error processing message, giving up",
       );

@@ -111,7 +111,7 @@ export class SystemService implements Service {
             "client acked RekeyRequest sent to its previous ID - rekey complete",
           );
         } else {
-          this.#log.error(
+          this.#log.warn(
             { ack: bytesToHex(ackId), client: bytesToHex(cid), owner: bytesToHex(dest), message: bytesToHex(m.messageId) },
             "attempt by a client to ack a message meant for another client",
           );
@@ -167,7 +167,7 @@ export class SystemService implements Service {
     const wanted = new Set<string>();
     for (const l of info.labels) {
       if (l.serviceName !== CLIENT_LABEL_SERVICE) {
-        this.#log.error({ client: bytesToHex(cid), label: `${l.serviceName}:${l.label}` }, "attempt to set non-client label");
+        this.#log.warn({ client: bytesToHex(cid), label: `${l.serviceName}:${l.label}` }, "attempt to set non-client label");
         continue;
       }
       wanted.add(l.label);
