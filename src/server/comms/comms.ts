@@ -266,6 +266,7 @@ export class Comms {
       limit: MAX_MESSAGES_PER_CONTACT,
       ...(contact.tokens ? { serviceLimits: contact.tokens } : {}),
       leaseMs: this.leaseMs,
+      contactId: contact.contactId,
     });
     if (messages.length === 0) return { messages, maybeMore: false };
     const dies: Message[] = [];
@@ -277,10 +278,6 @@ export class Comms {
       }
       if (contact.tokens) contact.tokens.set(service, Math.max(0, (contact.tokens.get(service) ?? 0) - 1));
     }
-    await store.linkMessagesToContact(
-      contact.contactId,
-      messages.map((m) => m.messageId),
-    );
     // The client cannot acknowledge a Die (it exits), so it counts as processed once sent.
     for (const d of dies) {
       await store.setMessageResult(

@@ -609,6 +609,7 @@ export class MysqlStore implements Store {
         "UPDATE pending_messages SET retry_count = retry_count + 1, scheduled_time = ? WHERE message_id IN (?)",
         [msToUs(now + opts.leaseMs), ids],
       );
+      if (opts.contactId !== undefined) await this.link(c, contactIdFromString(opts.contactId), ids);
       return this.readPending(c, ids);
     });
   }

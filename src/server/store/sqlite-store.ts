@@ -362,6 +362,10 @@ export class SqliteStore implements Store {
         "UPDATE pending_messages SET retry_count = retry_count + 1, scheduled_time = ? WHERE message_id = ?",
       );
       for (const p of picked) upd.run(leaseUs, p.message_id);
+      if (opts.contactId !== undefined) {
+        const contact = contactIdFromString(opts.contactId);
+        for (const p of picked) this.linkOne(contact, p.message_id);
+      }
       return this.readPending(picked.map((p) => p.message_id));
     });
   }

@@ -45,6 +45,11 @@ export interface ClaimOptions {
   serviceLimits?: ReadonlyMap<string, number>;
   /** How long the claim holds: an unacknowledged message is due again after this. */
   leaseMs: number;
+  /**
+   * Links every claimed message to this contact, in the same transaction (what
+   * linkMessagesToContact would do; one commit per delivery instead of two).
+   */
+  contactId?: string;
 }
 
 export interface PendingQuery {
