@@ -38,7 +38,7 @@ export class HttpNotificationListener implements NotificationListener {
     return this.bound;
   }
 
-  async start(onClient: (clientId: Uint8Array) => boolean | void): Promise<void> {
+  async start(onClient: (clientId: Uint8Array) => boolean | undefined): Promise<void> {
     const { host, port } = parseHostPort(this.opts.listenAddress, { emptyHost: "::" });
     const server = createServer((req, res) => {
       const reply = (status: number, text: string) => {
