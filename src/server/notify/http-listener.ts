@@ -38,7 +38,7 @@ export class HttpNotificationListener implements NotificationListener {
     return this.bound;
   }
 
-  async start(onClient: (clientId: Uint8Array) => boolean | undefined): Promise<void> {
+  async start(onClient: (clientId: Uint8Array) => boolean): Promise<void> {
     const { host, port } = parseHostPort(this.opts.listenAddress, { emptyHost: "::" });
     const server = createServer((req, res) => {
       const reply = (status: number, text: string) => {
@@ -73,7 +73,7 @@ export class HttpNotificationListener implements NotificationListener {
       }
       if (id.length === 0) return reply(400, "Client id is required.");
       if (req.method !== "POST") return reply(400, `Unexpected method: ${req.method}`);
-      const known = onClient(id) !== false;
+      const known = onClient(id);
       this.opts.onReceived?.(known);
       reply(200, "");
     });

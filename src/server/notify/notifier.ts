@@ -14,7 +14,8 @@ export interface Notifier {
 export interface NotificationListener {
   /** The address other servers should use to reach this listener (recorded per client). */
   readonly publicAddress: string;
-  start(onClient: (clientId: Uint8Array) => void): Promise<void>;
+  /** onClient says whether this process holds that client's stream (for metrics). */
+  start(onClient: (clientId: Uint8Array) => boolean): Promise<void>;
   stop(): Promise<void>;
 }
 

@@ -96,7 +96,10 @@ describe("notification listener with a shared secret", () => {
       logger,
       verifier: new NotificationVerifier([SECRET]),
     });
-    await listener.start((id) => void woken.push(Buffer.from(id).toString("hex")));
+    await listener.start((id) => {
+      woken.push(Buffer.from(id).toString("hex"));
+      return true;
+    });
   });
   after(() => listener.stop());
 
