@@ -13,17 +13,8 @@ import { clientCertificate, derToPem, keyToPem } from "../../common/certs.js";
 import type { Logger } from "../../common/log.js";
 import { parseHostPort } from "../../common/net-address.js";
 import type { ClientConfig } from "../config.js";
+import { FLEETSPEAK_CIPHERS } from "../../common/tls.js";
 
-/** TLS 1.3 suites (Go's defaults) then the four TLS 1.2 suites Fleetspeak allows. */
-const CIPHERS = [
-  "TLS_AES_128_GCM_SHA256",
-  "TLS_AES_256_GCM_SHA384",
-  "TLS_CHACHA20_POLY1305_SHA256",
-  "ECDHE-ECDSA-AES256-GCM-SHA384",
-  "ECDHE-RSA-AES256-GCM-SHA384",
-  "ECDHE-ECDSA-AES128-GCM-SHA256",
-  "ECDHE-RSA-AES128-GCM-SHA256",
-].join(":");
 
 const DIAL_TIMEOUT_MS = 30_000;
 const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -93,7 +84,7 @@ export class Transport {
     ciphers: string;
     minVersion: "TLSv1.2";
     ALPNProtocols: string[];
-  } = { ca: "", cert: "", key: "", ciphers: CIPHERS, minVersion: "TLSv1.2", ALPNProtocols: [] };
+  } = { ca: "", cert: "", key: "", ciphers: FLEETSPEAK_CIPHERS, minVersion: "TLSv1.2", ALPNProtocols: [] };
 
   constructor(private readonly opts: TransportOptions) {
     this.refresh();
@@ -115,7 +106,7 @@ export class Transport {
       ca: this.opts.config.trustedCertsPem,
       cert: derToPem(this.certDer),
       key: keyToPem(id.key),
-      ciphers: CIPHERS,
+      ciphers: FLEETSPEAK_CIPHERS,
       minVersion: "TLSv1.2",
       // HTTP/2 is not implemented: the client always speaks HTTP/1.1, which every Fleetspeak
       // server accepts (prefer_http2 is read and ignored).

@@ -26,6 +26,7 @@ import {
   SIGNATURE_DECISION_BYTES,
   startsWithProxySignature,
 } from "./proxy-protocol.js";
+import { FLEETSPEAK_CIPHERS } from "../../common/tls.js";
 
 export interface FrontendListenerLimits {
   /** With proxy_protocol: the complete PROXY header must arrive within this. */
@@ -125,16 +126,6 @@ export interface FrontendListener {
   pendingConnectionCount(): number;
 }
 
-/** The TLS 1.2 suites Fleetspeak allows, plus the TLS 1.3 suites (which Go always enables). */
-const CIPHERS = [
-  "TLS_AES_128_GCM_SHA256",
-  "TLS_AES_256_GCM_SHA384",
-  "TLS_CHACHA20_POLY1305_SHA256",
-  "ECDHE-ECDSA-AES256-GCM-SHA384",
-  "ECDHE-RSA-AES256-GCM-SHA384",
-  "ECDHE-ECDSA-AES128-GCM-SHA256",
-  "ECDHE-RSA-AES128-GCM-SHA256",
-].join(":");
 
 interface Connection {
   raw: net.Socket;
@@ -495,7 +486,7 @@ function createTlsServer(
         requestCert: true,
         rejectUnauthorized: false,
         minVersion: "TLSv1.2",
-        ciphers: CIPHERS,
+        ciphers: FLEETSPEAK_CIPHERS,
         // Fleetspeak disables session tickets (sharing ticket keys across servers is a risk).
         secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
         handshakeTimeout: limits.tlsHandshakeTimeoutMs,
