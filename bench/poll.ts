@@ -1,6 +1,8 @@
 // poll: polling clients (POST /message) at a fixed interval against one frontend process.
 //   npm run bench -- poll [--clients 2000] [--interval 5] [--seconds 30] [--backend sqlite|mariadb]
-// Each client polls every --interval seconds (first poll at a random moment within the interval)
+// Each client polls every --interval seconds (first poll at a random moment within the interval,
+// or within clients / --ramp seconds when that is longer, so that handshakes come at most --ramp
+// per second)
 // on a kept-alive TLS connection, reconnecting when the server has closed it (idle timeout 30 s).
 // Reports polls per second sustained against the offered rate (clients / interval), the poll
 // latency (request written → whole response read, handshake excluded), how many polls needed a
@@ -23,6 +25,7 @@ export async function run(args: string[]): Promise<void> {
       interval: { type: "string", default: "5" },
       seconds: { type: "string", default: "30" },
       warmup: { type: "string", default: "10" },
+      ramp: { type: "string", default: "300" },
       workers: { type: "string" },
       backend: { type: "string", default: "sqlite" },
     },
@@ -48,12 +51,14 @@ export async function run(args: string[]): Promise<void> {
       ...(values.workers ? { workers: Number(values.workers) } : {}),
       target: { host: "127.0.0.1", port: server.frontendPort!, servername: "localhost", caPem: pki.caCertPem, services: ["TestService"] },
       mode: "poll",
-      rampPerSec: 0,
+      rampPerSec: Number(values.ramp),
       pollIntervalMs: intervalMs,
-      maxSeconds: Number(values.warmup) + seconds + 300,
+      maxSeconds: Number(values.warmup) + clients / Number(values.ramp) + seconds + 300,
     });
-    // The first polls make the clients (and their TLS connections); measure after that.
-    await new Promise((r) => setTimeout(r, Number(values.warmup) * 1000));
+    // The first polls make the clients (and their TLS connections), at most --ramp per second;
+    // measure after that.
+    const rampSeconds = Math.max(intervalMs / 1000, clients / Number(values.ramp));
+    await new Promise((r) => setTimeout(r, Math.max(Number(values.warmup), rampSeconds + intervalMs / 1000) * 1000));
     const a = await fleet.refresh();
     fleet.takePollTimes();
     const dbPid = backend === "mariadb" ? Number(readFileSync("/run/mysqld/mysqld.pid", "utf8").trim()) : undefined;

@@ -76,7 +76,11 @@ export class Fleet {
     const first = opts.firstIndex ?? 0;
     // Make (or load) every identity here, once, before the workers read the cache.
     clientIdentities(first, first + opts.clients);
-    const workers = Math.max(1, Math.min(opts.clients, opts.workers ?? Math.ceil(opts.clients / 4000)));
+    // One load process per 4,000 connections, and when polling one per 300 polls/s offered (a
+    // poll costs the load generator about as much CPU as the server).
+    const polls = opts.mode === "poll" ? opts.clients / ((opts.pollIntervalMs ?? 10_000) / 1000) : 0;
+    const byDefault = Math.min(8, Math.max(Math.ceil(opts.clients / 4000), Math.ceil(polls / 300)));
+    const workers = Math.max(1, Math.min(opts.clients, opts.workers ?? byDefault));
     const procs: BenchProcess[] = [];
     const configs: WorkerConfig[] = [];
     for (let w = 0; w < workers; w++) {

@@ -70,8 +70,10 @@ class Worker implements ClientHost {
       this.toConnect.push(...(this.clients as Connecting[]));
       this.ramp();
     } else {
+      // First polls (and so TLS handshakes) spread over the interval, or longer at rampPerSec.
+      const spreadMs = Math.max(this.cfg.pollIntervalMs, this.cfg.rampPerSec > 0 ? (this.clients.length / this.cfg.rampPerSec) * 1000 : 0);
       for (const c of this.clients as PollClient[]) {
-        this.pollTimers.set(c, setTimeout(() => this.pollLoop(c), Math.random() * this.cfg.pollIntervalMs));
+        this.pollTimers.set(c, setTimeout(() => this.pollLoop(c), Math.random() * spreadMs));
       }
     }
   }
