@@ -17,7 +17,7 @@ import {
   ResourceUsageDataSchema,
 } from "../../gen/fleetspeak_monitoring/resource_pb.js";
 import { StoreUnavailableError } from "../store/errors.js";
-import type { Store } from "../store/store.js";
+import type { MessageResultUpdate, Store } from "../store/store.js";
 import { type Service, type ServiceContext, TemporaryError } from "./service.js";
 
 export const SYSTEM_SERVICE_NAME = "system";
@@ -100,6 +100,7 @@ export class SystemService implements Service {
       this.#log.warn({ ack: bytesToHex(ackId), client: bytesToHex(cid), missing }, "client acked unknown messages");
     }
     const processed = create(MessageResultSchema, { processedTime: timestampNow() });
+    const updates: MessageResultUpdate[] = [];
     for (const m of msgs) {
       if (m.result) continue;
       const dest = m.destination?.clientId ?? new Uint8Array();
@@ -118,14 +119,19 @@ export class SystemService implements Service {
           continue;
         }
       }
-      try {
-        if (await this.#store.setMessageResult(dest, m.messageId, processed)) this.#hooks.onMessagesAcked?.(1);
-      } catch (err) {
-        this.#log.error(
-          { message: bytesToHex(m.messageId), err: (err as Error).message },
-          "unable to mark acked message processed",
-        );
-      }
+      updates.push({ destinationClientId: dest, id: m.messageId, result: processed });
+    }
+    if (updates.length === 0) return;
+    // One transaction for the whole ack. If it fails the messages stay pending and are offered
+    // again when their delivery lease ends, as after a lost ack.
+    try {
+      const done = await this.#store.setMessageResults(updates);
+      this.#hooks.onMessagesAcked?.(done.filter(Boolean).length);
+    } catch (err) {
+      this.#log.error(
+        { messages: updates.map((u) => bytesToHex(u.id)), err: (err as Error).message },
+        "unable to mark acked messages processed",
+      );
     }
   }
 

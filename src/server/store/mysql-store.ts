@@ -76,6 +76,7 @@ import {
 import type {
   ActiveBroadcast,
   ClaimOptions,
+  MessageResultUpdate,
   ClientData,
   ContactRecord,
   MessageStatus,
@@ -549,19 +550,33 @@ export class MysqlStore implements Store {
   }
 
   async setMessageResult(destinationClientId: Uint8Array, id: Uint8Array, result: MessageResult): Promise<boolean> {
-    checkId(id, 32, "message ID");
-    if (destinationClientId.length !== 0) checkClientId(destinationClientId, "destination client ID");
-    const [s, n, failed, reason] = resultValues(result, Date.now());
-    const dest = destinationClientId.length === 0 ? null : buf(destinationClientId);
-    return this.tx("setMessageResult", async (c) => {
-      const [upd] = await c.execute<ResultSetHeader>(
-        `UPDATE messages SET processed_time_seconds = ?, processed_time_nanos = ?, failed = ?, failed_reason = ?
-         WHERE message_id = ? AND destination_client_id <=> ?`,
-        [s, n, failed, reason, buf(id), dest],
-      );
-      if (upd.affectedRows === 0) return false;
-      await c.execute("DELETE FROM pending_messages WHERE message_id = ?", [buf(id)]);
-      return true;
+    const [done] = await this.setMessageResults([{ destinationClientId, id, result }]);
+    return done!;
+  }
+
+  async setMessageResults(items: MessageResultUpdate[]): Promise<boolean[]> {
+    const now = Date.now();
+    const rows = items.map(({ destinationClientId, id, result }) => {
+      checkId(id, 32, "message ID");
+      if (destinationClientId.length !== 0) checkClientId(destinationClientId, "destination client ID");
+      const dest = destinationClientId.length === 0 ? null : buf(destinationClientId);
+      return { id: buf(id), dest, values: resultValues(result, now) };
+    });
+    if (rows.length === 0) return [];
+    return this.tx("setMessageResults", async (c) => {
+      const done: boolean[] = [];
+      for (const r of rows) {
+        const [s, n, failed, reason] = r.values;
+        const [upd] = await c.execute<ResultSetHeader>(
+          `UPDATE messages SET processed_time_seconds = ?, processed_time_nanos = ?, failed = ?, failed_reason = ?
+           WHERE message_id = ? AND destination_client_id <=> ?`,
+          [s, n, failed, reason, r.id, r.dest],
+        );
+        done.push(upd.affectedRows > 0);
+      }
+      const finished = rows.filter((_, i) => done[i]).map((r) => r.id);
+      if (finished.length > 0) await c.query("DELETE FROM pending_messages WHERE message_id IN (?)", [finished]);
+      return done;
     });
   }
 

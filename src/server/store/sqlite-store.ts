@@ -63,6 +63,7 @@ import { SQLITE_MIGRATIONS } from "./sqlite-schema.js";
 import type {
   ActiveBroadcast,
   ClaimOptions,
+  MessageResultUpdate,
   ClientData,
   ContactRecord,
   MessageStatus,
@@ -313,19 +314,27 @@ export class SqliteStore implements Store {
     });
   }
 
-  setMessageResult(destinationClientId: Uint8Array, id: Uint8Array, result: MessageResult): Promise<boolean> {
-    return this.write("setMessageResult", () => {
-      checkId(id, 32, "message ID");
-      if (destinationClientId.length !== 0) checkClientId(destinationClientId, "destination client ID");
-      const [s, n, failed, reason] = resultValues(result, Date.now());
-      const dest = destinationClientId.length === 0 ? null : buf(destinationClientId);
-      const changed = this.stmt(
-        `UPDATE messages SET processed_time_seconds = ?, processed_time_nanos = ?, failed = ?, failed_reason = ?
-         WHERE message_id = ? AND destination_client_id IS ?`,
-      ).run(s, n, failed, reason, buf(id), dest).changes;
-      if (changed === 0) return false;
-      this.stmt("DELETE FROM pending_messages WHERE message_id = ?").run(buf(id));
-      return true;
+  async setMessageResult(destinationClientId: Uint8Array, id: Uint8Array, result: MessageResult): Promise<boolean> {
+    const [done] = await this.setMessageResults([{ destinationClientId, id, result }]);
+    return done!;
+  }
+
+  setMessageResults(items: MessageResultUpdate[]): Promise<boolean[]> {
+    return this.write("setMessageResults", () => {
+      const now = Date.now();
+      return items.map(({ destinationClientId, id, result }) => {
+        checkId(id, 32, "message ID");
+        if (destinationClientId.length !== 0) checkClientId(destinationClientId, "destination client ID");
+        const [s, n, failed, reason] = resultValues(result, now);
+        const dest = destinationClientId.length === 0 ? null : buf(destinationClientId);
+        const changed = this.stmt(
+          `UPDATE messages SET processed_time_seconds = ?, processed_time_nanos = ?, failed = ?, failed_reason = ?
+           WHERE message_id = ? AND destination_client_id IS ?`,
+        ).run(s, n, failed, reason, buf(id), dest).changes;
+        if (changed === 0) return false;
+        this.stmt("DELETE FROM pending_messages WHERE message_id = ?").run(buf(id));
+        return true;
+      });
     });
   }
 

@@ -77,6 +77,13 @@ export interface StoredFile {
   modifiedMs: number;
 }
 
+export interface MessageResultUpdate {
+  /** The message's destination client (empty for a server-bound message). */
+  destinationClientId: Uint8Array;
+  id: Uint8Array;
+  result: MessageResult;
+}
+
 export interface MessageStore {
   /**
    * Stores messages with Fleetspeak's merge rules, keyed by message_id:
@@ -103,6 +110,12 @@ export interface MessageStore {
    * another client is left untouched and false is returned.
    */
   setMessageResult(destinationClientId: Uint8Array, id: Uint8Array, result: MessageResult): Promise<boolean>;
+
+  /**
+   * setMessageResult for several messages in one transaction (a client's MessageAck lists many);
+   * returns, per item, whether its result was recorded.
+   */
+  setMessageResults(items: MessageResultUpdate[]): Promise<boolean[]>;
 
   /**
    * Atomically claims the client-bound messages now due for one client: each claimed message's

@@ -315,6 +315,24 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
         assert.equal((await s().getMessageStatus(m.messageId))!.result!.failed, false);
         assert.equal(await s().setMessageResult(new Uint8Array(0), messageId(), ok()), false);
       });
+
+      it("sets several results in one call, each only for its own destination client", async () => {
+        const to = clientId();
+        const [a, b, c] = [msg({ to }), msg({ to }), msg({ to })];
+        await s().storeMessages([a, b, c]);
+        const done = await s().setMessageResults([
+          { destinationClientId: to, id: a.messageId, result: ok() },
+          { destinationClientId: clientId(), id: b.messageId, result: ok() },
+          { destinationClientId: to, id: messageId(), result: ok() },
+          { destinationClientId: to, id: c.messageId, result: failure("bad") },
+        ]);
+        assert.deepEqual(done, [true, false, false, true]);
+        assert.equal((await s().getMessageStatus(a.messageId))!.result!.failed, false);
+        assert.equal((await s().getMessageStatus(b.messageId))!.result, undefined);
+        assert.equal((await s().getMessageStatus(c.messageId))!.result!.failedReason, "bad");
+        assert.equal(await s().getPendingMessageCount([to]), 1n);
+        assert.deepEqual(await s().setMessageResults([]), []);
+      });
     });
 
     describe("claiming client messages", () => {
