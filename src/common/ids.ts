@@ -42,13 +42,6 @@ export function checkClientId(id: Uint8Array, what = "ClientID"): Uint8Array {
   return id;
 }
 
-export function checkMessageId(id: Uint8Array, what = "MessageID"): Uint8Array {
-  if (id.length !== 0 && id.length !== MESSAGE_ID_BYTES) {
-    throw new IdError(`${what} must be 32 bytes, got ${id.length}`);
-  }
-  return id;
-}
-
 /**
  * The ID the server gives a client-originated message:
  * SHA-256(client_id || 0x00 || service_name || 0x00 || source_message_id). Deterministic, so a

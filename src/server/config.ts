@@ -13,6 +13,7 @@ import { type ServerConfig, ServerConfigSchema } from "../gen/fleetspeak_server/
 import { parseMysqlDsn } from "../common/mysql-dsn.js";
 import { parseHostPort } from "../common/net-address.js";
 import { parseText } from "../common/textproto/index.js";
+import { frontendModeUsesTls } from "./frontend/client-identity.js";
 import { checkSecurityConfig } from "./security/security-config.js";
 
 export const DEFAULT_COMPONENTS_CONFIG = "/etc/fleetspeak-server/server.components.config";
@@ -74,10 +75,6 @@ export function frontendModeOf(https: HttpsConfig): FrontendMode {
   }
 }
 
-export function isCleartextMode(mode: FrontendMode): boolean {
-  return mode.startsWith("cleartext");
-}
-
 export interface ConfigCheck {
   /** One line per component, for --check and the start-up log. */
   summary: string[];
@@ -108,7 +105,7 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
   if (cfg.httpsConfig) {
     const h = cfg.httpsConfig;
     const mode = frontendModeOf(h);
-    if (isCleartextMode(mode)) {
+    if (!frontendModeUsesTls(h.frontendConfig)) {
       if (!h.listenAddress) throw new ConfigError(`${path}: http_config requires listen_address`);
     } else if (!h.listenAddress || !h.certificates || !h.key) {
       throw new ConfigError(`${path}: https_config requires listen_address, certificates and key`);

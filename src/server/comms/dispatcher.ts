@@ -50,10 +50,6 @@ export class Dispatcher {
     if (this.streams.get(key) === stream) this.streams.delete(key);
   }
 
-  isConnected(clientId: Uint8Array): boolean {
-    return this.streams.has(bytesToHex(clientId));
-  }
-
   /** Wakes the client's stream if this process holds it; returns whether it did. */
   dispatch(clientId: Uint8Array): boolean {
     const s = this.streams.get(bytesToHex(clientId));
