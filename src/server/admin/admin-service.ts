@@ -52,15 +52,14 @@ import {
   type StreamClientIdsResponse,
   StreamClientIdsResponseSchema,
 } from "../../gen/fleetspeak_server/admin_pb.js";
-import type { Notifier } from "../notify/notifier.js";
+import type { NotificationAnswer, Notifier } from "../notify/notifier.js";
 import type { Store } from "../store/store.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import { invalidArgument, toConnectError } from "./admin-errors.js";
 import { Coalescer } from "./coalescer.js";
+import { type Destination, DestinationCache, notificationTarget } from "./destination-cache.js";
 import { pushStream } from "./push-stream.js";
 
-/** A notification is only worth sending when the client's stream was seen this recently. */
-const STREAMING_CONTACT_FRESH_MS = 10 * 60 * 1000;
 /** The most a notifier may hold an InsertMessage call; after that it finishes in the background. */
 const DEFAULT_NOTIFY_WAIT_MS = 1000;
 /** Go's Timestamp.CheckValid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z. */
@@ -88,6 +87,7 @@ export class AdminService implements AdminImpl {
   readonly #log: Logger;
   readonly #notifyWaitMs: number;
   readonly #lookups: Coalescer<Uint8Array, Client | undefined>;
+  readonly #destinations = new DestinationCache();
   readonly #writes: Coalescer<Message, void>;
 
   constructor(opts: AdminServiceOptions) {
@@ -237,24 +237,21 @@ export class AdminService implements AdminImpl {
       m.creationTime ??= timestampFromMs(Date.now());
 
       const clientId = m.destination.clientId;
-      let streamingTo = "";
-      let lastContactMs = 0;
+      let destination: Destination | undefined;
       if (clientId.length > 0) {
         if (clientId.length !== CLIENT_ID_BYTES) {
           throw invalidArgument(
             `error parsing destination.client_id (${bytesToHex(clientId)}): ClientID must be 8 bytes, got ${clientId.length}`,
           );
         }
-        const client = await this.#lookups.submit(clientId);
-        if (!client) {
+        destination = await this.#destinationOf(clientId);
+        if (!destination) {
           throw new ConnectError(
             `expected 1 destination client result, got 0: client ${bytesToHex(clientId)} is not known` +
               " to this server (it has never enrolled); check destination.client_id",
             Code.NotFound,
           );
         }
-        streamingTo = client.lastContactStreamingTo;
-        lastContactMs = client.lastContactTime ? timestampMs(client.lastContactTime) : 0;
         const size = toBinary(MessageSchema, m).length;
         if (size > MAX_MESSAGE_BYTES) {
           throw new ConnectError(
@@ -266,9 +263,8 @@ export class AdminService implements AdminImpl {
 
       await this.#writes.submit(m);
 
-      if (streamingTo !== "" && Date.now() - lastContactMs < STREAMING_CONTACT_FRESH_MS && !ctx.signal.aborted) {
-        await this.#notify(streamingTo, clientId);
-      }
+      const target = destination && notificationTarget(destination, Date.now());
+      if (target && !ctx.signal.aborted) await this.#notify(target, clientId);
       return create(EmptyMessageSchema);
     });
   }
@@ -331,6 +327,9 @@ export class AdminService implements AdminImpl {
     return this.#unary("BlacklistClient", async () => {
       checkClientIdAt(req.clientId, "client_id");
       await this.#store.blacklistClient(req.clientId);
+      // The client is told to re-key at its next contact and stops streaming under this ID; read
+      // its record afresh rather than keep notifying its old frontend for another minute.
+      this.#destinations.delete(bytesToHex(req.clientId));
       return create(EmptyMessageSchema);
     });
   }
@@ -350,26 +349,36 @@ export class AdminService implements AdminImpl {
     });
   }
 
+  /** The client's destination, remembered or read; undefined when the client is not known. */
+  async #destinationOf(clientId: Uint8Array): Promise<Destination | undefined> {
+    const key = bytesToHex(clientId);
+    return this.#destinations.get(key) ?? (await this.#readDestination(clientId, key));
+  }
+
+  /** Reads the client's record from the store, bypassing what is remembered, and remembers it. */
+  async #readDestination(clientId: Uint8Array, key: string): Promise<Destination | undefined> {
+    const client = await this.#lookups.submit(clientId);
+    // An unknown client is not remembered: it may enroll at any moment.
+    if (!client) return undefined;
+    const destination: Destination = {
+      streamingTo: client.lastContactStreamingTo,
+      lastContactMs: client.lastContactTime ? timestampMs(client.lastContactTime) : 0,
+    };
+    this.#destinations.set(key, destination);
+    return destination;
+  }
+
   /**
    * Tells the server holding the client's stream to deliver now. Best effort, as in Fleetspeak:
    * failures are logged and never fail the RPC; the message is stored either way and goes out at
-   * the client's next contact. A slow notifier holds the caller for at most notifyWaitMs.
+   * the client's next contact. A slow notifier holds the caller for at most notifyWaitMs, the
+   * second notification of a client that moved included.
    */
   async #notify(target: string, clientId: Uint8Array): Promise<void> {
-    const client = bytesToHex(clientId);
-    const sent = this.#notifier.newMessageForClient(target, clientId).then(
-      () => true,
-      (err: unknown) => {
-        this.#log.warn(
-          { target, client, err: err instanceof Error ? err.message : String(err) },
-          "notifying the server holding the client's stream failed; the message will be delivered at its next contact",
-        );
-        return true;
-      },
-    );
+    const delivered = this.#notifyFollowingMove(target, clientId).then(() => true);
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([
-      sent,
+      delivered,
       new Promise<false>((resolve) => {
         timer = setTimeout(() => resolve(false), this.#notifyWaitMs);
       }),
@@ -377,9 +386,49 @@ export class AdminService implements AdminImpl {
     clearTimeout(timer);
     if (!done) {
       this.#log.warn(
-        { target, client, waitedMs: this.#notifyWaitMs },
+        { target, client: bytesToHex(clientId), waitedMs: this.#notifyWaitMs },
         "notification still in progress; answering InsertMessage without waiting for it",
       );
+    }
+  }
+
+  /**
+   * Notifies `target`. When it answers that it holds no stream of the client, the address was out
+   * of date (remembered from before the client reconnected elsewhere, say): forget it, read the
+   * client's record again, and notify the address recorded now, once, if it is another one.
+   * Never rejects, since it may finish after InsertMessage has answered.
+   */
+  async #notifyFollowingMove(target: string, clientId: Uint8Array): Promise<void> {
+    if ((await this.#sendNotification(target, clientId)) !== "absent") return;
+    const key = bytesToHex(clientId);
+    this.#destinations.delete(key);
+    let current: Destination | undefined;
+    try {
+      current = await this.#readDestination(clientId, key);
+    } catch (err) {
+      this.#log.warn(
+        { target, client: key, err: err instanceof Error ? err.message : String(err) },
+        "the notified server holds no stream of the client, and reading where the client streams now failed;" +
+          " the message will be delivered at its next contact",
+      );
+      return;
+    }
+    const movedTo = current && notificationTarget(current, Date.now());
+    if (!movedTo || movedTo === target) return;
+    this.#log.debug({ client: key, from: target, to: movedTo }, "client streams elsewhere now; notifying there");
+    await this.#sendNotification(movedTo, clientId);
+  }
+
+  /** One notification; a failure is logged and answers nothing. */
+  async #sendNotification(target: string, clientId: Uint8Array): Promise<NotificationAnswer> {
+    try {
+      return await this.#notifier.newMessageForClient(target, clientId);
+    } catch (err) {
+      this.#log.warn(
+        { target, client: bytesToHex(clientId), err: err instanceof Error ? err.message : String(err) },
+        "notifying the server holding the client's stream failed; the message will be delivered at its next contact",
+      );
+      return undefined;
     }
   }
 

@@ -1,6 +1,7 @@
 // The notification listener of a frontend: other servers (admin servers, mostly) POST
 // /client/<16 hex> to say that the client has new messages; if this process holds that client's
-// stream, the stream fetches and delivers them at once.
+// stream, the stream fetches and delivers them at once. The answer says (STREAM_PRESENCE_HEADER)
+// whether it did, so that a sender holding an outdated address for the client can look again.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { type IdError, parseClientIdHex } from "../../common/ids.js";
@@ -9,7 +10,7 @@ import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import type { NotificationVerifier } from "../security/notification-auth.js";
 import { NOTIFICATION_AUTH_SCHEME } from "../security/notification-auth.js";
 import { LogThrottle } from "../security/log-throttle.js";
-import type { NotificationListener } from "./notifier.js";
+import { type NotificationListener, STREAM_PRESENCE_HEADER } from "./notifier.js";
 
 export interface HttpListenerOptions {
   listenAddress: string;
@@ -41,8 +42,8 @@ export class HttpNotificationListener implements NotificationListener {
   async start(onClient: (clientId: Uint8Array) => boolean): Promise<void> {
     const { host, port } = parseHostPort(this.opts.listenAddress, { emptyHost: "::" });
     const server = createServer((req, res) => {
-      const reply = (status: number, text: string) => {
-        res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
+      const reply = (status: number, text: string, headers: Record<string, string> = {}) => {
+        res.writeHead(status, { "content-type": "text/plain; charset=utf-8", ...headers });
         res.end(text ? `${text}\n` : "");
       };
       const verifier = this.opts.verifier;
@@ -75,7 +76,7 @@ export class HttpNotificationListener implements NotificationListener {
       if (req.method !== "POST") return reply(400, `Unexpected method: ${req.method}`);
       const known = onClient(id);
       this.opts.onReceived?.(known);
-      reply(200, "");
+      reply(200, "", { [STREAM_PRESENCE_HEADER]: known ? "held" : "absent" });
     });
     server.keepAliveTimeout = 30_000;
     await new Promise<void>((resolve, reject) => {

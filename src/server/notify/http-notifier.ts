@@ -1,10 +1,18 @@
 // The notifier of an admin server: POST http://<frontend>/client/<hex id>, as Fleetspeak does,
 // but with a short timeout (Fleetspeak's has none and can hold an InsertMessage for as long as the
 // caller's deadline) and pooled keep-alive connections (one notification per inserted message).
+// Our listeners also say whether they held the client's stream; that answer is passed on.
 import { Agent, request } from "node:http";
 import { clientIdToHex } from "../../common/ids.js";
 import type { NotificationSigner } from "../security/notification-auth.js";
-import { LOCAL_NOTIFICATION_ADDRESS, type Notifier } from "./notifier.js";
+import {
+  LOCAL_NOTIFICATION_ADDRESS,
+  type NotificationAnswer,
+  type Notifier,
+  parseStreamPresence,
+  STREAM_PRESENCE_HEADER,
+  type StreamPresence,
+} from "./notifier.js";
 
 export interface HttpNotifierOptions {
   timeoutMs?: number;
@@ -22,7 +30,7 @@ export class HttpNotifier implements Notifier {
     this.timeoutMs = opts.timeoutMs ?? 2_000;
   }
 
-  newMessageForClient(target: string, clientId: Uint8Array): Promise<void> {
+  newMessageForClient(target: string, clientId: Uint8Array): Promise<NotificationAnswer> {
     if (target === LOCAL_NOTIFICATION_ADDRESS) {
       return this.opts.local ? this.opts.local.newMessageForClient(target, clientId) : Promise.resolve();
     }
@@ -36,7 +44,7 @@ export class HttpNotifier implements Notifier {
         (res) => {
           res.resume();
           res.on("end", () => {
-            if (res.statusCode === 200) resolve();
+            if (res.statusCode === 200) resolve(parseStreamPresence(res.headers[STREAM_PRESENCE_HEADER]));
             else reject(new Error(`notification to ${target} answered HTTP ${res.statusCode}`));
           });
         },
@@ -52,11 +60,11 @@ export class HttpNotifier implements Notifier {
   }
 }
 
-/** Notifications inside one process: straight to the dispatcher. */
+/** Notifications inside one process: straight to the dispatcher, which says if it held the stream. */
 export class LocalNotifier implements Notifier {
-  constructor(private readonly dispatch: (clientId: Uint8Array) => void) {}
+  constructor(private readonly dispatch: (clientId: Uint8Array) => boolean) {}
 
-  async newMessageForClient(_target: string, clientId: Uint8Array): Promise<void> {
-    this.dispatch(clientId);
+  async newMessageForClient(_target: string, clientId: Uint8Array): Promise<StreamPresence> {
+    return this.dispatch(clientId) ? "held" : "absent";
   }
 }

@@ -2,22 +2,48 @@
 // should fetch and deliver it now. Between processes this is Fleetspeak's HTTP protocol
 // (POST http://<address>/client/<hex id>); inside one process it is a direct call.
 
+/**
+ * What the notified server said about the client's stream: "held" (it woke the stream) or
+ * "absent" (it holds no stream of that client, so the address the notifier used is out of date).
+ */
+export type StreamPresence = "held" | "absent";
+
+/**
+ * A notifier's answer: the StreamPresence, or nothing when the target cannot say whether it holds
+ * the stream (Fleetspeak's own servers never say), which callers take as held. Void rather than
+ * undefined so that a notifier that only delivers, and returns nothing, stays a valid Notifier.
+ */
+// biome-ignore lint/suspicious/noConfusingVoidType: void is exactly "this notifier cannot tell".
+export type NotificationAnswer = StreamPresence | void;
+
 export interface Notifier {
   /**
    * Tells the server at `target` (a client's recorded last_contact_streaming_to) that the client
    * has new messages. Best effort: failures are reported to the caller, who logs them; delivery
-   * does not depend on a notification arriving.
+   * does not depend on a notification arriving. Answers whether the target holds the stream.
    */
-  newMessageForClient(target: string, clientId: Uint8Array): Promise<void>;
+  newMessageForClient(target: string, clientId: Uint8Array): Promise<NotificationAnswer>;
 }
 
 export interface NotificationListener {
   /** The address other servers should use to reach this listener (recorded per client). */
   readonly publicAddress: string;
-  /** onClient says whether this process holds that client's stream (for metrics). */
+  /** onClient says whether this process holds that client's stream; the sender is told. */
   start(onClient: (clientId: Uint8Array) => boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
 /** The address recorded for streams when notifications stay inside one process. */
 export const LOCAL_NOTIFICATION_ADDRESS = "local";
+
+/**
+ * Our listener's answer header: whether the notified server holds the client's stream. An
+ * extension of Fleetspeak's protocol: Go servers neither send nor read it, so it is optional both
+ * ways (a 200 without it means "assume held").
+ */
+export const STREAM_PRESENCE_HEADER = "x-fleetspeak-stream";
+
+/** Reads STREAM_PRESENCE_HEADER; anything but our two values is "cannot say". */
+export function parseStreamPresence(value: string | string[] | undefined): StreamPresence | undefined {
+  return value === "held" || value === "absent" ? value : undefined;
+}

@@ -466,13 +466,17 @@ export function instrumentStore(store: Store, metrics: Metrics): Store {
   });
 }
 
-/** The same Notifier, counting each notification in fleetspeak_notifications_sent_total{result}. */
+/**
+ * The same Notifier, counting each notification in fleetspeak_notifications_sent_total{result};
+ * its answer (whether the target held the stream) passes through unchanged.
+ */
 export function instrumentNotifier(notifier: Notifier, metrics: Metrics): Notifier {
   return {
     async newMessageForClient(target, clientId) {
       try {
-        await notifier.newMessageForClient(target, clientId);
+        const answer = await notifier.newMessageForClient(target, clientId);
         metrics.notificationSent("ok");
+        return answer;
       } catch (e) {
         metrics.notificationSent("failed");
         throw e;

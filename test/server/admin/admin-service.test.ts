@@ -1,15 +1,20 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { AnySchema, anyPack, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { bytesToHex } from "../../../src/common/ids.js";
+import { createLogger } from "../../../src/common/log.js";
 import { LabelSchema, type Message, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
 import { MessageAckDataSchema } from "../../../src/gen/fleetspeak/system_pb.js";
 import { ResourceUsageDataSchema } from "../../../src/gen/fleetspeak_monitoring/resource_pb.js";
 import { BroadcastSchema } from "../../../src/gen/fleetspeak_server/broadcasts_pb.js";
-import { BROADCAST_UNLIMITED } from "../../../src/server/store/store.js";
+import { HttpNotificationListener } from "../../../src/server/notify/http-listener.js";
+import { HttpNotifier } from "../../../src/server/notify/http-notifier.js";
+import { BROADCAST_UNLIMITED, type Store } from "../../../src/server/store/store.js";
 import { type AdminHarness, startAdminHarness } from "./harness.js";
 
 async function rejectsWith(p: Promise<unknown>, code: Code, text: RegExp): Promise<void> {
@@ -471,6 +476,228 @@ describe("admin service with the database down", () => {
       await h.client.keepAlive({});
     } finally {
       await h.server.close();
+    }
+  });
+});
+
+/** The store, counting the client lookups (listClients) made through it. */
+function countingListClients(store: Store, counter: { reads: number }): Store {
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === "listClients") {
+        return (ids: Uint8Array[]) => {
+          counter.reads++;
+          return target.listClients(ids);
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+/** A frontend's notification listener whose answer (held or not) the test sets per client. */
+async function startFrontendListener(): Promise<{
+  listener: HttpNotificationListener;
+  address: string;
+  holds: Set<string>;
+  woken: string[];
+}> {
+  const holds = new Set<string>();
+  const woken: string[] = [];
+  const listener = new HttpNotificationListener({ listenAddress: "127.0.0.1:0", logger: createLogger("frontend-test") });
+  await listener.start((id) => {
+    woken.push(bytesToHex(id));
+    return holds.has(bytesToHex(id));
+  });
+  return { listener, address: listener.boundAddress, holds, woken };
+}
+
+/** A plain HTTP server on 127.0.0.1:0; `handle` answers (or never answers) each request. */
+async function startPlainServer(
+  handle: Parameters<typeof createServer>[1],
+): Promise<{ server: Server; address: string; close(): Promise<void> }> {
+  const server = createServer(handle);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    server,
+    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function eventually(what: string, check: () => boolean): Promise<void> {
+  for (let waited = 0; !check(); waited += 10) {
+    if (waited > 5_000) assert.fail(`${what}: not within 5 s`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe("InsertMessage remembers where clients stream (sqlite)", () => {
+  let h: AdminHarness;
+  const counter = { reads: 0 };
+  const httpNotifier = new HttpNotifier({ timeoutMs: 5_000 });
+  let frontendA: Awaited<ReturnType<typeof startFrontendListener>>;
+  let frontendB: Awaited<ReturnType<typeof startFrontendListener>>;
+
+  before(async () => {
+    h = await startAdminHarness("sqlite", {
+      forwardTo: httpNotifier,
+      wrapStore: (store) => countingListClients(store, counter),
+    });
+    frontendA = await startFrontendListener();
+    frontendB = await startFrontendListener();
+  });
+  after(async () => {
+    httpNotifier.close();
+    await frontendA.listener.stop();
+    await frontendB.listener.stop();
+    await h.close();
+  });
+
+  async function addClient(streamingTo?: string): Promise<Uint8Array> {
+    const id = randomBytes(8);
+    await h.store.addClient(id, { key: randomBytes(91), labels: [], blacklisted: false });
+    await recordStream(id, streamingTo);
+    return id;
+  }
+
+  /** The client's contact as a frontend records it: streaming to `streamingTo`, or polling. */
+  async function recordStream(id: Uint8Array, streamingTo?: string): Promise<void> {
+    await h.store.recordClientContact({
+      clientId: id,
+      sentNonce: 1n,
+      receivedNonce: 2n,
+      address: "192.0.2.9:40000",
+      ...(streamingTo !== undefined ? { streamingTo } : {}),
+    });
+  }
+
+  /** Runs `body` and answers how many client lookups the admin service made meanwhile. */
+  async function readsDuring(body: () => Promise<void>): Promise<number> {
+    const before = counter.reads;
+    await body();
+    return counter.reads - before;
+  }
+
+  const targetsFor = (id: Uint8Array) =>
+    h.notifier.calls.filter((c) => bytesToHex(c.clientId) === bytesToHex(id)).map((c) => c.target);
+
+  it("reads a client from the store once for repeated and concurrent inserts", async () => {
+    const id = await addClient(frontendA.address);
+    frontendA.holds.add(bytesToHex(id));
+    const reads = await readsDuring(async () => {
+      for (let i = 0; i < 5; i++) await h.client.insertMessage(clientMessage(id));
+      await Promise.all(Array.from({ length: 10 }, () => h.client.insertMessage(clientMessage(id))));
+    });
+    assert.equal(reads, 1);
+    assert.deepEqual(targetsFor(id), Array(15).fill(frontendA.address));
+    assert.equal((await h.client.getPendingMessageCount({ clientIds: [id] })).count, 15n);
+  });
+
+  it("remembers a polling client too (nothing to notify), and reads it once", async () => {
+    const id = await addClient();
+    const reads = await readsDuring(async () => {
+      for (let i = 0; i < 3; i++) await h.client.insertMessage(clientMessage(id));
+    });
+    assert.equal(reads, 1);
+    assert.deepEqual(targetsFor(id), []);
+  });
+
+  it("never remembers an unknown client: once it enrolls, its messages are accepted at once", async () => {
+    const id = randomBytes(8);
+    const reads = await readsDuring(async () => {
+      for (let i = 0; i < 2; i++) {
+        await rejectsWith(h.client.insertMessage(clientMessage(id)), Code.NotFound, /is not known to this server/);
+      }
+      await h.store.addClient(id, { key: randomBytes(91), labels: [], blacklisted: false });
+      await h.client.insertMessage(clientMessage(id));
+    });
+    assert.equal(reads, 3);
+    assert.equal((await h.client.getPendingMessageCount({ clientIds: [id] })).count, 1n);
+  });
+
+  it("reads a client afresh after BlacklistClient", async () => {
+    const id = await addClient(frontendA.address);
+    frontendA.holds.add(bytesToHex(id));
+    const reads = await readsDuring(async () => {
+      await h.client.insertMessage(clientMessage(id));
+      await h.client.blacklistClient({ clientId: id });
+      await h.client.insertMessage(clientMessage(id));
+    });
+    assert.equal(reads, 2);
+  });
+
+  it("a client that moved: the remembered frontend answers absent, the store names another, that one is notified", async () => {
+    const id = await addClient(frontendA.address);
+    const hex = bytesToHex(id);
+    frontendA.holds.add(hex);
+    await h.client.insertMessage(clientMessage(id));
+
+    // The client reconnects through frontend B; A no longer holds its stream.
+    frontendA.holds.delete(hex);
+    frontendB.holds.add(hex);
+    await recordStream(id, frontendB.address);
+    const reads = await readsDuring(async () => {
+      await h.client.insertMessage(clientMessage(id));
+      await eventually("frontend B notified", () => frontendB.woken.includes(hex));
+    });
+    assert.equal(reads, 1);
+    assert.deepEqual(targetsFor(id), [frontendA.address, frontendA.address, frontendB.address]);
+
+    // From then on B is remembered.
+    assert.equal(await readsDuring(() => h.client.insertMessage(clientMessage(id)).then(() => {})), 0);
+    assert.deepEqual(targetsFor(id).slice(3), [frontendB.address]);
+  });
+
+  it("a frontend that answers absent while the store still names it is notified once (no loop)", async () => {
+    const id = await addClient(frontendA.address);
+    const reads = await readsDuring(async () => {
+      await h.client.insertMessage(clientMessage(id));
+      await h.client.insertMessage(clientMessage(id));
+    });
+    // Each insert: the lookup, then the re-read after "absent"; the second insert's lookup was
+    // answered by what the first one's re-read remembered.
+    assert.equal(reads, 3);
+    assert.deepEqual(targetsFor(id), [frontendA.address, frontendA.address]);
+  });
+
+  it("a 200 without the presence header (a Go frontend) counts as held: no second lookup", async () => {
+    const goFrontend = await startPlainServer((_req, res) => {
+      res.writeHead(200);
+      res.end();
+    });
+    try {
+      const id = await addClient(goFrontend.address);
+      const reads = await readsDuring(async () => {
+        await h.client.insertMessage(clientMessage(id));
+        await h.client.insertMessage(clientMessage(id));
+      });
+      assert.equal(reads, 1);
+      assert.deepEqual(targetsFor(id), [goFrontend.address, goFrontend.address]);
+    } finally {
+      await goFrontend.close();
+    }
+  });
+
+  it("following a move stays within the notification wait: a hanging new frontend does not hold InsertMessage", async () => {
+    const hanging = await startPlainServer(() => {});
+    try {
+      const id = await addClient(frontendA.address);
+      frontendA.holds.add(bytesToHex(id));
+      await h.client.insertMessage(clientMessage(id));
+      frontendA.holds.delete(bytesToHex(id));
+      await recordStream(id, hanging.address);
+      const started = Date.now();
+      await h.client.insertMessage(clientMessage(id));
+      const tookMs = Date.now() - started;
+      assert.ok(tookMs < 2_000, `InsertMessage took ${tookMs} ms; the harness waits 200 ms for notifications`);
+      await eventually("the new frontend notified", () => targetsFor(id).includes(hanging.address));
+    } finally {
+      await hanging.close();
     }
   });
 });

@@ -1,5 +1,6 @@
 // An admin server on 127.0.0.1:0 over a real store (SQLite in a temporary directory, or a fresh
-// MariaDB database), with a gRPC client for it and a Notifier that records what it is asked to do.
+// MariaDB database), with a gRPC client for it and a Notifier that records what it is asked to do
+// (and, if given a real notifier, passes the notifications on to it).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -9,7 +10,7 @@ import { createLogger } from "../../../src/common/log.js";
 import { Admin } from "../../../src/gen/fleetspeak_server/admin_pb.js";
 import { type AdminServer, startAdminServer } from "../../../src/server/admin/admin-server.js";
 import { AdminService } from "../../../src/server/admin/admin-service.js";
-import type { Notifier } from "../../../src/server/notify/notifier.js";
+import type { NotificationAnswer, Notifier } from "../../../src/server/notify/notifier.js";
 import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import type { Store } from "../../../src/server/store/store.js";
@@ -19,12 +20,22 @@ export class RecordingNotifier implements Notifier {
   readonly calls: { target: string; clientId: Uint8Array }[] = [];
   behaviour: "ok" | "fail" | "hang" = "ok";
 
-  newMessageForClient(target: string, clientId: Uint8Array): Promise<void> {
+  /** With `forwardTo`, "ok" notifications are sent on and answered with its answer. */
+  constructor(private readonly forwardTo?: Notifier) {}
+
+  newMessageForClient(target: string, clientId: Uint8Array): Promise<NotificationAnswer> {
     this.calls.push({ target, clientId });
     if (this.behaviour === "fail") return Promise.reject(new Error("connection refused"));
     if (this.behaviour === "hang") return new Promise(() => {});
-    return Promise.resolve();
+    return this.forwardTo ? this.forwardTo.newMessageForClient(target, clientId) : Promise.resolve();
   }
+}
+
+export interface AdminHarnessOptions {
+  /** A real notifier behind the RecordingNotifier. */
+  forwardTo?: Notifier;
+  /** Wraps the store the service uses (to count its calls, say); AdminHarness.store stays unwrapped. */
+  wrapStore?: (store: Store) => Store;
 }
 
 export type Backend = "sqlite" | "mariadb";
@@ -60,11 +71,12 @@ async function openStore(backend: Backend): Promise<{ store: Store; cleanup(): P
   };
 }
 
-export async function startAdminHarness(backend: Backend = "sqlite"): Promise<AdminHarness> {
+export async function startAdminHarness(backend: Backend = "sqlite", opts: AdminHarnessOptions = {}): Promise<AdminHarness> {
   const { store, cleanup } = await openStore(backend);
-  const notifier = new RecordingNotifier();
+  const notifier = new RecordingNotifier(opts.forwardTo);
   const logger = createLogger("admin-test");
-  const service = new AdminService({ store, notifier, logger, notifyWaitMs: 200 });
+  const serviceStore = opts.wrapStore ? opts.wrapStore(store) : store;
+  const service = new AdminService({ store: serviceStore, notifier, logger, notifyWaitMs: 200 });
   const server = await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
   const client = createClient(Admin, createGrpcTransport({ baseUrl: `http://${server.address}` }));
   return {
