@@ -14,15 +14,12 @@
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
-import { type Client, createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
-import { Admin } from "../src/gen/fleetspeak_server/admin_pb.js";
 import { freePort } from "../test/support/haproxy.js";
 import { createTestDatabase, type TestDatabase } from "../test/support/mariadb.js";
 import { type ManagedProcess, startHaproxyProcess } from "../test/support/processes.js";
 import { Fleet } from "./loadgen/fleet.js";
 import { benchPki, clientIdentities } from "./loadgen/identities.js";
-import { insertAtRate } from "./loadgen/inserter.js";
+import { insertAtRate, type LeanAdmin, leanAdmin } from "./loadgen/inserter.js";
 import { mainThreadProfile, topFunctions } from "./loadgen/profile.js";
 import { allProcessCpu, busyPercent, cpuSeconds, machineCpu, topCpuUsers } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, printResult, rounded, type Summary, summarize, today } from "./loadgen/report.js";
@@ -68,12 +65,12 @@ export interface PushFigures {
 
 interface Topology {
   clientPort: number;
-  admins: Client<typeof Admin>[];
+  admins: LeanAdmin[];
   servers: BenchServer[];
   stop(): Promise<void>;
 }
 
-const admin = (address: string) => createClient(Admin, createGrpcTransport({ baseUrl: `http://${address}` }));
+const admin = (address: string) => leanAdmin(address);
 
 function profileFlags(o: Options, name: string, dirs: Map<string, string>): string[] {
   if (!o.cpuProf) return [];
@@ -90,18 +87,22 @@ async function sqliteTopology(o: Options, profDirs: Map<string, string>): Promis
     services: noopServices(),
     nodeFlags: profileFlags(o, "server", profDirs),
   });
+  const admins = [0, 1, 2, 3].map(() => admin(server.adminAddress!));
   return {
     clientPort: server.frontendPort!,
-    admins: [0, 1, 2, 3].map(() => admin(server.adminAddress!)),
+    admins,
     servers: [server],
-    stop: () => server.stop(),
+    stop: async () => {
+      for (const a of admins) a.close();
+      await server.stop();
+    },
   };
 }
 
 /** 2 frontends + 2 admin servers on MariaDB behind HAProxy; the admins restartable without notifier. */
 class SplitTopology implements Topology {
   clientPort = 0;
-  admins: Client<typeof Admin>[] = [];
+  admins: LeanAdmin[] = [];
   servers: BenchServer[] = [];
   private frontends: BenchServer[] = [];
   private adminServers: BenchServer[] = [];
@@ -177,13 +178,16 @@ class SplitTopology implements Topology {
   /** New admin servers on the same addresses (HAProxy keeps pointing at them). */
   async restartAdmins(notify: boolean): Promise<void> {
     const addresses = this.adminServers.map((a) => a.adminAddress!);
+    for (const a of this.admins) a.close();
     for (const a of this.adminServers) await a.stop();
     await this.startAdmins(notify, addresses);
     // Fresh gRPC connections, so that the calls spread over both new admin servers.
+    for (const a of this.admins) a.close();
     this.admins = [0, 1, 2, 3].map(() => admin(`127.0.0.1:${this.adminPort}`));
   }
 
   async stop(): Promise<void> {
+    for (const a of this.admins) a.close();
     await this.haproxy?.stop();
     for (const s of [...this.adminServers, ...this.frontends]) await s.stop();
     await this.db?.drop();

@@ -56,7 +56,7 @@ import type { NotificationAnswer, Notifier } from "../notify/notifier.js";
 import type { Store } from "../store/store.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import { invalidArgument, toConnectError } from "./admin-errors.js";
-import { Coalescer } from "./coalescer.js";
+import { Coalescer } from "../../common/coalescer.js";
 import { type Destination, DestinationCache, notificationTarget } from "./destination-cache.js";
 import { pushStream } from "./push-stream.js";
 

@@ -16,6 +16,7 @@ import { StoreUnavailableError } from "../store/errors.js";
 import type { ClientData, Store } from "../store/store.js";
 import { type Service, type ServiceContext, type ServiceFactory, TemporaryError } from "./service.js";
 import { defaultServiceFactories } from "./service-factories.js";
+import { AckApplier } from "./acks.js";
 import { SYSTEM_SERVICE_NAME, SystemService, type SystemServiceHooks } from "./system-service.js";
 
 /** Longest failure reason stored with a message (Fleetspeak's MaxServiceFailureReasonLength). */
@@ -84,6 +85,7 @@ export class ServiceManager {
   readonly #verdictGraceMs: number;
   readonly #services = new Map<string, LiveService>();
   readonly #observer: ProcessingObserver | undefined;
+  readonly #acks: AckApplier;
   readonly #batches = new Set<Promise<void>>();
   readonly #stopping = new AbortController();
   #loop: Promise<void> | undefined;
@@ -102,6 +104,10 @@ export class ServiceManager {
     this.#retryBaseMs = opts.retryBaseMs ?? 60_000;
     this.#maxBackoffMs = opts.backlogMaxBackoffMs ?? 10_000;
     this.#verdictGraceMs = opts.verdictGraceMs ?? 1000;
+    this.#acks = new AckApplier({
+      store: opts.store,
+      ...(opts.systemHooks?.onMessagesAcked ? { onMessagesAcked: opts.systemHooks.onMessagesAcked } : {}),
+    });
     this.#services.set(SYSTEM_SERVICE_NAME, {
       name: SYSTEM_SERVICE_NAME,
       service: new SystemService(this.#context(SYSTEM_SERVICE_NAME), opts.systemHooks),
@@ -160,7 +166,20 @@ export class ServiceManager {
         throw new Error(`message ${bytesToHex(m.messageId)} is not addressed to a server service`);
       }
     }
-    const sorted = [...msgs].sort((a, b) => Buffer.compare(a.messageId, b.messageId));
+    // MessageAcks first, in bulk with other streams' acks (see acks.ts); what they leave over
+    // goes the usual way.
+    const started = performance.now();
+    const rest = await this.#acks.applyFrom(msgs);
+    if (rest.length < msgs.length) {
+      const seconds = (performance.now() - started) / 1000;
+      const kept = new Set(rest);
+      for (const m of msgs) {
+        if (kept.has(m)) continue;
+        m.result = create(MessageResultSchema, { processedTime: timestampNow() });
+        this.#observer?.processed?.(m, seconds, true);
+      }
+    }
+    const sorted = rest.sort((a, b) => Buffer.compare(a.messageId, b.messageId));
     for (let i = 0; i < sorted.length; i += CHUNK_SIZE) {
       const chunk = sorted.slice(i, i + CHUNK_SIZE);
       const now = timestampNow();

@@ -63,6 +63,7 @@ import { SQLITE_MIGRATIONS } from "./sqlite-schema.js";
 import type {
   ActiveBroadcast,
   ClaimOptions,
+  ClientAck,
   MessageResultUpdate,
   ClientData,
   ContactRecord,
@@ -334,6 +335,28 @@ export class SqliteStore implements Store {
         if (changed === 0) return false;
         this.stmt("DELETE FROM pending_messages WHERE message_id = ?").run(buf(id));
         return true;
+      });
+    });
+  }
+
+  ackClientMessages(items: ClientAck[], processedMs: number): Promise<number[]> {
+    return this.write("ackClientMessages", () => {
+      const at = msToTimestamp(processedMs);
+      const mark = this.stmt(
+        `UPDATE messages SET processed_time_seconds = ?, processed_time_nanos = ?, failed = NULL, failed_reason = NULL
+         WHERE message_id = ? AND destination_client_id = ? AND processed_time_seconds IS NULL`,
+      );
+      const unqueue = this.stmt("DELETE FROM pending_messages WHERE message_id = ?");
+      return items.map(({ clientId, ids }) => {
+        checkClientId(clientId);
+        for (const id of ids) checkId(id, 32, "message ID");
+        let marked = 0;
+        for (const id of ids) {
+          if (mark.run(Number(at.seconds), at.nanos, buf(id), buf(clientId)).changes === 0) continue;
+          unqueue.run(buf(id));
+          marked++;
+        }
+        return marked;
       });
     });
   }

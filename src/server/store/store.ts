@@ -84,6 +84,12 @@ export interface MessageResultUpdate {
   result: MessageResult;
 }
 
+/** A client's acknowledgement (MessageAck) of messages it was sent. */
+export interface ClientAck {
+  clientId: Uint8Array;
+  ids: Uint8Array[];
+}
+
 export interface MessageStore {
   /**
    * Stores messages with Fleetspeak's merge rules, keyed by message_id:
@@ -116,6 +122,15 @@ export interface MessageStore {
    * returns, per item, whether its result was recorded.
    */
   setMessageResults(items: MessageResultUpdate[]): Promise<boolean[]>;
+
+  /**
+   * Applies MessageAcks of one or more clients in one transaction: each acked message that is
+   * addressed to that client and has no result yet is marked processed at `processedMs`, and its
+   * pending entry (and payload) goes. Returns, per item, how many messages were marked; fewer than
+   * its IDs means some need a closer look (unknown, already done, or addressed to another client,
+   * as a RekeyRequest acked under the client's new ID is).
+   */
+  ackClientMessages(items: ClientAck[], processedMs: number): Promise<number[]>;
 
   /**
    * Atomically claims the client-bound messages now due for one client: each claimed message's

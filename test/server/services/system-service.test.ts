@@ -27,6 +27,7 @@ describe("system service", () => {
   let lines: LogLine[];
   const invalidated: string[] = [];
   const kills: { client: string; kn: KillNotification }[] = [];
+  const acked: number[] = [];
 
   before(async () => {
     ts = await openTestStore();
@@ -37,7 +38,10 @@ describe("system service", () => {
       logger: captured.logger,
       lookupClient: (id) => ts.store.getClientData(id),
       invalidateClient: (id) => invalidated.push(bytesToHex(id)),
-      systemHooks: { onKillNotification: (id, kn) => kills.push({ client: bytesToHex(id), kn }) },
+      systemHooks: {
+        onKillNotification: (id, kn) => kills.push({ client: bytesToHex(id), kn }),
+        onMessagesAcked: (n) => acked.push(n),
+      },
     });
   });
   after(async () => {
@@ -86,6 +90,32 @@ describe("system service", () => {
     assert.equal(ackResult?.failed, false, "the ack itself is processed");
     const warn = lines.find((l) => l.msg === "client acked unknown messages");
     assert.deepEqual(warn?.missing, [bytesToHex(unknown)]);
+  });
+
+  it("MessageAcks of several streams arriving together are applied in bulk and not kept as messages", async () => {
+    const clients = [await addClient(ts.store), await addClient(ts.store), await addClient(ts.store)];
+    const sent = await Promise.all(clients.map(async (c) => [await sendToClient(c.id), await sendToClient(c.id)]));
+    const acks = clients.map((c, i) =>
+      fromClient(
+        c.id,
+        "system",
+        "MessageAck",
+        MessageAckDataSchema,
+        create(MessageAckDataSchema, { messageIds: sent[i]!.map((m) => m.messageId) }),
+      ),
+    );
+    acked.length = 0;
+    await Promise.all(acks.map((ack, i) => manager.handleClientMessages([ack], clients[i]!.contactId)));
+    for (const m of sent.flat()) assert.ok((await resultOf(m.messageId))?.processedTime);
+    assert.equal(await ts.store.getPendingMessageCount(clients.map((c) => c.id)), 0n);
+    assert.equal(
+      acked.reduce((a, b) => a + b, 0),
+      6,
+    );
+    for (const ack of acks) {
+      assert.ok(ack.result?.processedTime, "the caller sees the ack as processed");
+      assert.equal(await ts.store.getMessageStatus(ack.messageId), undefined, "a fully applied ack is not stored");
+    }
   });
 
   it("MessageAck from a rekeyed client completes its RekeyRequest sent to the old ID", async () => {

@@ -335,6 +335,61 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
       });
     });
 
+    describe("client acknowledgements (MessageAck)", () => {
+      const s = useStore(makeStore);
+
+      it("marks acked messages processed and drops their pending entries, per client, in one call", async () => {
+        const [a, b] = [clientId(), clientId()];
+        const [a1, a2, b1] = [msg({ to: a, data: Buffer.from("x") }), msg({ to: a }), msg({ to: b })];
+        await s().storeMessages([a1, a2, b1]);
+        const at = Date.now() - 5_000;
+        const marked = await s().ackClientMessages(
+          [
+            { clientId: a, ids: [a1.messageId, a2.messageId] },
+            { clientId: b, ids: [b1.messageId] },
+          ],
+          at,
+        );
+        assert.deepEqual(marked, [2, 1]);
+        for (const m of [a1, a2, b1]) {
+          const { result } = (await s().getMessageStatus(m.messageId))!;
+          assert.equal(result!.failed, false);
+          assert.equal(Number(result!.processedTime!.seconds), Math.floor(at / 1000));
+        }
+        assert.equal(await s().getPendingMessageCount([a, b]), 0n);
+        assert.equal((await s().getMessages([a1.messageId], true))[0]!.data, undefined);
+        assert.deepEqual(await s().claimClientMessages(a, { limit: 10, leaseMs: 1 }), []);
+      });
+
+      it("counts only messages addressed to that client and still without a result", async () => {
+        const to = clientId();
+        const other = clientId();
+        const [done, open, foreign] = [msg({ to }), msg({ to }), msg({ to: other })];
+        await s().storeMessages([done, open, foreign]);
+        await s().setMessageResult(to, done.messageId, failure("earlier"));
+        const marked = await s().ackClientMessages(
+          [{ clientId: to, ids: [done.messageId, open.messageId, foreign.messageId, messageId()] }, { clientId: to, ids: [] }],
+          Date.now(),
+        );
+        assert.deepEqual(marked, [1, 0]);
+        assert.equal((await s().getMessageStatus(done.messageId))!.result!.failedReason, "earlier");
+        assert.equal((await s().getMessageStatus(foreign.messageId))!.result, undefined);
+        assert.equal(await s().getPendingMessageCount([other]), 1n);
+        assert.deepEqual(await s().ackClientMessages([], Date.now()), []);
+      });
+
+      it("refuses malformed IDs before touching anything", async () => {
+        const to = clientId();
+        const m = msg({ to });
+        await s().storeMessages([m]);
+        await assert.rejects(
+          s().ackClientMessages([{ clientId: to, ids: [m.messageId, new Uint8Array(3)] }], Date.now()),
+          /message ID/,
+        );
+        assert.equal(await s().getPendingMessageCount([to]), 1n);
+      });
+    });
+
     describe("claiming client messages", () => {
       const s = useStore(makeStore);
 
@@ -428,6 +483,28 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
           perService.set(svc, (perService.get(svc) ?? 0) + 1);
         }
         assert.ok((perService.get("A") ?? 0) <= 3 && (perService.get("B") ?? 0) <= 3);
+      });
+
+      it("finds a service's due messages behind a window filled by a service at its quota", async () => {
+        const to = clientId();
+        const a = Array.from({ length: 5 }, () => msg({ to, service: "A" }));
+        await s().storeMessages(a);
+        await sleep(5);
+        const b = Array.from({ length: 2 }, () => msg({ to, service: "B" }));
+        await s().storeMessages(b);
+        const got = await s().claimClientMessages(to, {
+          limit: 3,
+          leaseMs: 600_000,
+          serviceLimits: new Map([
+            ["A", 1],
+            ["B", 5],
+          ]),
+        });
+        assert.deepEqual(got.map((m) => m.destination!.serviceName).sort(), ["A", "B", "B"]);
+        assert.equal(await s().getPendingMessageCount([to]), 7n);
+        const rest = await s().claimClientMessages(to, { limit: 100, leaseMs: 600_000 });
+        assert.equal(rest.length, 4);
+        for (const m of rest) assert.equal(m.destination!.serviceName, "A");
       });
 
       it("claims nothing with a limit of 0", async () => {

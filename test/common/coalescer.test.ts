@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { Coalescer } from "../../../src/server/admin/coalescer.js";
+import { Coalescer } from "../../src/common/coalescer.js";
 
 describe("Coalescer (group commit)", () => {
   it("hands calls made together to one batch and answers each caller with its own result", async () => {

@@ -1,4 +1,4 @@
-// Group commit for concurrent RPCs: calls that arrive while the database is busy are gathered and
+// Group commit for concurrent calls: calls that arrive while the database is busy are gathered and
 // handed to it as one batch (one client lookup, one multi-row store), so that round trips, not
 // rows, are what is paid per batch. An idle server sends each call on its own at once, so a lone
 // caller waits no longer than without batching. Each caller still gets its own answer, and only
