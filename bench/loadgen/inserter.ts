@@ -1,6 +1,7 @@
 // The integrator's side of the push benchmark: InsertMessage calls at a fixed rate (open loop, as
 // GRR sends work regardless of how the last call went), each message carrying the time its call
 // started, addressed round-robin to the connected clients.
+import { setMaxListeners } from "node:events";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { type Message as FleetspeakMessage, MessageSchema } from "../../src/gen/fleetspeak/common_pb.js";
 import { GrpcUnaryClient } from "../../src/server/services/grpc-unary-client.js";
@@ -21,6 +22,7 @@ export type LeanAdmin = MessageInserter & { close(): void };
 export function leanAdmin(address: string): LeanAdmin {
   const grpc = new GrpcUnaryClient({ baseUrl: `http://${address}` });
   const never = new AbortController().signal;
+  setMaxListeners(0, never);
   return {
     insertMessage: (m) => grpc.call("/fleetspeak.server.Admin/InsertMessage", toBinary(MessageSchema, m), never),
     close: () => grpc.close(),

@@ -99,12 +99,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         onReceived: (known) => metrics.notificationReceived(known),
         ...(notificationAuth ? { verifier: notificationAuth.verifier } : {}),
       });
-      await listener.start((id) => dispatcher.dispatch(id));
+      await listener.start((id, message) => dispatcher.dispatch(id, message));
       stops.push(() => listener.stop());
       streamingAddress = listener.publicAddress;
       notificationAddress = listener.boundAddress;
     }
-    const local = new LocalNotifier((id) => dispatcher.dispatch(id));
+    const local = new LocalNotifier((id, message) => dispatcher.dispatch(id, message));
     let notifier: Notifier = local;
     if (cfg.notificationListenAddress || cfg.notificationUseHttpNotifier) {
       const http = new HttpNotifier({
@@ -116,8 +116,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const self = streamingAddress;
       // A stream held by this very process is woken directly, not through an HTTP round trip.
       notifier = {
-        newMessageForClient: (target, id) =>
-          target === self ? local.newMessageForClient(target, id) : http.newMessageForClient(target, id),
+        newMessageForClient: (target, id, message) =>
+          target === self
+            ? local.newMessageForClient(target, id, message)
+            : http.newMessageForClient(target, id, message),
       };
     }
     notifier = instrumentNotifier(notifier, metrics);
@@ -193,6 +195,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
           messagesSent: (contact, msgs) => {
             for (const m of msgs) metrics.messageSent(describeMessage(m, contact.data.labels));
           },
+          carried: (sent) => metrics.carriedMessage(sent),
         },
         onContact: (kind, status, seconds) =>
           metrics.clientPoll({

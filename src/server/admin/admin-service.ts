@@ -264,7 +264,7 @@ export class AdminService implements AdminImpl {
       await this.#writes.submit(m);
 
       const target = destination && notificationTarget(destination, Date.now());
-      if (target && !ctx.signal.aborted) await this.#notify(target, clientId);
+      if (target && !ctx.signal.aborted) await this.#notify(target, clientId, m);
       return create(EmptyMessageSchema);
     });
   }
@@ -374,8 +374,8 @@ export class AdminService implements AdminImpl {
    * the client's next contact. A slow notifier holds the caller for at most notifyWaitMs, the
    * second notification of a client that moved included.
    */
-  async #notify(target: string, clientId: Uint8Array): Promise<void> {
-    const delivered = this.#notifyFollowingMove(target, clientId).then(() => true);
+  async #notify(target: string, clientId: Uint8Array, message: Message): Promise<void> {
+    const delivered = this.#notifyFollowingMove(target, clientId, message).then(() => true);
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([
       delivered,
@@ -398,8 +398,8 @@ export class AdminService implements AdminImpl {
    * client's record again, and notify the address recorded now, once, if it is another one.
    * Never rejects, since it may finish after InsertMessage has answered.
    */
-  async #notifyFollowingMove(target: string, clientId: Uint8Array): Promise<void> {
-    if ((await this.#sendNotification(target, clientId)) !== "absent") return;
+  async #notifyFollowingMove(target: string, clientId: Uint8Array, message: Message): Promise<void> {
+    if ((await this.#sendNotification(target, clientId, message)) !== "absent") return;
     const key = bytesToHex(clientId);
     this.#destinations.delete(key);
     let current: Destination | undefined;
@@ -416,13 +416,13 @@ export class AdminService implements AdminImpl {
     const movedTo = current && notificationTarget(current, Date.now());
     if (!movedTo || movedTo === target) return;
     this.#log.debug({ client: key, from: target, to: movedTo }, "client streams elsewhere now; notifying there");
-    await this.#sendNotification(movedTo, clientId);
+    await this.#sendNotification(movedTo, clientId, message);
   }
 
-  /** One notification; a failure is logged and answers nothing. */
-  async #sendNotification(target: string, clientId: Uint8Array): Promise<NotificationAnswer> {
+  /** One notification, carrying the new message; a failure is logged and answers nothing. */
+  async #sendNotification(target: string, clientId: Uint8Array, message: Message): Promise<NotificationAnswer> {
     try {
-      return await this.#notifier.newMessageForClient(target, clientId);
+      return await this.#notifier.newMessageForClient(target, clientId, message);
     } catch (err) {
       this.#log.warn(
         { target, client: bytesToHex(clientId), err: err instanceof Error ? err.message : String(err) },

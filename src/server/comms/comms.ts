@@ -16,7 +16,9 @@ import {
 import { bytesToHex, clientIdFromSpki, clientMessageId, randomMessageId } from "../../common/ids.js";
 import { MAX_MESSAGES_PER_CONTACT } from "../../common/limits.js";
 import type { Logger } from "../../common/log.js";
-import type { ClientData, Store } from "../store/store.js";
+import { Coalescer } from "../../common/coalescer.js";
+import { StoreUnavailableError } from "../store/errors.js";
+import type { CarriedLease, CarriedMessage, ClientData, Store } from "../store/store.js";
 import type { ClientCache } from "./client-cache.js";
 
 /** Fleetspeak's delivery lease: an unacknowledged message is offered again after this. */
@@ -79,8 +81,16 @@ const SYSTEM = "system";
 export class Comms {
   private readonly leaseMs: number;
 
+  /** Leases of carried messages, several streams' in one transaction when they come together. */
+  private readonly leases: Coalescer<CarriedMessage, CarriedLease>;
+
   constructor(private readonly opts: CommsOptions) {
     this.leaseMs = opts.leaseMs ?? CLIENT_LEASE_MS;
+    this.leases = new Coalescer((items) => opts.store.leaseCarriedMessages(items, this.leaseMs), {
+      maxBatch: 100,
+      maxInFlight: 2,
+      isolate: (err) => !(err instanceof StoreUnavailableError),
+    });
   }
 
   get logger(): Logger {
@@ -222,6 +232,38 @@ export class Comms {
       if (before === 0 && after > 0) woke = true;
     }
     return woke;
+  }
+
+  /**
+   * Leases a message that a notification carried, for sending on this contact. `leased` false:
+   * it must not be sent this way, because the client is blacklisted, has broadcasts to check or
+   * no allowance left for the service, the message is for the system service, or the store
+   * refused the lease (claimed meanwhile, or not what was stored); fetchOutgoing sorts that out,
+   * and also any other messages due (`othersDue`).
+   */
+  async leaseCarried(contact: Contact, m: Message): Promise<CarriedLease> {
+    const refused = { leased: false, othersDue: true };
+    const service = m.destination?.serviceName ?? "";
+    if (service === SYSTEM || !Buffer.from(m.destination?.clientId ?? []).equals(contact.clientId)) return refused;
+    const fresh = await this.opts.cache.getOrRead(contact.clientId);
+    if (fresh) {
+      contact.data = fresh.data;
+      if (!fresh.cacheHit && this.opts.broadcasts) contact.broadcastsPending = true;
+    }
+    if (contact.data.blacklisted || contact.broadcastsPending) return refused;
+    const tokens = contact.tokens;
+    if (tokens) {
+      const left = tokens.get(service) ?? 0;
+      if (left <= 0) return refused;
+      tokens.set(service, left - 1);
+    }
+    let outcome = refused;
+    try {
+      outcome = await this.leases.submit({ message: m, contactId: contact.contactId });
+    } finally {
+      if (!outcome.leased && tokens) tokens.set(service, (tokens.get(service) ?? 0) + 1);
+    }
+    return outcome;
   }
 
   /**

@@ -5,12 +5,15 @@
 // seconds, not the next reconnect (Fleetspeak waits up to 10 minutes there).
 import { bytesToHex } from "../../common/ids.js";
 import type { Logger } from "../../common/log.js";
+import type { Message } from "../../gen/fleetspeak/common_pb.js";
 import type { Store } from "../store/store.js";
 
 export interface Wakeable {
   readonly clientId: Uint8Array;
   /** New messages may be due: fetch and push them. Must not throw. */
   wake(): void;
+  /** A new message, carried by its notification: send it if it can be leased, else wake(). */
+  offer?(message: Message): void;
 }
 
 export interface DispatcherOptions {
@@ -50,11 +53,15 @@ export class Dispatcher {
     if (this.streams.get(key) === stream) this.streams.delete(key);
   }
 
-  /** Wakes the client's stream if this process holds it; returns whether it did. */
-  dispatch(clientId: Uint8Array): boolean {
+  /**
+   * Wakes the client's stream if this process holds it, handing it the new message when the
+   * notification carried one; returns whether it did.
+   */
+  dispatch(clientId: Uint8Array, message?: Message): boolean {
     const s = this.streams.get(bytesToHex(clientId));
     if (!s) return false;
-    s.wake();
+    if (message && s.offer) s.offer(message);
+    else s.wake();
     return true;
   }
 

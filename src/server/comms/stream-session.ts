@@ -32,6 +32,8 @@ const MAX_FRAMES_IN_FLIGHT = 10;
 
 export interface StreamObserver {
   messagesSent?(contact: Contact, messages: Message[]): void;
+  /** A message carried by a notification was sent as it came (true), or left to a fetch. */
+  carried?(sent: boolean): void;
 }
 
 export class StreamSession implements Wakeable {
@@ -90,6 +92,47 @@ export class StreamSession implements Wakeable {
     if (this.closed || this.stopping) return;
     this.wanted = true;
     if (!this.pushing) void this.pushLoop();
+  }
+
+  /**
+   * A notification brought the new message itself: lease it (one statement that also checks it
+   * is stored so) and send it, without a claim that reads it back. Whatever stands in the way (no
+   * allowance left, a congested connection, the message claimed meanwhile) leaves it to wake().
+   */
+  offer(message: Message): void {
+    if (this.closed || this.stopping) return;
+    const fetchInstead = () => {
+      this.observer.carried?.(false);
+      this.wake();
+    };
+    if (this.congested) {
+      fetchInstead();
+      return;
+    }
+    this.comms.leaseCarried(this.contact, message).then(
+      ({ leased, othersDue }) => {
+        if (!leased) {
+          fetchInstead();
+          return;
+        }
+        // Leased but the stream is gone: the message is due again when the lease ends, as after
+        // a claim whose frame was lost.
+        if (this.closed) return;
+        this.write(this.frame([message]));
+        this.observer.carried?.(true);
+        this.observer.messagesSent?.(this.contact, [message]);
+        // A notification means "fetch what is due": other due messages (stored while a
+        // notification failed, or whose lease ended) go out now too, not at the next sweep.
+        if (othersDue) this.wake();
+      },
+      (e: unknown) => {
+        this.comms.logger.warn(
+          { clientId: this.contact.clientIdHex, err: (e as Error).message },
+          "leasing a carried message failed; fetching instead",
+        );
+        fetchInstead();
+      },
+    );
   }
 
   /**

@@ -2,15 +2,22 @@
 // /client/<16 hex> to say that the client has new messages; if this process holds that client's
 // stream, the stream fetches and delivers them at once. The answer says (STREAM_PRESENCE_HEADER)
 // whether it did, so that a sender holding an outdated address for the client can look again.
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import { fromBinary } from "@bufbuild/protobuf";
 import type { AddressInfo } from "node:net";
 import { type IdError, parseClientIdHex } from "../../common/ids.js";
 import type { Logger } from "../../common/log.js";
+import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import type { NotificationVerifier } from "../security/notification-auth.js";
 import { NOTIFICATION_AUTH_SCHEME } from "../security/notification-auth.js";
 import { LogThrottle } from "../security/log-throttle.js";
-import { type NotificationListener, STREAM_PRESENCE_HEADER } from "./notifier.js";
+import {
+  CARRIED_MESSAGE_CONTENT_TYPE,
+  MAX_CARRIED_MESSAGE_BYTES,
+  type NotificationListener,
+  STREAM_PRESENCE_HEADER,
+} from "./notifier.js";
 
 export interface HttpListenerOptions {
   listenAddress: string;
@@ -39,7 +46,7 @@ export class HttpNotificationListener implements NotificationListener {
     return this.bound;
   }
 
-  async start(onClient: (clientId: Uint8Array) => boolean): Promise<void> {
+  async start(onClient: (clientId: Uint8Array, message?: Message) => boolean): Promise<void> {
     const { host, port } = parseHostPort(this.opts.listenAddress, { emptyHost: "::" });
     const server = createServer((req, res) => {
       const reply = (status: number, text: string, headers: Record<string, string> = {}) => {
@@ -74,9 +81,23 @@ export class HttpNotificationListener implements NotificationListener {
       }
       if (id.length === 0) return reply(400, "Client id is required.");
       if (req.method !== "POST") return reply(400, `Unexpected method: ${req.method}`);
-      const known = onClient(id);
-      this.opts.onReceived?.(known);
-      reply(200, "", { [STREAM_PRESENCE_HEADER]: known ? "held" : "absent" });
+      const answer = (message?: Message) => {
+        const known = onClient(id, message);
+        this.opts.onReceived?.(known);
+        reply(200, "", { [STREAM_PRESENCE_HEADER]: known ? "held" : "absent" });
+      };
+      const length = Number(req.headers["content-length"] ?? 0);
+      if (req.headers["content-type"] !== CARRIED_MESSAGE_CONTENT_TYPE || !(length > 0)) {
+        req.resume();
+        return answer();
+      }
+      if (length > MAX_CARRIED_MESSAGE_BYTES) {
+        return reply(413, `a carried message is at most ${MAX_CARRIED_MESSAGE_BYTES} bytes; send larger ones without a body`);
+      }
+      readBody(req, length).then(
+        (body) => answer(this.carried(body, id, req.socket.remoteAddress)),
+        () => res.destroy(),
+      );
     });
     server.keepAliveTimeout = 30_000;
     await new Promise<void>((resolve, reject) => {
@@ -95,6 +116,23 @@ export class HttpNotificationListener implements NotificationListener {
     );
   }
 
+  /**
+   * The message a notification carried, or undefined (the notification still counts) when it is
+   * not a message for that client. Whether it is what was stored is checked when it is leased.
+   */
+  private carried(body: Buffer, id: Buffer, peer: string | undefined): Message | undefined {
+    let m: Message;
+    try {
+      m = fromBinary(MessageSchema, body);
+    } catch (e) {
+      this.refusals.run((suppressed) =>
+        this.opts.logger.warn({ peer, suppressed, err: (e as Error).message }, "notification body is not a fleetspeak.Message; ignored"),
+      );
+      return undefined;
+    }
+    return m.destination && Buffer.from(m.destination.clientId).equals(id) ? m : undefined;
+  }
+
   async stop(): Promise<void> {
     const s = this.server;
     this.server = undefined;
@@ -102,4 +140,19 @@ export class HttpNotificationListener implements NotificationListener {
     s.closeAllConnections();
     await new Promise<void>((resolve) => s.close(() => resolve()));
   }
+}
+
+/** Reads a request body of a known, bounded length. */
+function readBody(req: IncomingMessage, length: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let got = 0;
+    req.on("data", (c: Buffer) => {
+      got += c.length;
+      if (got > length) req.destroy(new Error("body longer than its content-length"));
+      else chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks, got)));
+    req.on("error", reject);
+  });
 }

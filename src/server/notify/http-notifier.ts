@@ -3,10 +3,14 @@
 // caller's deadline) and pooled keep-alive connections (one notification per inserted message).
 // Our listeners also say whether they held the client's stream; that answer is passed on.
 import { Agent, request } from "node:http";
+import { toBinary } from "@bufbuild/protobuf";
 import { clientIdToHex } from "../../common/ids.js";
+import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
 import type { NotificationSigner } from "../security/notification-auth.js";
 import {
+  CARRIED_MESSAGE_CONTENT_TYPE,
   LOCAL_NOTIFICATION_ADDRESS,
+  MAX_CARRIED_MESSAGE_BYTES,
   type NotificationAnswer,
   type Notifier,
   parseStreamPresence,
@@ -23,19 +27,25 @@ export interface HttpNotifierOptions {
 }
 
 export class HttpNotifier implements Notifier {
-  private readonly agent = new Agent({ keepAlive: true, maxSockets: 64, maxFreeSockets: 16 });
+  // Every connection opened is kept: with fewer kept than may be open, a burst of notifications
+  // (a busy admin server) closes and reopens connections for each one. Past 32 at once to one
+  // frontend, notifications wait for a connection rather than open more.
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 32, maxFreeSockets: 32 });
   private readonly timeoutMs: number;
 
   constructor(private readonly opts: HttpNotifierOptions = {}) {
     this.timeoutMs = opts.timeoutMs ?? 2_000;
   }
 
-  newMessageForClient(target: string, clientId: Uint8Array): Promise<NotificationAnswer> {
+  newMessageForClient(target: string, clientId: Uint8Array, message?: Message): Promise<NotificationAnswer> {
     if (target === LOCAL_NOTIFICATION_ADDRESS) {
-      return this.opts.local ? this.opts.local.newMessageForClient(target, clientId) : Promise.resolve();
+      return this.opts.local ? this.opts.local.newMessageForClient(target, clientId, message) : Promise.resolve();
     }
     const path = `/client/${clientIdToHex(clientId)}`;
-    const headers: Record<string, string | number> = { "content-length": 0 };
+    const body = message ? toBinary(MessageSchema, message) : undefined;
+    const carried = body !== undefined && body.length <= MAX_CARRIED_MESSAGE_BYTES ? body : undefined;
+    const headers: Record<string, string | number> = { "content-length": carried?.length ?? 0 };
+    if (carried) headers["content-type"] = CARRIED_MESSAGE_CONTENT_TYPE;
     if (this.opts.signer) headers.authorization = this.opts.signer.authorization("POST", path);
     return new Promise((resolve, reject) => {
       const req = request(
@@ -51,7 +61,7 @@ export class HttpNotifier implements Notifier {
       );
       req.on("timeout", () => req.destroy(new Error(`notification to ${target} timed out after ${this.timeoutMs} ms`)));
       req.on("error", (e) => reject(new Error(`notification to ${target} failed: ${e.message}`)));
-      req.end();
+      req.end(carried);
     });
   }
 
@@ -62,9 +72,9 @@ export class HttpNotifier implements Notifier {
 
 /** Notifications inside one process: straight to the dispatcher, which says if it held the stream. */
 export class LocalNotifier implements Notifier {
-  constructor(private readonly dispatch: (clientId: Uint8Array) => boolean) {}
+  constructor(private readonly dispatch: (clientId: Uint8Array, message?: Message) => boolean) {}
 
-  async newMessageForClient(_target: string, clientId: Uint8Array): Promise<StreamPresence> {
-    return this.dispatch(clientId) ? "held" : "absent";
+  async newMessageForClient(_target: string, clientId: Uint8Array, message?: Message): Promise<StreamPresence> {
+    return this.dispatch(clientId, message) ? "held" : "absent";
   }
 }

@@ -1,6 +1,12 @@
 // Notifications: a message was stored for a client, so the server holding that client's stream
 // should fetch and deliver it now. Between processes this is Fleetspeak's HTTP protocol
 // (POST http://<address>/client/<hex id>); inside one process it is a direct call.
+//
+// Our notifier may carry the stored message in the body (a serialized fleetspeak.Message): the
+// frontend then leases it with one cheap statement that also checks it is stored exactly so, and
+// sends it without reading it back from the database. Fleetspeak's listener ignores the body, and
+// a notification without one works as always.
+import type { Message } from "../../gen/fleetspeak/common_pb.js";
 
 /**
  * What the notified server said about the client's stream: "held" (it woke the stream) or
@@ -22,14 +28,17 @@ export interface Notifier {
    * has new messages. Best effort: failures are reported to the caller, who logs them; delivery
    * does not depend on a notification arriving. Answers whether the target holds the stream.
    */
-  newMessageForClient(target: string, clientId: Uint8Array): Promise<NotificationAnswer>;
+  newMessageForClient(target: string, clientId: Uint8Array, message?: Message): Promise<NotificationAnswer>;
 }
 
 export interface NotificationListener {
   /** The address other servers should use to reach this listener (recorded per client). */
   readonly publicAddress: string;
-  /** onClient says whether this process holds that client's stream; the sender is told. */
-  start(onClient: (clientId: Uint8Array) => boolean): Promise<void>;
+  /**
+   * onClient says whether this process holds that client's stream; the sender is told. `message`
+   * is the new message when the notification carried it.
+   */
+  start(onClient: (clientId: Uint8Array, message?: Message) => boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -47,3 +56,8 @@ export const STREAM_PRESENCE_HEADER = "x-fleetspeak-stream";
 export function parseStreamPresence(value: string | string[] | undefined): StreamPresence | undefined {
   return value === "held" || value === "absent" ? value : undefined;
 }
+
+/** Content type of a notification body carrying the new message. */
+export const CARRIED_MESSAGE_CONTENT_TYPE = "application/x-protobuf; messageType=fleetspeak.Message";
+/** Larger messages are not carried: the frontend reads them from the database as usual. */
+export const MAX_CARRIED_MESSAGE_BYTES = 64 * 1024;

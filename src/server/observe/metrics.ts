@@ -124,6 +124,7 @@ export class Metrics {
   readonly #kills: Counter<"client_data_labels" | "blacklisted" | "service" | "reason">;
   readonly #notificationsSent: Counter<"result">;
   readonly #notificationsReceived: Counter<"known">;
+  readonly #carried: Counter<"result">;
   readonly #delivered: Counter;
   readonly #adminRequests: Counter<"method" | "code">;
   #connectedClients: () => number = () => 0;
@@ -252,6 +253,12 @@ export class Metrics {
       "fleetspeak_notifications_received_total",
       "New-message notifications received; known=false when this server holds no stream of that client.",
       ["known"],
+    );
+    this.#carried = counter(
+      "fleetspeak_notifications_carried_messages_total",
+      "Messages carried by notifications: result=sent when leased and sent as carried, fetched when left to a" +
+        " regular fetch (no allowance, blacklisted client, or claimed meanwhile).",
+      ["result"],
     );
     this.#delivered = new Counter({
       name: "fleetspeak_messages_delivered_total",
@@ -403,6 +410,11 @@ export class Metrics {
     this.#notificationsReceived.inc({ known: bool(known) });
   }
 
+  /** A message carried by a notification was sent as carried, or left to a regular fetch. */
+  carriedMessage(sent: boolean): void {
+    this.#carried.inc({ result: sent ? "sent" : "fetched" });
+  }
+
   /** One admin RPC; `code` is the gRPC status name ("OK", "InvalidArgument", …). */
   adminRequest(method: string, code: string): void {
     this.#adminRequests.inc({ method, code });
@@ -472,9 +484,9 @@ export function instrumentStore(store: Store, metrics: Metrics): Store {
  */
 export function instrumentNotifier(notifier: Notifier, metrics: Metrics): Notifier {
   return {
-    async newMessageForClient(target, clientId) {
+    async newMessageForClient(target, clientId, message) {
       try {
-        const answer = await notifier.newMessageForClient(target, clientId);
+        const answer = await notifier.newMessageForClient(target, clientId, message);
         metrics.notificationSent("ok");
         return answer;
       } catch (e) {

@@ -72,10 +72,13 @@ import {
   resultFromRow,
   resultValues,
   serviceQuotas,
+  carriedRow,
   toMessageRow,
 } from "./rows.js";
 import type {
   ActiveBroadcast,
+  CarriedLease,
+  CarriedMessage,
   ClaimOptions,
   ClientAck,
   MessageResultUpdate,
@@ -774,6 +777,69 @@ export class MysqlStore implements Store {
         throw this.mapError("claimClientMessages", e);
       }
     }
+  }
+
+  async leaseCarriedMessages(items: CarriedMessage[], leaseMs: number): Promise<CarriedLease[]> {
+    const now = Date.now();
+    const statements: Statement[] = [];
+    const rows = items.map(({ message, contactId }) => {
+      const row = carriedRow(message, now);
+      if (!row) return undefined;
+      // The UPDATE only matches the stored message if every column and the payload are what was
+      // carried: a notification cannot make a frontend send anything but what was stored.
+      const v = row.values;
+      statements.push([
+        `UPDATE pending_messages p JOIN messages m ON m.message_id = p.message_id
+         SET p.retry_count = p.retry_count + 1, p.scheduled_time = ?
+         WHERE p.message_id = ? AND p.destination_client_id = ? AND p.scheduled_time <= ?
+           AND p.data_type_url <=> ? AND p.data_value <=> ? AND m.processed_time_seconds IS NULL
+           AND m.source_client_id <=> ? AND m.source_service_name <=> ? AND m.source_message_id <=> ?
+           AND m.destination_client_id <=> ? AND m.destination_service_name <=> ? AND m.message_type <=> ?
+           AND m.creation_time_seconds <=> ? AND m.creation_time_nanos <=> ?
+           AND m.validation_info <=> ? AND m.annotations <=> ?`,
+        [
+          msToUs(now + leaseMs),
+          row.id,
+          row.destinationClientId,
+          msToUs(now),
+          row.dataTypeUrl,
+          row.dataValue,
+          v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[11], v[14],
+        ],
+      ]);
+      if (contactId !== undefined) {
+        statements.push([
+          `INSERT INTO client_contact_messages (client_contact_id, message_id) SELECT ?, ? FROM DUAL WHERE ROW_COUNT() > 0
+           ON DUPLICATE KEY UPDATE message_id = client_contact_messages.message_id`,
+          [contactIdFromString(contactId), row.id],
+        ]);
+      }
+      statements.push([
+        `SELECT EXISTS (SELECT 1 FROM pending_messages FORCE INDEX (pending_messages_due)
+           WHERE destination_client_id = ? AND scheduled_time <= ?) AS due`,
+        [row.destinationClientId, msToUs(now)],
+      ]);
+      return row;
+    });
+    if (statements.length === 0) return items.map(() => ({ leased: false, othersDue: false }));
+    let results: unknown[];
+    try {
+      results = await this.txBatch("leaseCarriedMessages", statements);
+    } catch (e) {
+      const cause = e instanceof Error && e.cause !== undefined ? e.cause : e;
+      if (errno(cause) === ER_NO_REFERENCED_ROW_2) {
+        throw new NotFoundError("cannot link carried messages to their contact: no such contact");
+      }
+      throw e;
+    }
+    let next = 0;
+    return items.map(({ contactId }, i) => {
+      if (!rows[i]) return { leased: false, othersDue: false };
+      const leased = (results[next] as ResultSetHeader).affectedRows > 0;
+      next += contactId === undefined ? 1 : 2;
+      const [due] = results[next++] as ({ due: DbInt } & RowDataPacket)[];
+      return { leased, othersDue: num(due!.due) > 0 };
+    });
   }
 
   /**

@@ -253,6 +253,19 @@ export function toMessageRow(m: Message, nowMs: number): MessageRow {
   };
 }
 
+/**
+ * The column values of a carried client-bound message (leaseCarriedMessages), or undefined when it
+ * cannot be one: malformed, server-bound, or carrying a result.
+ */
+export function carriedRow(m: Message, nowMs: number): MessageRow | undefined {
+  if (m.result || m.destination?.clientId.length !== 8) return undefined;
+  try {
+    return toMessageRow(m, nowMs);
+  } catch {
+    return undefined;
+  }
+}
+
 /** processed_time and failure columns of a result. */
 export function resultValues(
   r: MessageResult,

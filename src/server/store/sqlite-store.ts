@@ -57,11 +57,14 @@ import {
   resultFromRow,
   resultValues,
   serviceQuotas,
+  carriedRow,
   toMessageRow,
 } from "./rows.js";
 import { SQLITE_MIGRATIONS } from "./sqlite-schema.js";
 import type {
   ActiveBroadcast,
+  CarriedLease,
+  CarriedMessage,
   ClaimOptions,
   ClientAck,
   MessageResultUpdate,
@@ -357,6 +360,44 @@ export class SqliteStore implements Store {
           marked++;
         }
         return marked;
+      });
+    });
+  }
+
+  leaseCarriedMessages(items: CarriedMessage[], leaseMs: number): Promise<CarriedLease[]> {
+    return this.write("leaseCarriedMessages", () => {
+      const now = Date.now();
+      // Only a message stored exactly as carried (every column and the payload) is leased.
+      const lease = this.stmt(
+        `UPDATE pending_messages SET retry_count = retry_count + 1, scheduled_time = ?
+         WHERE message_id = ? AND destination_client_id = ? AND scheduled_time <= ?
+           AND data_type_url IS ? AND data_value IS ?
+           AND EXISTS (SELECT 1 FROM messages m WHERE m.message_id = pending_messages.message_id
+             AND m.processed_time_seconds IS NULL AND m.source_client_id IS ? AND m.source_service_name IS ?
+             AND m.source_message_id IS ? AND m.destination_client_id IS ? AND m.destination_service_name IS ?
+             AND m.message_type IS ? AND m.creation_time_seconds IS ? AND m.creation_time_nanos IS ?
+             AND m.validation_info IS ? AND m.annotations IS ?)`,
+      );
+      const due = this.stmt(
+        "SELECT EXISTS (SELECT 1 FROM pending_messages WHERE destination_client_id = ? AND scheduled_time <= ?) AS due",
+      );
+      return items.map(({ message, contactId }) => {
+        const row = carriedRow(message, now);
+        if (!row) return { leased: false, othersDue: false };
+        const v = row.values;
+        const leased =
+          lease.run(
+            msToUs(now + leaseMs),
+            row.id,
+            row.destinationClientId,
+            msToUs(now),
+            row.dataTypeUrl,
+            row.dataValue,
+            v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[11], v[14],
+          ).changes > 0;
+        if (leased && contactId !== undefined) this.linkOne(contactIdFromString(contactId), row.id);
+        const othersDue = (due.get(row.destinationClientId, msToUs(now)) as { due: number }).due > 0;
+        return { leased, othersDue };
       });
     });
   }

@@ -90,6 +90,19 @@ export interface ClientAck {
   ids: Uint8Array[];
 }
 
+/** A message a frontend holds already (carried by a notification) and wants to send to its client. */
+export interface CarriedMessage {
+  message: Message;
+  /** Links the message to this contact when it is leased. */
+  contactId?: string;
+}
+
+export interface CarriedLease {
+  leased: boolean;
+  /** The client has other messages due now. */
+  othersDue: boolean;
+}
+
 export interface MessageStore {
   /**
    * Stores messages with Fleetspeak's merge rules, keyed by message_id:
@@ -138,6 +151,16 @@ export interface MessageStore {
    * get the same message while its lease holds.
    */
   claimClientMessages(clientId: Uint8Array, opts: ClaimOptions): Promise<Message[]>;
+
+  /**
+   * Leases messages the caller already holds, as claimClientMessages would have: each one only if
+   * it is stored exactly as carried (every column and the payload), still pending and due for its
+   * destination client. No payload is read back. Says, per item, whether it was leased (one that
+   * was not must not be sent: it was claimed or processed meanwhile, or what was carried is not
+   * what is stored) and whether other messages of that client are due now (then the caller
+   * claims them as usual).
+   */
+  leaseCarriedMessages(items: CarriedMessage[], leaseMs: number): Promise<CarriedLease[]>;
 
   /** Of these clients, the ones that have client-bound messages due now. One query, for sweeps. */
   clientsWithDueMessages(clientIds: Uint8Array[]): Promise<Uint8Array[]>;

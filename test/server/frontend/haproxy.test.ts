@@ -51,19 +51,17 @@ describe("frontend listener behind HAProxy", () => {
     });
   }
 
-  it("accepts HAProxy's LOCAL health checks without warnings", async () => {
-    await log.waitFor("debug", /PROXY LOCAL header from 127\.0\.0\.1:\d+ \(load balancer health check\)/, 10_000);
-    const deadline = Date.now() + 10_000;
-    while (log.find("debug", /PROXY LOCAL header/).length < 2 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const checks = log.find("debug", /PROXY LOCAL header/).length;
-    assert.ok(checks >= 2, `${checks} health checks seen`);
-    // One line per health check: its hang-up during the TLS handshake is expected.
-    assert.equal(log.find("debug", /./).length, checks);
+  it("accepts HAProxy's health checks without warnings", async () => {
+    // Ten checks or so (every 200 ms). HAProxy 2.6 hangs up a check as soon as it connects, and
+    // whether it wrote its PROXY LOCAL header by then is a race: some checks show up as one debug
+    // line, most leave no trace. Neither kind may warn. (A LOCAL header written in full is tested
+    // deterministically in listener.test.ts.)
+    await new Promise((r) => setTimeout(r, 2000));
     assert.deepEqual(
       log.find("warn", /./).map((e) => e.msg),
       [],
     );
+    const debug = log.find("debug", /./).map((e) => e.msg);
+    for (const line of debug) assert.match(line, /^PROXY LOCAL header from 127\.0\.0\.1:\d+ \(load balancer health check\)$/);
   });
 });

@@ -5,11 +5,19 @@ import assert from "node:assert/strict";
 import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { bytesToHex } from "../../../src/common/ids.js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { bytesToHex, randomMessageId } from "../../../src/common/ids.js";
+import { type Message, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
 import { createLogger } from "../../../src/common/log.js";
 import { HttpNotificationListener } from "../../../src/server/notify/http-listener.js";
 import { HttpNotifier, LocalNotifier } from "../../../src/server/notify/http-notifier.js";
-import { LOCAL_NOTIFICATION_ADDRESS, STREAM_PRESENCE_HEADER } from "../../../src/server/notify/notifier.js";
+import {
+  CARRIED_MESSAGE_CONTENT_TYPE,
+  LOCAL_NOTIFICATION_ADDRESS,
+  MAX_CARRIED_MESSAGE_BYTES,
+  STREAM_PRESENCE_HEADER,
+} from "../../../src/server/notify/notifier.js";
 
 const HELD = Buffer.from("0123456789abcdef", "hex");
 const ABSENT = Buffer.from("fedcba9876543210", "hex");
@@ -42,10 +50,13 @@ describe("HTTP notifications: whether the stream is held here", () => {
   const woken: string[] = [];
   const notifier = new HttpNotifier({ timeoutMs: 5_000 });
 
+  const carried: (Message | undefined)[] = [];
+
   before(async () => {
     listener = new HttpNotificationListener({ listenAddress: "127.0.0.1:0", logger: createLogger("notify-test") });
-    await listener.start((id) => {
+    await listener.start((id, message) => {
       woken.push(bytesToHex(id));
+      carried.push(message);
       return bytesToHex(id) === bytesToHex(HELD);
     });
   });
@@ -92,4 +103,58 @@ describe("HTTP notifications: whether the stream is held here", () => {
       http.close();
     }
   });
+
+  it("the HTTP notifier carries the new message, and the listener hands it over with the notification", async () => {
+    carried.length = 0;
+    const m = probe(HELD, 100);
+    assert.equal(await notifier.newMessageForClient(listener.boundAddress, HELD, m), "held");
+    assert.equal(carried.length, 1);
+    assert.ok(carried[0], "the message came with the notification");
+    assert.deepEqual(toBinary(MessageSchema, carried[0]), toBinary(MessageSchema, m));
+  });
+
+  it("messages too large to carry go as plain notifications, which still wake the stream", async () => {
+    carried.length = 0;
+    const big = probe(HELD, MAX_CARRIED_MESSAGE_BYTES + 1);
+    assert.equal(await notifier.newMessageForClient(listener.boundAddress, HELD, big), "held");
+    assert.deepEqual(carried, [undefined]);
+  });
+
+  it("the listener ignores a body that is not a message for that client, and still takes the notification", async () => {
+    carried.length = 0;
+    const path = `/client/${bytesToHex(HELD)}`;
+    assert.equal((await postBody(listener.boundAddress, path, Buffer.from([0xff, 0xff, 0xff]))).status, 200);
+    const forAnother = Buffer.from(toBinary(MessageSchema, probe(ABSENT, 10)));
+    assert.deepEqual(await postBody(listener.boundAddress, path, forAnother), { status: 200, presence: "held" });
+    assert.deepEqual(carried, [undefined, undefined]);
+    const tooBig = Buffer.alloc(MAX_CARRIED_MESSAGE_BYTES + 1);
+    assert.equal((await postBody(listener.boundAddress, path, tooBig)).status, 413);
+  });
 });
+
+/** A client-bound message as an admin server stores it. */
+function probe(to: Uint8Array, payloadBytes: number): Message {
+  return create(MessageSchema, {
+    messageId: randomMessageId(),
+    source: { serviceName: "GRR" },
+    destination: { clientId: to, serviceName: "GRR" },
+    messageType: "Probe",
+    creationTime: timestampNow(),
+    data: { typeUrl: "type.googleapis.com/test.Probe", value: Buffer.alloc(payloadBytes, 7) },
+  });
+}
+
+function postBody(address: string, path: string, body: Buffer): Promise<{ status: number; presence: string | string[] | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `http://${address}${path}`,
+      { method: "POST", headers: { "content-length": String(body.length), "content-type": CARRIED_MESSAGE_CONTENT_TYPE } },
+      (res) => {
+        res.resume();
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, presence: res.headers[STREAM_PRESENCE_HEADER] }));
+      },
+    );
+    req.on("error", reject);
+    req.end(body);
+  });
+}

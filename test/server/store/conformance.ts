@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { AnySchema, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
   AddressSchema,
@@ -387,6 +387,86 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
           /message ID/,
         );
         assert.equal(await s().getPendingMessageCount([to]), 1n);
+      });
+    });
+
+    describe("leasing carried messages (a notification brought the message)", () => {
+      const s = useStore(makeStore);
+      const copy = (m: Message) => fromBinary(MessageSchema, toBinary(MessageSchema, m));
+
+      it("leases a message stored exactly as carried, as a claim would", async () => {
+        const to = await newClient(s());
+        const contactId = await s().recordClientContact({ clientId: to, sentNonce: 1n, receivedNonce: 2n, address: "127.0.0.1:1" });
+        const [a, b] = [msg({ to, data: Buffer.from("a") }), msg({ to })];
+        await s().storeMessages([a, b]);
+        assert.deepEqual(await s().leaseCarriedMessages([{ message: copy(a), contactId }], 150), [
+          { leased: true, othersDue: true },
+        ]);
+        assert.deepEqual(await s().leaseCarriedMessages([{ message: copy(b) }], 150), [{ leased: true, othersDue: false }]);
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 10, leaseMs: 1000 }), [], "leased, not due");
+        assert.equal((await s().leaseCarriedMessages([{ message: copy(a) }], 150))[0]!.leased, false, "no second lease");
+        await sleep(300);
+        const again = await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 });
+        assert.deepEqual(ids(again), ids([a, b]), "due again when the lease ends");
+      });
+
+      it("refuses a carried copy that differs from what is stored, in any field", async () => {
+        const to = clientId();
+        const m = msg({ to, data: Buffer.from("real payload") });
+        await s().storeMessages([m]);
+        const changes: ((c: Message) => void)[] = [
+          (c) => {
+            c.data!.value = Buffer.from("forged payload");
+          },
+          (c) => {
+            c.data!.typeUrl = "type.googleapis.com/other";
+          },
+          (c) => {
+            c.messageType = "Other";
+          },
+          (c) => {
+            c.source!.serviceName = "other";
+          },
+          (c) => {
+            c.annotations = undefined;
+          },
+          (c) => {
+            c.creationTime!.nanos += 1;
+          },
+        ];
+        for (const change of changes) {
+          const c = copy(m);
+          change(c);
+          assert.deepEqual(await s().leaseCarriedMessages([{ message: c }], 600_000), [{ leased: false, othersDue: true }]);
+        }
+        assert.equal((await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 })).length, 1, "still due");
+      });
+
+      it("refuses claimed, processed, unknown and server-bound messages, and leases the rest of the batch", async () => {
+        const to = clientId();
+        const claimed = msg({ to });
+        await s().storeMessages([claimed]);
+        assert.equal((await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 })).length, 1);
+        const [done, fresh] = [msg({ to }), msg({ to })];
+        const forServer = msg({ to: new Uint8Array(0) });
+        await s().storeMessages([done, fresh, forServer]);
+        await s().setMessageResult(to, done.messageId, ok());
+        const got = await s().leaseCarriedMessages(
+          [claimed, done, msg({ to }), forServer, fresh].map((m) => ({ message: copy(m) })),
+          600_000,
+        );
+        assert.deepEqual(
+          got.map((g) => g.leased),
+          [false, false, false, false, true],
+        );
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 10, leaseMs: 600_000 }), []);
+      });
+
+      it("answers an unknown contact with NotFoundError", async () => {
+        const to = clientId();
+        const m = msg({ to });
+        await s().storeMessages([m]);
+        await assert.rejects(s().leaseCarriedMessages([{ message: copy(m), contactId: "123456789" }], 600_000), NotFoundError);
       });
     });
 
