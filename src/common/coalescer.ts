@@ -20,6 +20,12 @@ export interface CoalescerOptions {
    * run again on its own, so that one bad item does not fail the others.
    */
   isolate?(err: unknown): boolean;
+  /**
+   * Waits this long after the first item of a batch for more to join (unless maxBatch fill it
+   * first), trading that much latency for fewer batches. For work no caller waits on closely,
+   * such as applying acknowledgements. Default 0: hand over at the end of the event-loop turn.
+   */
+  lingerMs?: number;
 }
 
 export class Coalescer<I, O> {
@@ -45,8 +51,10 @@ export class Coalescer<I, O> {
   #schedule(): void {
     if (this.#scheduled || this.#inFlight >= this.#opts.maxInFlight || this.#queue.length === 0) return;
     this.#scheduled = true;
-    // Gather everything submitted during this turn of the event loop.
-    setImmediate(() => {
+    // Gather everything submitted during this turn of the event loop, or the linger time.
+    const linger = this.#opts.lingerMs ?? 0;
+    const later = linger > 0 && this.#queue.length < this.#opts.maxBatch ? (f: () => void) => setTimeout(f, linger) : setImmediate;
+    later(() => {
       this.#scheduled = false;
       while (this.#inFlight < this.#opts.maxInFlight && this.#queue.length > 0) {
         const batch = this.#queue.splice(0, this.#opts.maxBatch);

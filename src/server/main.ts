@@ -116,10 +116,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const self = streamingAddress;
       // A stream held by this very process is woken directly, not through an HTTP round trip.
       notifier = {
-        newMessageForClient: (target, id, message) =>
+        newMessageForClient: (target, id, carried) =>
           target === self
-            ? local.newMessageForClient(target, id, message)
-            : http.newMessageForClient(target, id, message),
+            ? local.newMessageForClient(target, id, carried)
+            : http.newMessageForClient(target, id, carried),
       };
     }
     notifier = instrumentNotifier(notifier, metrics);

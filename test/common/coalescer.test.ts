@@ -58,4 +58,20 @@ describe("Coalescer (group commit)", () => {
       ["rejected", "rejected"],
     );
   });
+
+  it("with lingerMs, gathers calls made within that time into one batch", async () => {
+    const batches: number[][] = [];
+    const c = new Coalescer<number, number>(
+      async (items) => {
+        batches.push(items);
+        return items;
+      },
+      { maxBatch: 100, maxInFlight: 1, lingerMs: 50 },
+    );
+    const first = c.submit(1);
+    await new Promise((r) => setTimeout(r, 10));
+    const second = c.submit(2);
+    assert.deepEqual(await Promise.all([first, second]), [1, 2]);
+    assert.deepEqual(batches, [[1, 2]]);
+  });
 });

@@ -52,7 +52,7 @@ import {
   type StreamClientIdsResponse,
   StreamClientIdsResponseSchema,
 } from "../../gen/fleetspeak_server/admin_pb.js";
-import type { NotificationAnswer, Notifier } from "../notify/notifier.js";
+import type { NewMessage, NotificationAnswer, Notifier } from "../notify/notifier.js";
 import type { Store } from "../store/store.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import { invalidArgument, toConnectError } from "./admin-errors.js";
@@ -238,6 +238,7 @@ export class AdminService implements AdminImpl {
 
       const clientId = m.destination.clientId;
       let destination: Destination | undefined;
+      let encoded: Uint8Array | undefined;
       if (clientId.length > 0) {
         if (clientId.length !== CLIENT_ID_BYTES) {
           throw invalidArgument(
@@ -252,7 +253,8 @@ export class AdminService implements AdminImpl {
             Code.NotFound,
           );
         }
-        const size = toBinary(MessageSchema, m).length;
+        encoded = toBinary(MessageSchema, m);
+        const size = encoded.length;
         if (size > MAX_MESSAGE_BYTES) {
           throw new ConnectError(
             `message intended for client ${bytesToHex(clientId)} is of size ${size}, which exceeds the ${MAX_MESSAGE_BYTES}-byte limit`,
@@ -264,7 +266,7 @@ export class AdminService implements AdminImpl {
       await this.#writes.submit(m);
 
       const target = destination && notificationTarget(destination, Date.now());
-      if (target && !ctx.signal.aborted) await this.#notify(target, clientId, m);
+      if (target && !ctx.signal.aborted) await this.#notify(target, clientId, { message: m, encoded });
       return create(EmptyMessageSchema);
     });
   }
@@ -374,7 +376,7 @@ export class AdminService implements AdminImpl {
    * the client's next contact. A slow notifier holds the caller for at most notifyWaitMs, the
    * second notification of a client that moved included.
    */
-  async #notify(target: string, clientId: Uint8Array, message: Message): Promise<void> {
+  async #notify(target: string, clientId: Uint8Array, message: NewMessage): Promise<void> {
     const delivered = this.#notifyFollowingMove(target, clientId, message).then(() => true);
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([
@@ -398,7 +400,7 @@ export class AdminService implements AdminImpl {
    * client's record again, and notify the address recorded now, once, if it is another one.
    * Never rejects, since it may finish after InsertMessage has answered.
    */
-  async #notifyFollowingMove(target: string, clientId: Uint8Array, message: Message): Promise<void> {
+  async #notifyFollowingMove(target: string, clientId: Uint8Array, message: NewMessage): Promise<void> {
     if ((await this.#sendNotification(target, clientId, message)) !== "absent") return;
     const key = bytesToHex(clientId);
     this.#destinations.delete(key);
@@ -420,7 +422,7 @@ export class AdminService implements AdminImpl {
   }
 
   /** One notification, carrying the new message; a failure is logged and answers nothing. */
-  async #sendNotification(target: string, clientId: Uint8Array, message: Message): Promise<NotificationAnswer> {
+  async #sendNotification(target: string, clientId: Uint8Array, message: NewMessage): Promise<NotificationAnswer> {
     try {
       return await this.#notifier.newMessageForClient(target, clientId, message);
     } catch (err) {

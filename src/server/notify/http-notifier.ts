@@ -11,6 +11,7 @@ import {
   CARRIED_MESSAGE_CONTENT_TYPE,
   LOCAL_NOTIFICATION_ADDRESS,
   MAX_CARRIED_MESSAGE_BYTES,
+  type NewMessage,
   type NotificationAnswer,
   type Notifier,
   parseStreamPresence,
@@ -37,15 +38,15 @@ export class HttpNotifier implements Notifier {
     this.timeoutMs = opts.timeoutMs ?? 2_000;
   }
 
-  newMessageForClient(target: string, clientId: Uint8Array, message?: Message): Promise<NotificationAnswer> {
+  newMessageForClient(target: string, clientId: Uint8Array, carried?: NewMessage): Promise<NotificationAnswer> {
     if (target === LOCAL_NOTIFICATION_ADDRESS) {
-      return this.opts.local ? this.opts.local.newMessageForClient(target, clientId, message) : Promise.resolve();
+      return this.opts.local ? this.opts.local.newMessageForClient(target, clientId, carried) : Promise.resolve();
     }
     const path = `/client/${clientIdToHex(clientId)}`;
-    const body = message ? toBinary(MessageSchema, message) : undefined;
-    const carried = body !== undefined && body.length <= MAX_CARRIED_MESSAGE_BYTES ? body : undefined;
-    const headers: Record<string, string | number> = { "content-length": carried?.length ?? 0 };
-    if (carried) headers["content-type"] = CARRIED_MESSAGE_CONTENT_TYPE;
+    const body = carried ? (carried.encoded ?? toBinary(MessageSchema, carried.message)) : undefined;
+    const bytes = body !== undefined && body.length <= MAX_CARRIED_MESSAGE_BYTES ? body : undefined;
+    const headers: Record<string, string | number> = { "content-length": bytes?.length ?? 0 };
+    if (bytes) headers["content-type"] = CARRIED_MESSAGE_CONTENT_TYPE;
     if (this.opts.signer) headers.authorization = this.opts.signer.authorization("POST", path);
     return new Promise((resolve, reject) => {
       const req = request(
@@ -61,7 +62,7 @@ export class HttpNotifier implements Notifier {
       );
       req.on("timeout", () => req.destroy(new Error(`notification to ${target} timed out after ${this.timeoutMs} ms`)));
       req.on("error", (e) => reject(new Error(`notification to ${target} failed: ${e.message}`)));
-      req.end(carried);
+      req.end(bytes);
     });
   }
 
@@ -74,7 +75,7 @@ export class HttpNotifier implements Notifier {
 export class LocalNotifier implements Notifier {
   constructor(private readonly dispatch: (clientId: Uint8Array, message?: Message) => boolean) {}
 
-  async newMessageForClient(_target: string, clientId: Uint8Array, message?: Message): Promise<StreamPresence> {
-    return this.dispatch(clientId, message) ? "held" : "absent";
+  async newMessageForClient(_target: string, clientId: Uint8Array, carried?: NewMessage): Promise<StreamPresence> {
+    return this.dispatch(clientId, carried?.message) ? "held" : "absent";
   }
 }

@@ -22,13 +22,19 @@ export type StreamPresence = "held" | "absent";
 // biome-ignore lint/suspicious/noConfusingVoidType: void is exactly "this notifier cannot tell".
 export type NotificationAnswer = StreamPresence | void;
 
+/** The new message, for a notification to carry; `encoded` is its serialized form when known. */
+export interface NewMessage {
+  message: Message;
+  encoded?: Uint8Array;
+}
+
 export interface Notifier {
   /**
    * Tells the server at `target` (a client's recorded last_contact_streaming_to) that the client
    * has new messages. Best effort: failures are reported to the caller, who logs them; delivery
    * does not depend on a notification arriving. Answers whether the target holds the stream.
    */
-  newMessageForClient(target: string, clientId: Uint8Array, message?: Message): Promise<NotificationAnswer>;
+  newMessageForClient(target: string, clientId: Uint8Array, carried?: NewMessage): Promise<NotificationAnswer>;
 }
 
 export interface NotificationListener {

@@ -484,9 +484,9 @@ export function instrumentStore(store: Store, metrics: Metrics): Store {
  */
 export function instrumentNotifier(notifier: Notifier, metrics: Metrics): Notifier {
   return {
-    async newMessageForClient(target, clientId, message) {
+    async newMessageForClient(target, clientId, carried) {
       try {
-        const answer = await notifier.newMessageForClient(target, clientId, message);
+        const answer = await notifier.newMessageForClient(target, clientId, carried);
         metrics.notificationSent("ok");
         return answer;
       } catch (e) {

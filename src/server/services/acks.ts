@@ -25,6 +25,8 @@ export interface AckApplierOptions {
   /** Acks per transaction at most, and transactions at once. */
   maxBatch?: number;
   maxInFlight?: number;
+  /** How long acks wait for others to share their transaction. Default 5 ms. */
+  lingerMs?: number;
 }
 
 export class AckApplier {
@@ -37,6 +39,9 @@ export class AckApplier {
     this.#writes = new Coalescer((items) => store.ackClientMessages(items, Date.now()), {
       maxBatch: opts.maxBatch ?? 200,
       maxInFlight: opts.maxInFlight ?? 2,
+      // Nobody waits closely on an ack (only the client, for its frame to be acknowledged), so
+      // a few milliseconds buy one transaction for many streams' acks instead of one each.
+      lingerMs: opts.lingerMs ?? 5,
       // A malformed ack must not fail the others of its batch; an outage fails them all.
       isolate: (err) => !(err instanceof StoreUnavailableError),
     });

@@ -10,7 +10,7 @@ import { createLogger } from "../../../src/common/log.js";
 import { Admin } from "../../../src/gen/fleetspeak_server/admin_pb.js";
 import { type AdminServer, startAdminServer } from "../../../src/server/admin/admin-server.js";
 import { AdminService } from "../../../src/server/admin/admin-service.js";
-import type { NotificationAnswer, Notifier } from "../../../src/server/notify/notifier.js";
+import type { NewMessage, NotificationAnswer, Notifier } from "../../../src/server/notify/notifier.js";
 import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import type { Store } from "../../../src/server/store/store.js";
@@ -23,11 +23,11 @@ export class RecordingNotifier implements Notifier {
   /** With `forwardTo`, "ok" notifications are sent on and answered with its answer. */
   constructor(private readonly forwardTo?: Notifier) {}
 
-  newMessageForClient(target: string, clientId: Uint8Array): Promise<NotificationAnswer> {
+  newMessageForClient(target: string, clientId: Uint8Array, carried?: NewMessage): Promise<NotificationAnswer> {
     this.calls.push({ target, clientId });
     if (this.behaviour === "fail") return Promise.reject(new Error("connection refused"));
     if (this.behaviour === "hang") return new Promise(() => {});
-    return this.forwardTo ? this.forwardTo.newMessageForClient(target, clientId) : Promise.resolve();
+    return this.forwardTo ? this.forwardTo.newMessageForClient(target, clientId, carried) : Promise.resolve();
   }
 }
 

@@ -107,7 +107,7 @@ describe("HTTP notifications: whether the stream is held here", () => {
   it("the HTTP notifier carries the new message, and the listener hands it over with the notification", async () => {
     carried.length = 0;
     const m = probe(HELD, 100);
-    assert.equal(await notifier.newMessageForClient(listener.boundAddress, HELD, m), "held");
+    assert.equal(await notifier.newMessageForClient(listener.boundAddress, HELD, { message: m }), "held");
     assert.equal(carried.length, 1);
     assert.ok(carried[0], "the message came with the notification");
     assert.deepEqual(toBinary(MessageSchema, carried[0]), toBinary(MessageSchema, m));
@@ -116,7 +116,7 @@ describe("HTTP notifications: whether the stream is held here", () => {
   it("messages too large to carry go as plain notifications, which still wake the stream", async () => {
     carried.length = 0;
     const big = probe(HELD, MAX_CARRIED_MESSAGE_BYTES + 1);
-    assert.equal(await notifier.newMessageForClient(listener.boundAddress, HELD, big), "held");
+    assert.equal(await notifier.newMessageForClient(listener.boundAddress, HELD, { message: big }), "held");
     assert.deepEqual(carried, [undefined]);
   });
 
