@@ -133,7 +133,11 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
     warnings.push(`${path}: notification_public_address has no effect without notification_listen_address`);
   }
   if (cfg.notificationUseHttpNotifier || cfg.notificationListenAddress) {
-    summary.push("notifications to frontends over HTTP");
+    summary.push(
+      cfg.notificationWithoutMessages
+        ? "notifications to frontends over HTTP (client ID only)"
+        : "notifications to frontends over HTTP (carrying new messages)",
+    );
   } else if (cfg.adminConfig) {
     summary.push("notifications in-process only");
   }

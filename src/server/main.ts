@@ -111,6 +111,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         local,
         ...(opts.notifyTimeoutMs !== undefined ? { timeoutMs: opts.notifyTimeoutMs } : {}),
         ...(notificationAuth ? { signer: notificationAuth.signer } : {}),
+        withoutMessages: cfg.notificationWithoutMessages,
       });
       stops.push(() => http.close());
       const self = streamingAddress;

@@ -329,6 +329,7 @@ const fullComponentsConfig: MessageInitShape<typeof ComponentsConfigSchema> = {
   notificationPublicAddress: "fs1:10000",
   notificationUseHttpNotifier: true,
   notificationSharedSecret: ["new-secret-0123456789", "old-secret-0123456789"],
+  notificationWithoutMessages: true,
   spannerConfig: {
     projectId: "p",
     instanceName: "i",
@@ -671,6 +672,7 @@ describe("fleetspeak.components", () => {
 
   it("field numbers of this implementation's own fields (from 100 on)", () => {
     golden(ComponentsConfigSchema, { notificationSharedSecret: ["a", "b"] }, "a2060161 a2060162");
+    golden(ComponentsConfigSchema, { notificationWithoutMessages: true }, "a80601");
     golden(AdminConfigSchema, { tlsCertificates: "c", tlsKey: "k", clientCaCertificates: "a" }, "a2060163 aa06016b b2060161");
     golden(HttpsConfigSchema, { limits: { maxConnections: 1 } }, "a206020801");
     golden(FrontendLimitsSchema, { maxConnections: 1, maxPendingConnections: 2, maxBufferedRequestBytes: 3n, maxStreamFramesPerSecond: 4 }, "0801 1002 1803 2004");

@@ -25,6 +25,8 @@ export interface HttpNotifierOptions {
   local?: Notifier;
   /** With notification_shared_secret: signs every notification. */
   signer?: NotificationSigner;
+  /** notification_without_messages: send only the client ID, never the new message. */
+  withoutMessages?: boolean;
 }
 
 export class HttpNotifier implements Notifier {
@@ -43,7 +45,8 @@ export class HttpNotifier implements Notifier {
       return this.opts.local ? this.opts.local.newMessageForClient(target, clientId, carried) : Promise.resolve();
     }
     const path = `/client/${clientIdToHex(clientId)}`;
-    const body = carried ? (carried.encoded ?? toBinary(MessageSchema, carried.message)) : undefined;
+    const body =
+      carried && !this.opts.withoutMessages ? (carried.encoded ?? toBinary(MessageSchema, carried.message)) : undefined;
     const bytes = body !== undefined && body.length <= MAX_CARRIED_MESSAGE_BYTES ? body : undefined;
     const headers: Record<string, string | number> = { "content-length": bytes?.length ?? 0 };
     if (bytes) headers["content-type"] = CARRIED_MESSAGE_CONTENT_TYPE;

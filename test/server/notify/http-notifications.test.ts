@@ -120,6 +120,17 @@ describe("HTTP notifications: whether the stream is held here", () => {
     assert.deepEqual(carried, [undefined]);
   });
 
+  it("with notification_without_messages, the notifier sends the client ID only", async () => {
+    carried.length = 0;
+    const idOnly = new HttpNotifier({ withoutMessages: true });
+    try {
+      assert.equal(await idOnly.newMessageForClient(listener.boundAddress, HELD, { message: probe(HELD, 10) }), "held");
+    } finally {
+      idOnly.close();
+    }
+    assert.deepEqual(carried, [undefined]);
+  });
+
   it("the listener ignores a body that is not a message for that client, and still takes the notification", async () => {
     carried.length = 0;
     const path = `/client/${bytesToHex(HELD)}`;
