@@ -72,6 +72,8 @@ import {
   resultFromRow,
   resultValues,
   serviceQuotas,
+  carriedLeaseParams,
+  carriedLeaseWhere,
   carriedRow,
   toMessageRow,
 } from "./rows.js";
@@ -787,25 +789,11 @@ export class MysqlStore implements Store {
       if (!row) return undefined;
       // The UPDATE only matches the stored message if every column and the payload are what was
       // carried: a notification cannot make a frontend send anything but what was stored.
-      const v = row.values;
       statements.push([
         `UPDATE pending_messages p JOIN messages m ON m.message_id = p.message_id
          SET p.retry_count = p.retry_count + 1, p.scheduled_time = ?
-         WHERE p.message_id = ? AND p.destination_client_id = ? AND p.scheduled_time <= ?
-           AND p.data_type_url <=> ? AND p.data_value <=> ? AND m.processed_time_seconds IS NULL
-           AND m.source_client_id <=> ? AND m.source_service_name <=> ? AND m.source_message_id <=> ?
-           AND m.destination_client_id <=> ? AND m.destination_service_name <=> ? AND m.message_type <=> ?
-           AND m.creation_time_seconds <=> ? AND m.creation_time_nanos <=> ?
-           AND m.validation_info <=> ? AND m.annotations <=> ?`,
-        [
-          msToUs(now + leaseMs),
-          row.id,
-          row.destinationClientId,
-          msToUs(now),
-          row.dataTypeUrl,
-          row.dataValue,
-          v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[11], v[14],
-        ],
+         WHERE ${carriedLeaseWhere("p", "m", "<=>")}`,
+        [msToUs(now + leaseMs), ...carriedLeaseParams(row, msToUs(now))],
       ]);
       if (contactId !== undefined) {
         statements.push([

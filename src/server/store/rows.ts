@@ -253,6 +253,44 @@ export function toMessageRow(m: Message, nowMs: number): MessageRow {
   };
 }
 
+/** The messages columns a carried copy must match, and their index in MessageRow.values. */
+const CARRIED_MATCHED_COLUMNS: [column: string, index: number][] = [
+  ["source_client_id", 1],
+  ["source_service_name", 2],
+  ["source_message_id", 3],
+  ["destination_client_id", 4],
+  ["destination_service_name", 5],
+  ["message_type", 6],
+  ["creation_time_seconds", 7],
+  ["creation_time_nanos", 8],
+  ["validation_info", 11],
+  ["annotations", 14],
+];
+
+/**
+ * The WHERE clause of a carried-message lease on pending_messages `p` and messages `m`, with the
+ * dialect's NULL-safe equality (MySQL `<=>`, SQLite `IS`); its parameters: carriedLeaseParams.
+ */
+export function carriedLeaseWhere(p: string, m: string, eq: "<=>" | "IS"): string {
+  return [
+    `${p}.message_id = ? AND ${p}.destination_client_id = ? AND ${p}.scheduled_time <= ?`,
+    `${p}.data_type_url ${eq} ? AND ${p}.data_value ${eq} ? AND ${m}.processed_time_seconds IS NULL`,
+    ...CARRIED_MATCHED_COLUMNS.map(([c]) => `${m}.${c} ${eq} ?`),
+  ].join(" AND ");
+}
+
+/** The parameters of carriedLeaseWhere for one carried message. */
+export function carriedLeaseParams(row: MessageRow, nowUs: number): unknown[] {
+  return [
+    row.id,
+    row.destinationClientId,
+    nowUs,
+    row.dataTypeUrl,
+    row.dataValue,
+    ...CARRIED_MATCHED_COLUMNS.map(([, i]) => row.values[i]),
+  ];
+}
+
 /**
  * The column values of a carried client-bound message (leaseCarriedMessages), or undefined when it
  * cannot be one: malformed, server-bound, or carrying a result.

@@ -57,6 +57,8 @@ import {
   resultFromRow,
   resultValues,
   serviceQuotas,
+  carriedLeaseParams,
+  carriedLeaseWhere,
   carriedRow,
   toMessageRow,
 } from "./rows.js";
@@ -369,14 +371,8 @@ export class SqliteStore implements Store {
       const now = Date.now();
       // Only a message stored exactly as carried (every column and the payload) is leased.
       const lease = this.stmt(
-        `UPDATE pending_messages SET retry_count = retry_count + 1, scheduled_time = ?
-         WHERE message_id = ? AND destination_client_id = ? AND scheduled_time <= ?
-           AND data_type_url IS ? AND data_value IS ?
-           AND EXISTS (SELECT 1 FROM messages m WHERE m.message_id = pending_messages.message_id
-             AND m.processed_time_seconds IS NULL AND m.source_client_id IS ? AND m.source_service_name IS ?
-             AND m.source_message_id IS ? AND m.destination_client_id IS ? AND m.destination_service_name IS ?
-             AND m.message_type IS ? AND m.creation_time_seconds IS ? AND m.creation_time_nanos IS ?
-             AND m.validation_info IS ? AND m.annotations IS ?)`,
+        `UPDATE pending_messages AS p SET retry_count = p.retry_count + 1, scheduled_time = ?
+         FROM messages AS m WHERE m.message_id = p.message_id AND ${carriedLeaseWhere("p", "m", "IS")}`,
       );
       const due = this.stmt(
         "SELECT EXISTS (SELECT 1 FROM pending_messages WHERE destination_client_id = ? AND scheduled_time <= ?) AS due",
@@ -384,17 +380,7 @@ export class SqliteStore implements Store {
       return items.map(({ message, contactId }) => {
         const row = carriedRow(message, now);
         if (!row) return { leased: false, othersDue: false };
-        const v = row.values;
-        const leased =
-          lease.run(
-            msToUs(now + leaseMs),
-            row.id,
-            row.destinationClientId,
-            msToUs(now),
-            row.dataTypeUrl,
-            row.dataValue,
-            v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[11], v[14],
-          ).changes > 0;
+        const leased = lease.run(msToUs(now + leaseMs), ...carriedLeaseParams(row, msToUs(now))).changes > 0;
         if (leased && contactId !== undefined) this.linkOne(contactIdFromString(contactId), row.id);
         const othersDue = (due.get(row.destinationClientId, msToUs(now)) as { due: number }).due > 0;
         return { leased, othersDue };

@@ -2,44 +2,17 @@
 // carried message with one statement that checks it is stored exactly so, and sends it without
 // reading it back; a carried copy that differs from what is stored is never sent.
 import assert from "node:assert/strict";
-import { request } from "node:http";
 import { after, before, describe, it } from "node:test";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { bytesToHex, randomMessageId } from "../../../src/common/ids.js";
-import { type Message, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
-import { CARRIED_MESSAGE_CONTENT_TYPE } from "../../../src/server/notify/notifier.js";
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import { bytesToHex } from "../../../src/common/ids.js";
+import { MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
+import { clientBoundMessage, postNotification } from "../../support/notify.js";
 import { createTestDatabase, type TestDatabase } from "../../support/mariadb.js";
 import { RawClient } from "../../support/raw-client.js";
 import { startTestServer, type TestServer } from "../../support/server.js";
 import { testServerPki } from "../../support/tls.js";
 
-function notify(address: string, clientId: Uint8Array, m: Message): Promise<number> {
-  const body = Buffer.from(toBinary(MessageSchema, m));
-  return new Promise((resolve, reject) => {
-    const req = request(
-      `http://${address}/client/${bytesToHex(clientId)}`,
-      { method: "POST", headers: { "content-type": CARRIED_MESSAGE_CONTENT_TYPE, "content-length": String(body.length) } },
-      (res) => {
-        res.resume();
-        res.on("end", () => resolve(res.statusCode ?? 0));
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
-  });
-}
-
-function message(to: Uint8Array, payload: string): Message {
-  return create(MessageSchema, {
-    messageId: randomMessageId(),
-    source: { serviceName: "TestService" },
-    destination: { clientId: to, serviceName: "TestService" },
-    messageType: "Probe",
-    creationTime: timestampNow(),
-    data: { typeUrl: "type.googleapis.com/test.Probe", value: Buffer.from(payload) },
-  });
-}
+const message = (to: Uint8Array, payload: string) => clientBoundMessage(to, Buffer.from(payload));
 
 for (const backend of ["sqlite", "mysql"] as const) {
   describe(`messages carried by notifications (${backend})`, () => {
@@ -94,7 +67,12 @@ for (const backend of ["sqlite", "mysql"] as const) {
       const forged = fromBinary(MessageSchema, toBinary(MessageSchema, stored));
       forged.data!.value = Buffer.from("forged");
       const before = await carried("fetched");
-      assert.equal(await notify(ts.server.notificationAddress!, c.clientId, forged), 200);
+      const reply = await postNotification(
+        ts.server.notificationAddress!,
+        `/client/${bytesToHex(c.clientId)}`,
+        toBinary(MessageSchema, forged),
+      );
+      assert.equal(reply.status, 200);
       const frame = await s.next(5_000);
       assert.equal(frame?.messages.length, 1);
       assert.equal(Buffer.from(frame!.messages[0]!.data!.value).toString(), "the real payload");

@@ -2,36 +2,20 @@
 // stream (x-fleetspeak-stream: held / absent), and the notifier passes that answer on; a server
 // that sends no such header (Fleetspeak's Go frontends) answers "cannot say".
 import assert from "node:assert/strict";
-import { createServer, request, type Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { create, toBinary } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { bytesToHex, randomMessageId } from "../../../src/common/ids.js";
+import { toBinary } from "@bufbuild/protobuf";
+import { bytesToHex } from "../../../src/common/ids.js";
 import { type Message, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
 import { createLogger } from "../../../src/common/log.js";
 import { HttpNotificationListener } from "../../../src/server/notify/http-listener.js";
 import { HttpNotifier, LocalNotifier } from "../../../src/server/notify/http-notifier.js";
-import {
-  CARRIED_MESSAGE_CONTENT_TYPE,
-  LOCAL_NOTIFICATION_ADDRESS,
-  MAX_CARRIED_MESSAGE_BYTES,
-  STREAM_PRESENCE_HEADER,
-} from "../../../src/server/notify/notifier.js";
+import { LOCAL_NOTIFICATION_ADDRESS, MAX_CARRIED_MESSAGE_BYTES } from "../../../src/server/notify/notifier.js";
+import { clientBoundMessage, postNotification } from "../../support/notify.js";
 
 const HELD = Buffer.from("0123456789abcdef", "hex");
 const ABSENT = Buffer.from("fedcba9876543210", "hex");
-
-function post(address: string, path: string): Promise<{ status: number; presence: string | string[] | undefined }> {
-  return new Promise((resolve, reject) => {
-    const req = request(`http://${address}${path}`, { method: "POST", headers: { "content-length": "0" } }, (res) => {
-      res.resume();
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, presence: res.headers[STREAM_PRESENCE_HEADER] }));
-    });
-    req.on("error", reject);
-    req.end();
-  });
-}
 
 /** A frontend as Fleetspeak's Go servers are: 200 to every notification, and no presence header. */
 async function startGoLikeListener(): Promise<{ server: Server; address: string; received: string[] }> {
@@ -66,15 +50,15 @@ describe("HTTP notifications: whether the stream is held here", () => {
   });
 
   it("the listener answers 200 with x-fleetspeak-stream: held or absent", async () => {
-    assert.deepEqual(await post(listener.boundAddress, `/client/${bytesToHex(HELD)}`), { status: 200, presence: "held" });
-    assert.deepEqual(await post(listener.boundAddress, `/client/${bytesToHex(ABSENT)}`), {
+    assert.deepEqual(await postNotification(listener.boundAddress, `/client/${bytesToHex(HELD)}`), { status: 200, presence: "held" });
+    assert.deepEqual(await postNotification(listener.boundAddress, `/client/${bytesToHex(ABSENT)}`), {
       status: 200,
       presence: "absent",
     });
   });
 
   it("the listener says nothing about streams when it refuses a notification", async () => {
-    assert.deepEqual(await post(listener.boundAddress, "/client/xyz"), { status: 400, presence: undefined });
+    assert.deepEqual(await postNotification(listener.boundAddress, "/client/xyz"), { status: 400, presence: undefined });
   });
 
   it("the HTTP notifier passes the listener's answer on", async () => {
@@ -134,38 +118,13 @@ describe("HTTP notifications: whether the stream is held here", () => {
   it("the listener ignores a body that is not a message for that client, and still takes the notification", async () => {
     carried.length = 0;
     const path = `/client/${bytesToHex(HELD)}`;
-    assert.equal((await postBody(listener.boundAddress, path, Buffer.from([0xff, 0xff, 0xff]))).status, 200);
+    assert.equal((await postNotification(listener.boundAddress, path, Buffer.from([0xff, 0xff, 0xff]))).status, 200);
     const forAnother = Buffer.from(toBinary(MessageSchema, probe(ABSENT, 10)));
-    assert.deepEqual(await postBody(listener.boundAddress, path, forAnother), { status: 200, presence: "held" });
+    assert.deepEqual(await postNotification(listener.boundAddress, path, forAnother), { status: 200, presence: "held" });
     assert.deepEqual(carried, [undefined, undefined]);
     const tooBig = Buffer.alloc(MAX_CARRIED_MESSAGE_BYTES + 1);
-    assert.equal((await postBody(listener.boundAddress, path, tooBig)).status, 413);
+    assert.equal((await postNotification(listener.boundAddress, path, tooBig)).status, 413);
   });
 });
 
-/** A client-bound message as an admin server stores it. */
-function probe(to: Uint8Array, payloadBytes: number): Message {
-  return create(MessageSchema, {
-    messageId: randomMessageId(),
-    source: { serviceName: "GRR" },
-    destination: { clientId: to, serviceName: "GRR" },
-    messageType: "Probe",
-    creationTime: timestampNow(),
-    data: { typeUrl: "type.googleapis.com/test.Probe", value: Buffer.alloc(payloadBytes, 7) },
-  });
-}
-
-function postBody(address: string, path: string, body: Buffer): Promise<{ status: number; presence: string | string[] | undefined }> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      `http://${address}${path}`,
-      { method: "POST", headers: { "content-length": String(body.length), "content-type": CARRIED_MESSAGE_CONTENT_TYPE } },
-      (res) => {
-        res.resume();
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, presence: res.headers[STREAM_PRESENCE_HEADER] }));
-      },
-    );
-    req.on("error", reject);
-    req.end(body);
-  });
-}
+const probe = (to: Uint8Array, payloadBytes: number) => clientBoundMessage(to, Buffer.alloc(payloadBytes, 7), "GRR");
