@@ -1,18 +1,16 @@
-// Child processes of a benchmark run (servers, load generators, HAProxy, Mosquitto): each one is
-// killed when the benchmark process exits, whatever the reason (end, error, Ctrl-C). Only the
-// last 64 KiB of each one's output is kept, for error messages.
+// Child processes of a benchmark run (servers, load generators, HAProxy, Mosquitto), supervised
+// as the tests' are: each one is killed when the benchmark process exits, whatever the reason
+// (end, error, Ctrl-C). Also /proc readings: memory, CPU and file descriptors of processes.
 import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { manage } from "../../test/support/processes.js";
 
-const live = new Set<ChildProcess>();
 let hooked = false;
 
-function hookExit(): void {
+/** Ctrl-C or SIGTERM ends the run through process.exit, whose hook kills every child. */
+function hookSignals(): void {
   if (hooked) return;
   hooked = true;
-  process.on("exit", () => {
-    for (const p of live) p.kill("SIGKILL");
-  });
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     process.on(sig, () => {
       console.error(`benchmark interrupted (${sig}); stopping its processes`);
@@ -21,13 +19,11 @@ function hookExit(): void {
   }
 }
 
-const KEEP = 64 * 1024;
-
 export interface BenchProcess {
   readonly name: string;
   readonly proc: ChildProcess;
   readonly pid: number;
-  /** The last 64 KiB of stdout + stderr. */
+  /** The last MiB of stdout + stderr. */
   output(): string;
   /** Resolves when the output matches; rejects if the process exits first or on timeout. */
   waitFor(re: RegExp, timeoutMs?: number): Promise<void>;
@@ -36,62 +32,21 @@ export interface BenchProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
+/** The tests' process supervisor (test/support/processes.ts), with the benchmarks' defaults. */
 export function track(name: string, proc: ChildProcess): BenchProcess {
-  hookExit();
-  live.add(proc);
-  let out = "";
-  let done = false;
-  const waiters = new Set<() => void>();
-  const onData = (d: Buffer) => {
-    out += d.toString();
-    if (out.length > 2 * KEEP) out = out.slice(-KEEP);
-    for (const w of waiters) w();
-  };
-  proc.stdout?.on("data", onData);
-  proc.stderr?.on("data", onData);
-  const exited = new Promise<number | null>((resolve) => {
-    proc.on("exit", (code, sig) => {
-      live.delete(proc);
-      done = true;
-      for (const w of waiters) w();
-      resolve(code ?? (sig ? -1 : null));
-    });
-  });
+  hookSignals();
+  const m = manage(name, proc);
   return {
     name,
     proc,
-    pid: proc.pid ?? -1,
-    exited,
-    output: () => out.slice(-KEEP),
-    waitFor(re, timeoutMs = 30_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          if (re.test(out)) {
-            cleanup();
-            resolve();
-          } else if (done) {
-            cleanup();
-            reject(new Error(`${name} exited before printing ${re}; output:\n${out.slice(-4000)}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          cleanup();
-          reject(new Error(`${name} did not print ${re} within ${timeoutMs} ms; output:\n${out.slice(-4000)}`));
-        }, timeoutMs);
-        const cleanup = () => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      });
+    pid: m.pid,
+    exited: m.exited,
+    output: m.output,
+    waitFor: async (re, timeoutMs = 30_000) => {
+      await m.waitFor(re, timeoutMs);
     },
-    async stop(graceMs = 10_000) {
-      if (done) return;
-      proc.kill("SIGTERM");
-      const t = setTimeout(() => proc.kill("SIGKILL"), graceMs);
-      await exited;
-      clearTimeout(t);
+    stop: async (graceMs = 10_000) => {
+      await m.stop("SIGTERM", graceMs);
     },
   };
 }

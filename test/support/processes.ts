@@ -12,10 +12,14 @@ process.on("exit", () => {
   for (const p of live) p.kill("SIGKILL");
 });
 
+/** Output kept per process: the last MiB (a long benchmark run must not grow without bound). */
+const KEEP = 1024 * 1024;
+
 export interface ManagedProcess {
   readonly name: string;
   readonly proc: ChildProcess;
-  /** Everything the process wrote to stdout and stderr so far. */
+  readonly pid: number;
+  /** What the process wrote to stdout and stderr so far (the last MiB of it). */
   output(): string;
   /** Resolves when the output matches; rejects if the process exits first or on timeout. */
   waitFor(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
@@ -24,32 +28,36 @@ export interface ManagedProcess {
   readonly exited: Promise<number | null>;
 }
 
+/**
+ * Supervises a child process (tests and benchmarks share this): its output is kept for waitFor
+ * and error messages, and it is killed when this process exits.
+ */
 export function manage(name: string, proc: ChildProcess): ManagedProcess {
   live.add(proc);
   let out = "";
   const waiters = new Set<() => void>();
   const onData = (d: Buffer) => {
     out += d.toString();
+    if (out.length > 2 * KEEP) out = out.slice(-KEEP);
     for (const w of waiters) w();
   };
   proc.stdout?.on("data", onData);
   proc.stderr?.on("data", onData);
+  let done = false;
   const exited = new Promise<number | null>((res) => {
     proc.on("exit", (code, sig) => {
       live.delete(proc);
+      done = true;
       for (const w of waiters) w();
       res(code ?? (sig ? -1 : null));
     });
   });
-  let done = false;
-  void exited.then(() => {
-    done = true;
-  });
   return {
     name,
     proc,
+    pid: proc.pid ?? -1,
     exited,
-    output: () => out,
+    output: () => out.slice(-KEEP),
     waitFor(re, timeoutMs = 20_000) {
       return new Promise((resolveWait, reject) => {
         const check = () => {
