@@ -39,6 +39,8 @@ export interface StreamObserver {
 export class StreamSession implements Wakeable {
   private wanted = false;
   private pushing = false;
+  /** Carried messages being leased, to be written before done_sending. */
+  private carrying = 0;
   private stopping = false;
   private closed = false;
   private fetchErrors = 0;
@@ -101,38 +103,38 @@ export class StreamSession implements Wakeable {
    */
   offer(message: Message): void {
     if (this.closed || this.stopping) return;
+    this.carrying++;
+    void this.sendCarried(message).finally(() => {
+      this.carrying--;
+    });
+  }
+
+  private async sendCarried(message: Message): Promise<void> {
     const fetchInstead = () => {
       this.observer.carried?.(false);
       this.wake();
     };
-    if (this.congested) {
-      fetchInstead();
-      return;
+    if (this.congested) return fetchInstead();
+    let outcome: { leased: boolean; othersDue: boolean };
+    try {
+      outcome = await this.comms.leaseCarried(this.contact, message);
+    } catch (e) {
+      this.comms.logger.warn(
+        { clientId: this.contact.clientIdHex, err: (e as Error).message },
+        "leasing a carried message failed; fetching instead",
+      );
+      return fetchInstead();
     }
-    this.comms.leaseCarried(this.contact, message).then(
-      ({ leased, othersDue }) => {
-        if (!leased) {
-          fetchInstead();
-          return;
-        }
-        // Leased but the stream is gone: the message is due again when the lease ends, as after
-        // a claim whose frame was lost.
-        if (this.closed) return;
-        this.write(this.frame([message]));
-        this.observer.carried?.(true);
-        this.observer.messagesSent?.(this.contact, [message]);
-        // A notification means "fetch what is due": other due messages (stored while a
-        // notification failed, or whose lease ended) go out now too, not at the next sweep.
-        if (othersDue) this.wake();
-      },
-      (e: unknown) => {
-        this.comms.logger.warn(
-          { clientId: this.contact.clientIdHex, err: (e as Error).message },
-          "leasing a carried message failed; fetching instead",
-        );
-        fetchInstead();
-      },
-    );
+    if (!outcome.leased) return fetchInstead();
+    // Leased but the stream is gone: the message is due again when the lease ends, as after a
+    // claim whose frame was lost.
+    if (this.closed) return;
+    this.write(this.frame([message]));
+    this.observer.carried?.(true);
+    this.observer.messagesSent?.(this.contact, [message]);
+    // A notification means "fetch what is due": other due messages (stored while a notification
+    // failed, or whose lease ended) go out now too, not at the next sweep.
+    if (outcome.othersDue) this.wake();
   }
 
   /**
@@ -231,7 +233,8 @@ export class StreamSession implements Wakeable {
   private async finishSending(): Promise<void> {
     if (this.closed) return;
     this.stopping = true;
-    while (this.pushing) await new Promise((r) => setTimeout(r, 10));
+    // done_sending goes last: after the fetch and the carried messages already under way.
+    while (this.pushing || this.carrying > 0) await new Promise((r) => setTimeout(r, 10));
     if (this.closed) return;
     this.write(this.frameBytes({ doneSending: true }));
   }
