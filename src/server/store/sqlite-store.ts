@@ -10,6 +10,7 @@ import type { ResourceUsageData } from "../../gen/fleetspeak_monitoring/resource
 import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
+import { Coalescer } from "../../common/coalescer.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
 import { pendingMigrations } from "./migrations.js";
 import {
@@ -96,6 +97,14 @@ function idList(ids: Uint8Array[]): string {
 
 /** Thrown inside a transaction to roll it back quietly. */
 class Rollback {}
+
+/** One storeMessages call, checked and waiting for its transaction. */
+interface PendingStore {
+  rows: MessageRow[];
+  contact: bigint | undefined;
+  serverDue: number;
+  clientDue: number;
+}
 
 export class SqliteStore implements Store {
   readonly backend = "sqlite";
@@ -232,14 +241,26 @@ export class SqliteStore implements Store {
     }
     if (rows.length === 0) return Promise.resolve();
     const serverDue = msToUs(opts.serverDueMs ?? defaultServerDueMs(now));
-    const clientDue = msToUs(now);
-    return this.write("storeMessages", () => {
-      for (const r of rows) {
-        this.storeOne(r, r.forServer ? serverDue : clientDue);
-        if (contact !== undefined) this.linkOne(contact, r.id);
-      }
-    });
+    return this.stores.submit({ rows, contact, serverDue, clientDue: msToUs(now) });
   }
+
+  /**
+   * Stores of one event-loop turn share a transaction: a commit writes its pages to the WAL (a
+   * few write() calls), which cost more than the rows of a frame's ten messages. One that fails
+   * (an unknown contact) is run again alone, so that it fails by itself.
+   */
+  private readonly stores = new Coalescer<PendingStore, void>(
+    (batch) =>
+      this.write("storeMessages", () =>
+        batch.map(({ rows, contact, serverDue, clientDue }) => {
+          for (const r of rows) {
+            this.storeOne(r, r.forServer ? serverDue : clientDue);
+            if (contact !== undefined) this.linkOne(contact, r.id);
+          }
+        }),
+      ),
+    { maxBatch: 64, maxInFlight: 1, isolate: (err) => !(err instanceof StoreUnavailableError) },
+  );
 
   private storeOne(r: MessageRow, dueUs: number): void {
     if (r.result === "success") {

@@ -237,6 +237,22 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
         await assert.rejects(s().storeMessages([msg()], { contactId: "ffffffff" }), NotFoundError);
       });
 
+      it("stores concurrent calls independently: one naming an unknown contact fails alone", async () => {
+        const to = clientId();
+        const [a, b, c] = [msg({ to }), msg({ to }), msg({ to })];
+        const results = await Promise.allSettled([
+          s().storeMessages([a]),
+          s().storeMessages([b], { contactId: "fffffffe" }),
+          s().storeMessages([c]),
+        ]);
+        assert.deepEqual(
+          results.map((r) => r.status),
+          ["fulfilled", "rejected", "fulfilled"],
+        );
+        assert.ok((results[1] as PromiseRejectedResult).reason instanceof NotFoundError);
+        assert.deepEqual(ids(await s().getMessages([a.messageId, b.messageId, c.messageId], false)), ids([a, c]));
+      });
+
       it("rejects an oversize payload before storing anything of the batch", async () => {
         const to = clientId();
         const small = msg({ to });
