@@ -251,14 +251,15 @@ export class SqliteStore implements Store {
    */
   private readonly stores = new Coalescer<PendingStore, void>(
     (batch) =>
-      this.write("storeMessages", () =>
-        batch.map(({ rows, contact, serverDue, clientDue }) => {
+      this.write("storeMessages", () => {
+        for (const { rows, contact, serverDue, clientDue } of batch) {
           for (const r of rows) {
             this.storeOne(r, r.forServer ? serverDue : clientDue);
             if (contact !== undefined) this.linkOne(contact, r.id);
           }
-        }),
-      ),
+        }
+        return batch.map(() => undefined);
+      }),
     { maxBatch: 64, maxInFlight: 1, isolate: (err) => !(err instanceof StoreUnavailableError) },
   );
 
