@@ -426,9 +426,12 @@ export class AdminService implements AdminImpl {
     try {
       return await this.#notifier.newMessageForClient(target, clientId, message);
     } catch (err) {
+      // The frontend may be gone for good (its clients reconnect elsewhere): the next message for
+      // this client reads where it streams now instead of trusting the remembered address.
+      this.#destinations.delete(bytesToHex(clientId));
       this.#log.warn(
         { target, client: bytesToHex(clientId), err: err instanceof Error ? err.message : String(err) },
-        "notifying the server holding the client's stream failed; the message will be delivered at its next contact",
+        "notifying the server holding the client's stream failed; the message will be delivered within seconds by that client's frontend",
       );
       return undefined;
     }

@@ -620,6 +620,22 @@ describe("InsertMessage remembers where clients stream (sqlite)", () => {
     assert.equal((await h.client.getPendingMessageCount({ clientIds: [id] })).count, 1n);
   });
 
+  it("reads a client afresh after a notification to its remembered frontend failed", async () => {
+    const id = await addClient(frontendA.address);
+    frontendA.holds.add(bytesToHex(id));
+    const reads = await readsDuring(async () => {
+      await h.client.insertMessage(clientMessage(id));
+      h.notifier.behaviour = "fail";
+      try {
+        await h.client.insertMessage(clientMessage(id));
+      } finally {
+        h.notifier.behaviour = "ok";
+      }
+      await h.client.insertMessage(clientMessage(id));
+    });
+    assert.equal(reads, 2, "the failure made the admin server forget the address");
+  });
+
   it("reads a client afresh after BlacklistClient", async () => {
     const id = await addClient(frontendA.address);
     frontendA.holds.add(bytesToHex(id));
