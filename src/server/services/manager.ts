@@ -156,9 +156,10 @@ export class ServiceManager {
 
   /**
    * Processes messages that a client just sent (destination: a server service) and stores them
-   * with their outcome, linked to the contact. Messages are modified in place: creation_time set,
+   * with their outcome, linked to the contact; MessageAcks applied in full are the exception, they
+   * are applied and not stored (acks.ts). Messages are modified in place: creation_time set,
    * result recorded, payload dropped once processed. Throws when they could not be stored; then
-   * nothing about them is recorded and the client must send them again.
+   * the client must send them again (storing them twice is harmless: same IDs, merge rules).
    */
   async handleClientMessages(msgs: Message[], contactId?: string): Promise<void> {
     for (const m of msgs) {
