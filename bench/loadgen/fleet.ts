@@ -5,7 +5,15 @@ import { fork } from "node:child_process";
 import { join } from "node:path";
 import { clientIdentities } from "./identities.js";
 import { type BenchProcess, track } from "./processes.js";
-import type { ParentCommand, WorkerConfig, WorkerMessage, WorkerReport } from "./protocol.js";
+import {
+  COUNTER_NAMES,
+  type Counters,
+  type ParentCommand,
+  type WorkerConfig,
+  type WorkerMessage,
+  type WorkerReport,
+  zeroCounters,
+} from "./protocol.js";
 import type { ClientTarget } from "./sim-clients.js";
 
 const WORKER = join(import.meta.dirname, "worker.ts");
@@ -32,26 +40,13 @@ export interface FleetOptions {
   firstSourceHost?: number;
 }
 
-export interface FleetTotals {
+/** The workers' counters added up, and what only the fleet knows. */
+export interface FleetTotals extends Counters {
   clients: number;
-  open: number;
-  connecting: number;
-  handshakes: number;
-  streamsOpened: number;
-  ended: number;
   errors: Record<string, number>;
   errorCount: number;
   /** Open streams (all workers) when the first worker saw its first error; -1 if none. */
   openAtFirstError: number;
-  received: number;
-  duplicates: number;
-  framesSent: number;
-  framesAcked: number;
-  ingestSent: number;
-  ingestAcked: number;
-  polls: number;
-  pollsOnNewConnection: number;
-  pollsSkipped: number;
   workerRssBytes: number;
   workerCpuSeconds: number;
 }
@@ -142,45 +137,19 @@ export class Fleet {
   totals(): FleetTotals {
     const t: FleetTotals = {
       clients: this.size,
-      open: 0,
-      connecting: 0,
-      handshakes: 0,
-      streamsOpened: 0,
-      ended: 0,
+      ...zeroCounters(),
       errors: {},
       errorCount: 0,
       openAtFirstError: this.firstErrorOpen,
-      received: 0,
-      duplicates: 0,
-      framesSent: 0,
-      framesAcked: 0,
-      ingestSent: 0,
-      ingestAcked: 0,
-      polls: 0,
-      pollsOnNewConnection: 0,
-      pollsSkipped: 0,
       workerRssBytes: 0,
       workerCpuSeconds: 0,
     };
     for (const r of this.reports.values()) {
-      t.open += r.open;
-      t.connecting += r.connecting;
-      t.handshakes += r.handshakes;
-      t.streamsOpened += r.streamsOpened;
-      t.ended += r.ended;
+      for (const k of COUNTER_NAMES) t[k] += r[k];
       for (const [k, v] of Object.entries(r.errors)) {
         t.errors[k] = (t.errors[k] ?? 0) + v;
         t.errorCount += v;
       }
-      t.received += r.received;
-      t.duplicates += r.duplicates;
-      t.framesSent += r.framesSent;
-      t.framesAcked += r.framesAcked;
-      t.ingestSent += r.ingestSent;
-      t.ingestAcked += r.ingestAcked;
-      t.polls += r.polls;
-      t.pollsOnNewConnection += r.pollsOnNewConnection;
-      t.pollsSkipped += r.pollsSkipped;
       t.workerRssBytes += r.rssBytes;
       t.workerCpuSeconds += r.cpuMicros / 1e6;
     }

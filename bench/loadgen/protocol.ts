@@ -41,31 +41,43 @@ export type ParentCommand =
   | { type: "stop" }
   | { type: "report" };
 
-/** Counters are cumulative since the worker started; arrays hold what is new since the last report. */
-export interface WorkerReport {
+/**
+ * What each worker counts and the fleet adds up: open and connecting are the worker's streams now,
+ * the rest are cumulative since it started. ended: connections that ended after being open (server
+ * close, done_sending…); pollsSkipped: polls not made because the previous poll of that client was
+ * still running.
+ */
+export const COUNTER_NAMES = [
+  "open",
+  "connecting",
+  "handshakes",
+  "streamsOpened",
+  "ended",
+  "received",
+  "duplicates",
+  "framesSent",
+  "framesAcked",
+  "ingestSent",
+  "ingestAcked",
+  "polls",
+  "pollsOnNewConnection",
+  "pollsSkipped",
+] as const;
+
+export type Counters = Record<(typeof COUNTER_NAMES)[number], number>;
+
+export function zeroCounters(): Counters {
+  return Object.fromEntries(COUNTER_NAMES.map((k) => [k, 0])) as Counters;
+}
+
+/** Counters as COUNTER_NAMES says; arrays hold what is new since the last report. */
+export interface WorkerReport extends Counters {
   type: "report";
   worker: number;
   clients: number;
-  /** Streams past their first frame right now (stream mode). */
-  open: number;
-  connecting: number;
-  handshakes: number;
-  streamsOpened: number;
-  /** Connections that ended after being open (server close, done_sending…). */
-  ended: number;
   errors: Record<string, number>;
   /** Streams open when the first error happened (-1: no error yet). */
   openAtFirstError: number;
-  received: number;
-  duplicates: number;
-  framesSent: number;
-  framesAcked: number;
-  ingestSent: number;
-  ingestAcked: number;
-  polls: number;
-  pollsOnNewConnection: number;
-  /** Polls not made because the previous poll of that client was still running. */
-  pollsSkipped: number;
   /**
    * Probe messages received since the last report, flat pairs: insert time (epoch ms), then
    * latency (ms, insert → receipt).

@@ -83,7 +83,16 @@ export abstract class SimClient {
     protected readonly host: ClientHost,
   ) {}
 
-  protected openSocket(onSecure: () => void): tls.TLSSocket {
+  /**
+   * Opens this client's TLS connection (it becomes `socket`): `onSecure` after the handshake, each
+   * chunk read to `feed` (a throw ends the connection as an error), and `onClose` with the first
+   * error seen, if any, once it has closed.
+   */
+  protected openSocket(
+    onSecure: () => void,
+    feed: (d: Buffer) => void,
+    onClose: (error: string | undefined) => void,
+  ): tls.TLSSocket {
     const t = this.host.target;
     const started = nowMs();
     const socket = tls.connect({
@@ -100,6 +109,23 @@ export abstract class SimClient {
     socket.once("secureConnect", () => {
       this.host.handshakeDone(this, nowMs() - started);
       onSecure();
+    });
+    this.socket = socket;
+    let error: string | undefined;
+    socket.on("data", (d: Buffer) => {
+      try {
+        feed(d);
+      } catch (e) {
+        error = (e as Error).message;
+        socket.destroy();
+      }
+    });
+    socket.on("error", (e: NodeJS.ErrnoException) => {
+      error ??= e.code ?? e.message;
+    });
+    socket.on("close", () => {
+      if (this.socket === socket) this.socket = undefined;
+      onClose(error);
     });
     return socket;
   }
@@ -164,35 +190,25 @@ export class StreamClient extends SimClient implements ResponseSink {
     this.closedByUs = false;
     this.parser = new HttpResponseParser(this);
     this.frames = new ContactFrameReader();
-    const socket = this.openSocket(() => {
-      const t = this.host.target;
-      const first = wrappedContact({ AllowedMessages: this.allowedAbsolute() });
-      socket.write(streamOpening(`${t.host}:${t.port}`, first));
-    });
-    this.socket = socket;
-    let error: string | undefined;
-    socket.on("data", (d: Buffer) => {
-      try {
-        this.parser!.push(d);
-      } catch (e) {
-        error = (e as Error).message;
-        socket.destroy();
-      }
-    });
-    socket.on("error", (e: NodeJS.ErrnoException) => {
-      error ??= e.code ?? e.message;
-    });
-    socket.on("close", () => {
-      if (this.socket === socket) this.socket = undefined;
-      const wasOpen = this.opened;
-      if (!wasOpen && error === undefined) {
-        error = this.status === 0 ? "closed before a response" : `HTTP ${this.status} ${this.errorBody.trim().slice(0, 80)}`;
-      }
-      // After done_sending, and when we close it, the end of a stream is normal.
-      if (this.closedByUs || (this.doneSending && wasOpen)) error = undefined;
-      this.opened = false;
-      this.host.ended(this, wasOpen, error);
-    });
+    const socket = this.openSocket(
+      () => {
+        const t = this.host.target;
+        const first = wrappedContact({ AllowedMessages: this.allowedAbsolute() });
+        socket.write(streamOpening(`${t.host}:${t.port}`, first));
+      },
+      (d) => this.parser!.push(d),
+      (failure) => {
+        let error = failure;
+        const wasOpen = this.opened;
+        if (!wasOpen && error === undefined) {
+          error = this.status === 0 ? "closed before a response" : `HTTP ${this.status} ${this.errorBody.trim().slice(0, 80)}`;
+        }
+        // After done_sending, and when we close it, the end of a stream is normal.
+        if (this.closedByUs || (this.doneSending && wasOpen)) error = undefined;
+        this.opened = false;
+        this.host.ended(this, wasOpen, error);
+      },
+    );
   }
 
   onHead(status: number): void {
@@ -270,7 +286,6 @@ export class PollClient extends SimClient implements ResponseSink {
   private sentAt = 0;
   private freshConnection = false;
   private nonce = 0n;
-  private failure: string | undefined;
 
   get inFlight(): boolean {
     return this.busy;
@@ -280,7 +295,6 @@ export class PollClient extends SimClient implements ResponseSink {
   poll(): boolean {
     if (this.busy) return false;
     this.busy = true;
-    this.failure = undefined;
     if (this.socket && !this.socket.destroyed) {
       this.freshConnection = false;
       this.send();
@@ -288,26 +302,16 @@ export class PollClient extends SimClient implements ResponseSink {
     }
     this.freshConnection = true;
     this.parser = new HttpResponseParser(this);
-    const socket = this.openSocket(() => this.send());
-    this.socket = socket;
-    socket.on("data", (d: Buffer) => {
-      try {
-        this.parser!.push(d);
-      } catch (e) {
-        this.failure = (e as Error).message;
-        socket.destroy();
-      }
-    });
-    socket.on("error", (e: NodeJS.ErrnoException) => {
-      this.failure ??= e.code ?? e.message;
-    });
-    socket.on("close", () => {
-      if (this.socket === socket) this.socket = undefined;
-      if (this.busy) {
-        this.busy = false;
-        this.host.ended(this, false, this.failure ?? "connection closed during a poll");
-      }
-    });
+    this.openSocket(
+      () => this.send(),
+      (d) => this.parser!.push(d),
+      (failure) => {
+        if (this.busy) {
+          this.busy = false;
+          this.host.ended(this, false, failure ?? "connection closed during a poll");
+        }
+      },
+    );
     return true;
   }
 
@@ -375,28 +379,20 @@ export class MqttClient extends SimClient {
     this.opened = false;
     this.closedByUs = false;
     const parser = new MqttParser();
-    const socket = this.openSocket(() => socket.write(connectPacket(this.identity.id)));
-    this.socket = socket;
-    let error: string | undefined;
-    socket.on("data", (d: Buffer) => {
-      try {
+    const socket = this.openSocket(
+      () => socket.write(connectPacket(this.identity.id)),
+      (d) => {
         for (const p of parser.push(d)) this.onPacket(p);
-      } catch (e) {
-        error = (e as Error).message;
-        socket.destroy();
-      }
-    });
-    socket.on("error", (e: NodeJS.ErrnoException) => {
-      error ??= e.code ?? e.message;
-    });
-    socket.on("close", () => {
-      if (this.socket === socket) this.socket = undefined;
-      const wasOpen = this.opened;
-      this.opened = false;
-      if (!wasOpen && error === undefined) error = "MQTT connection closed before SUBACK";
-      if (wasOpen && error === undefined && !this.closedByUs) error = "MQTT connection closed by the broker";
-      this.host.ended(this, wasOpen, this.closedByUs ? undefined : error);
-    });
+      },
+      (failure) => {
+        let error = failure;
+        const wasOpen = this.opened;
+        this.opened = false;
+        if (!wasOpen && error === undefined) error = "MQTT connection closed before SUBACK";
+        if (wasOpen && error === undefined && !this.closedByUs) error = "MQTT connection closed by the broker";
+        this.host.ended(this, wasOpen, this.closedByUs ? undefined : error);
+      },
+    );
   }
 
   private onPacket(p: MqttPacket): void {

@@ -3,7 +3,14 @@
 // reportIntervalMs. It exits when told to stop, when the parent goes away, and in any case after
 // maxSeconds.
 import { clientIdentities } from "./identities.js";
-import type { IngestCommand, ParentCommand, WorkerConfig, WorkerMessage, WorkerReport } from "./protocol.js";
+import {
+  type IngestCommand,
+  type ParentCommand,
+  type WorkerConfig,
+  type WorkerMessage,
+  type WorkerReport,
+  zeroCounters,
+} from "./protocol.js";
 import { type ClientHost, type ClientTarget, MqttClient, PollClient, type SimClient, StreamClient } from "./sim-clients.js";
 import { nowMs } from "./wire.js";
 
@@ -39,22 +46,9 @@ class Worker implements ClientHost {
       type: "report",
       worker: cfg.worker,
       clients: this.clients.length,
-      open: 0,
-      connecting: 0,
-      handshakes: 0,
-      streamsOpened: 0,
-      ended: 0,
+      ...zeroCounters(),
       errors: {},
       openAtFirstError: -1,
-      received: 0,
-      duplicates: 0,
-      framesSent: 0,
-      framesAcked: 0,
-      ingestSent: 0,
-      ingestAcked: 0,
-      polls: 0,
-      pollsOnNewConnection: 0,
-      pollsSkipped: 0,
       latencies: [],
       openTimes: [],
       pollTimes: [],
