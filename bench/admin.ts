@@ -13,11 +13,8 @@
 // default max_parallelism), --backend sqlite|mariadb|both, --measure insert|forward|both.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -31,10 +28,8 @@ import { ServiceConfigSchema } from "../src/gen/fleetspeak_server/services_pb.js
 import { startAdminServer } from "../src/server/admin/admin-server.js";
 import { AdminService } from "../src/server/admin/admin-service.js";
 import { ServiceManager } from "../src/server/services/manager.js";
-import { MysqlStore } from "../src/server/store/mysql-store.js";
-import { SqliteStore } from "../src/server/store/sqlite-store.js";
 import type { Store } from "../src/server/store/store.js";
-import { createTestDatabase } from "../test/support/mariadb.js";
+import { openBackend } from "../test/support/stores.js";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 const CLIENTS = 1000;
@@ -92,28 +87,6 @@ function startWorker(args: string[]): Promise<{ child: ChildProcess; firstLine: 
   });
 }
 
-async function openStore(backend: "sqlite" | "mariadb"): Promise<{ store: Store; cleanup(): Promise<void> }> {
-  if (backend === "sqlite") {
-    const dir = mkdtempSync(join(tmpdir(), "fs-bench-admin-"));
-    const store = await SqliteStore.open({ path: join(dir, "fleetspeak.sqlite") });
-    return {
-      store,
-      async cleanup() {
-        await store.close();
-        rmSync(dir, { recursive: true, force: true });
-      },
-    };
-  }
-  const db = await createTestDatabase();
-  const store = await MysqlStore.fromDsn(db.dsn);
-  return {
-    store,
-    async cleanup() {
-      await store.close();
-      await db.drop();
-    },
-  };
-}
 
 async function addClients(store: Store): Promise<Uint8Array[]> {
   const ids: Uint8Array[] = [];
@@ -133,7 +106,7 @@ async function addClients(store: Store): Promise<Uint8Array[]> {
 }
 
 async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Promise<string> {
-  const { store, cleanup } = await openStore(backend);
+  const { store, cleanup } = await openBackend(backend);
   const logger = pino({ level: "warn" });
   let notified = 0;
   const service = new AdminService({
@@ -176,7 +149,7 @@ async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Pr
 }
 
 async function benchForwarding(backend: "sqlite" | "mariadb", o: Options): Promise<string> {
-  const { store, cleanup } = await openStore(backend);
+  const { store, cleanup } = await openBackend(backend);
   const processor = await startWorker(["--processor"]);
   const port = Number(processor.firstLine.replace("PORT ", ""));
   const manager = new ServiceManager({ store, logger: pino({ level: "warn" }), lookupClient: (id) => store.getClientData(id) });

@@ -1,9 +1,6 @@
 // An admin server on 127.0.0.1:0 over a real store (SQLite in a temporary directory, or a fresh
 // MariaDB database), with a gRPC client for it and a Notifier that records what it is asked to do
 // (and, if given a real notifier, passes the notifications on to it).
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { createLogger } from "../../../src/common/log.js";
@@ -11,10 +8,8 @@ import { Admin } from "../../../src/gen/fleetspeak_server/admin_pb.js";
 import { type AdminServer, startAdminServer } from "../../../src/server/admin/admin-server.js";
 import { AdminService } from "../../../src/server/admin/admin-service.js";
 import type { NewMessage, NotificationAnswer, Notifier } from "../../../src/server/notify/notifier.js";
-import { MysqlStore } from "../../../src/server/store/mysql-store.js";
-import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import type { Store } from "../../../src/server/store/store.js";
-import { createTestDatabase } from "../../support/mariadb.js";
+import { openBackend } from "../../support/stores.js";
 
 export class RecordingNotifier implements Notifier {
   readonly calls: { target: string; clientId: Uint8Array }[] = [];
@@ -48,31 +43,9 @@ export interface AdminHarness {
   close(): Promise<void>;
 }
 
-async function openStore(backend: Backend): Promise<{ store: Store; cleanup(): Promise<void> }> {
-  if (backend === "mariadb") {
-    const db = await createTestDatabase();
-    const store = await MysqlStore.fromDsn(db.dsn);
-    return {
-      store,
-      async cleanup() {
-        await store.close();
-        await db.drop();
-      },
-    };
-  }
-  const dir = mkdtempSync(join(tmpdir(), "fs-admin-"));
-  const store = await SqliteStore.open({ path: join(dir, "fleetspeak.sqlite") });
-  return {
-    store,
-    async cleanup() {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 export async function startAdminHarness(backend: Backend = "sqlite", opts: AdminHarnessOptions = {}): Promise<AdminHarness> {
-  const { store, cleanup } = await openStore(backend);
+  const { store, cleanup } = await openBackend(backend);
   const notifier = new RecordingNotifier(opts.forwardTo);
   const logger = createLogger("admin-test");
   const serviceStore = opts.wrapStore ? opts.wrapStore(store) : store;

@@ -2,9 +2,6 @@
 // meet: done_sending is the stream's last word, so a carried message whose lease is still under
 // way when the lifespan ends is written before it, never after.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fromBinary } from "@bufbuild/protobuf";
 import { bytesToHex, clientIdFromSpki } from "../../../src/common/ids.js";
@@ -14,9 +11,10 @@ import { ClientCache } from "../../../src/server/comms/client-cache.js";
 import { type Contact, Comms } from "../../../src/server/comms/comms.js";
 import { Dispatcher } from "../../../src/server/comms/dispatcher.js";
 import { StreamSession } from "../../../src/server/comms/stream-session.js";
-import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
+import type { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import type { Store } from "../../../src/server/store/store.js";
 import { clientBoundMessage } from "../../support/notify.js";
+import { openTestStore, type TestStore } from "../../support/stores.js";
 
 /** One written stream frame (a uvarint length, then a ContactData). */
 function decodeFrame(bytes: Buffer): ContactData {
@@ -34,16 +32,15 @@ function decodeFrame(bytes: Buffer): ContactData {
 }
 
 describe("stream session: carried messages and done_sending", () => {
-  let dir: string;
+  let ts: TestStore;
   let store: SqliteStore;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), "fs-session-"));
-    store = await SqliteStore.open({ path: join(dir, "fleetspeak.sqlite") });
+    ts = await openTestStore("fs-session-");
+    store = ts.store;
   });
   after(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await ts.close();
   });
 
   it("writes a carried message whose lease is under way before done_sending", async () => {

@@ -1,19 +1,16 @@
 // What the service tests share: a real SQLite store in a temporary directory, clients in it, the
 // messages those clients send, and a logger whose lines the test can read.
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { anyPack } from "@bufbuild/protobuf/wkt";
 import { pino } from "pino";
 import { clientMessageId } from "../../../src/common/ids.js";
 import type { Logger } from "../../../src/common/log.js";
 import { type Label, type Message, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
-import { MysqlStore } from "../../../src/server/store/mysql-store.js";
-import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import type { Store } from "../../../src/server/store/store.js";
-import { createTestDatabase } from "../../support/mariadb.js";
+import { openBackend, openTestStore, type TestStore } from "../../support/stores.js";
+
+export { openBackend, openTestStore, type TestStore };
 
 export interface LogLine {
   level: number;
@@ -28,44 +25,6 @@ export function capturingLogger(): { logger: Logger; lines: LogLine[] } {
   return { logger, lines };
 }
 
-export interface TestStore {
-  store: SqliteStore;
-  path: string;
-  dir: string;
-  close(): Promise<void>;
-}
-
-export async function openTestStore(): Promise<TestStore> {
-  const dir = mkdtempSync(join(tmpdir(), "fs-services-"));
-  const path = join(dir, "fleetspeak.sqlite");
-  const store = await SqliteStore.open({ path });
-  return {
-    store,
-    path,
-    dir,
-    async close() {
-      await store.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/** A fresh store of either backend (MariaDB: a new database, dropped by cleanup). */
-export async function openBackend(backend: "sqlite" | "mariadb"): Promise<{ store: Store; cleanup(): Promise<void> }> {
-  if (backend === "sqlite") {
-    const ts = await openTestStore();
-    return { store: ts.store, cleanup: () => ts.close() };
-  }
-  const db = await createTestDatabase();
-  const store = await MysqlStore.fromDsn(db.dsn);
-  return {
-    store,
-    async cleanup() {
-      await store.close();
-      await db.drop();
-    },
-  };
-}
 
 /** A store whose backend can be swapped, to take the database away and bring it back. */
 export function switchableStore(initial: Store): { store: Store; set(s: Store): void } {
