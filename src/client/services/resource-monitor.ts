@@ -179,25 +179,27 @@ export class ResourceMonitor {
 }
 
 /**
- * Sends monitoring data (ResourceUsage, KillNotification) to the server's system service: LOW,
- * background, dropped with a log line if the outbox has no room within 30 s.
+ * Sends a message to the server's system service, in the background: by default LOW priority
+ * (monitoring data: ResourceUsage, KillNotification) and dropped with a log line if the outbox
+ * has no room within 30 s.
  */
 export async function sendToSystem(
   ctx: ServiceContext,
   messageType: string,
   data: Any,
   log: Logger,
+  opts: { priority?: Message_Priority; timeoutMs?: number } = {},
 ): Promise<void> {
   const message = create(MessageSchema, {
     destination: create(AddressSchema, { serviceName: "system" }),
     messageType,
     data,
-    priority: Message_Priority.LOW,
+    priority: opts.priority ?? Message_Priority.LOW,
     background: true,
   });
   try {
-    await ctx.send(message, { signal: AbortSignal.timeout(SEND_TIMEOUT_MS) });
+    await ctx.send(message, { signal: AbortSignal.timeout(opts.timeoutMs ?? SEND_TIMEOUT_MS) });
   } catch (e) {
-    log.warn({ messageType, err: (e as Error).message }, "monitoring message not sent");
+    log.warn({ messageType, err: (e as Error).message }, "system message not sent");
   }
 }

@@ -5,7 +5,7 @@
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { type Any, anyPack, anyUnpack } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "../../common/log.js";
-import { AddressSchema, type Label, type Message, Message_Priority, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
+import { type Label, type Message, Message_Priority } from "../../gen/fleetspeak/common_pb.js";
 import {
   type ClientInfoData_ServiceID,
   ClientInfoDataSchema,
@@ -16,7 +16,7 @@ import {
   RevokedCertificateListSchema,
 } from "../../gen/fleetspeak/system_pb.js";
 import type { ClientStateStore } from "../state.js";
-import { ResourceMonitor } from "./resource-monitor.js";
+import { ResourceMonitor, sendToSystem } from "./resource-monitor.js";
 import type { ClientService, ServiceContext } from "./service.js";
 
 const ACK_BATCH_MS = 1000;
@@ -134,20 +134,10 @@ export class SystemService implements ClientService {
     return this.sendSystem("ClientInfo", anyPack(ClientInfoDataSchema, info), CLIENT_INFO_SEND_TIMEOUT_MS);
   }
 
-  private async sendSystem(messageType: string, data: Any, timeoutMs: number): Promise<void> {
-    const m = create(MessageSchema, {
-      destination: create(AddressSchema, { serviceName: "system" }),
-      messageType,
-      data,
-      priority: Message_Priority.HIGH,
-      background: true,
-    });
-    try {
-      await this.ctx.send(m, { signal: AbortSignal.timeout(timeoutMs) });
-    } catch (e) {
-      this.deps.log.warn({ messageType, err: (e as Error).message }, "system message not sent");
-    }
+  private sendSystem(messageType: string, data: Any, timeoutMs: number): Promise<void> {
+    return sendToSystem(this.ctx, messageType, data, this.deps.log, { priority: Message_Priority.HIGH, timeoutMs });
   }
+
 
   /** Adds the server's revoked certificate serials to the state; failures are logged only. */
   async refreshRevokedCertificates(): Promise<void> {
