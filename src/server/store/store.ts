@@ -254,6 +254,12 @@ export interface Store extends MessageStore, ClientStore, BroadcastStore, FileSt
   /** Cheap liveness check (health endpoint, readiness). */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Tells `observer` about every transaction run again after a conflict with another one (a
+   * deadlock, a lock-wait timeout, a Galera certification failure), for metrics. Backends that
+   * never retry leave it out.
+   */
+  observeRetries?(observer: (operation: string, reason: string) => void): void;
 }
 
 /** Largest payload (Any value) accepted for storage: fits a MEDIUMBLOB and MySQL's default 16 MiB packet. */
