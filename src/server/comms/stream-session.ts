@@ -42,6 +42,7 @@ export class StreamSession implements Wakeable {
   /** Carried messages being leased, to be written before done_sending. */
   private carrying = 0;
   private stopping = false;
+  private started = false;
   private closed = false;
   private fetchErrors = 0;
   private ackCounter = 0n;
@@ -84,10 +85,23 @@ export class StreamSession implements Wakeable {
   }
 
   start(): void {
+    this.started = true;
     const { lifespanMs, closeBeforeMs } = this.timings;
-    this.timers.push(setTimeout(() => void this.finishSending(), Math.max(0, lifespanMs - closeBeforeMs)));
+    this.timers.push(setTimeout(() => this.drain(), Math.max(0, lifespanMs - closeBeforeMs)));
     this.timers.push(setTimeout(() => this.close(), lifespanMs));
-    if (this.wanted) this.wake();
+    // A stream that opened while the server began to stop is told to move on at once.
+    if (this.dispatcher.isDraining) this.drain();
+    else if (this.wanted) this.wake();
+  }
+
+  /**
+   * Ends the stream's sending side: messages being fetched or leased are written, then
+   * done_sending, and nothing new is taken (what is due stays due, for the client's next stream).
+   * The client's frames are still processed and acknowledged until it closes the connection.
+   */
+  drain(): void {
+    // Before start() the first frame is not written yet; start() drains a stream that opens late.
+    if (this.started) void this.finishSending();
   }
 
   wake(): void {
@@ -231,7 +245,7 @@ export class StreamSession implements Wakeable {
   }
 
   private async finishSending(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.stopping) return;
     this.stopping = true;
     // done_sending goes last: after the fetch and the carried messages already under way.
     while (this.pushing || this.carrying > 0) await new Promise((r) => setTimeout(r, 10));

@@ -32,7 +32,16 @@ export interface FrontendOptions {
   onContact?: ContactHandlerDeps["onContact"];
 }
 
-export async function startFrontend(opts: FrontendOptions): Promise<FrontendListener> {
+export interface Frontend extends FrontendListener {
+  /**
+   * The graceful stop's first step: no new connections, done_sending on every stream (after the
+   * frames under way), and their clients' last frames answered. Resolves once every stream has
+   * closed, or after the listener's closeGraceMs; close() then ends what is left.
+   */
+  drain(): Promise<void>;
+}
+
+export async function startFrontend(opts: FrontendOptions): Promise<Frontend> {
   const mode = opts.https.frontendConfig;
   // https_config.limits, then the caller's overrides (tests, tuning).
   const limits = { ...frontendLimitsFromConfig(opts.https.limits), ...opts.limits };
@@ -70,7 +79,7 @@ export async function startFrontend(opts: FrontendOptions): Promise<FrontendList
     }
   };
   const tls = frontendModeUsesTls(mode) ? { cert: opts.https.certificates, key: opts.https.key } : undefined;
-  return startFrontendListener({
+  const listener = await startFrontendListener({
     listenAddress: opts.https.listenAddress,
     ...(tls ? { tls } : {}),
     proxyProtocol: opts.proxyProtocol,
@@ -78,4 +87,17 @@ export async function startFrontend(opts: FrontendOptions): Promise<FrontendList
     logger: opts.logger,
     limits,
   });
+  return {
+    ...listener,
+    drain: async () => {
+      listener.stopAccepting();
+      const streams = opts.dispatcher.connectedCount;
+      const started = Date.now();
+      await opts.dispatcher.drain(limits.closeGraceMs ?? DEFAULT_FRONTEND_LISTENER_LIMITS.closeGraceMs);
+      opts.logger.info(
+        { streams, left: opts.dispatcher.connectedCount, ms: Date.now() - started },
+        "frontend drained: every stream was told done_sending",
+      );
+    },
+  };
 }

@@ -118,6 +118,11 @@ export interface FrontendListener {
   address: string;
   /** The HTTP(S) server the connections are handed to; it never listens itself. */
   server: HttpServer | HttpsServer;
+  /**
+   * Stops accepting connections; those that have not started a request yet are closed, and
+   * running requests (streams) go on until close().
+   */
+  stopAccepting(): void;
   /** Stops accepting, lets running requests end within closeGraceMs, then cuts the rest. */
   close(): Promise<void>;
   /** Open TCP connections, including ones still sending their PROXY header or handshake. */
@@ -448,16 +453,22 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
   });
   const bound = tcp.address() as net.AddressInfo;
 
+  let closed: Promise<void> | undefined;
+  const stopAccepting = (): void => {
+    closed ??= new Promise<void>((resolve) => tcp.close(() => resolve()));
+    for (const raw of open) if (!handedOver.has(socketKey(raw))) raw.destroy();
+    inner.closeIdleConnections();
+  };
+
   return {
     address: formatHostPort(bound.address, bound.port),
     server: inner,
     connectionCount: () => open.size,
     pendingConnectionCount: () => pending.size,
+    stopAccepting,
     close: async () => {
       const allClosed = [...open].map((raw) => new Promise((resolve) => raw.once("close", resolve)));
-      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
-      for (const raw of open) if (!handedOver.has(socketKey(raw))) raw.destroy();
-      inner.closeIdleConnections();
+      stopAccepting();
       const grace = setTimeout(() => {
         inner.closeAllConnections();
         for (const raw of open) raw.destroy();
