@@ -60,6 +60,8 @@ import { Coalescer } from "../../common/coalescer.js";
 import { type Destination, DestinationCache, notificationTarget } from "./destination-cache.js";
 import { pushStream } from "./push-stream.js";
 
+/** A notification that failed (refused, timed out): like "absent", the address may be out of date. */
+const NOT_REACHED = Symbol("not reached");
 /** The most a notifier may hold an InsertMessage call; after that it finishes in the background. */
 const DEFAULT_NOTIFY_WAIT_MS = 1000;
 /** Go's Timestamp.CheckValid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z. */
@@ -395,13 +397,14 @@ export class AdminService implements AdminImpl {
   }
 
   /**
-   * Notifies `target`. When it answers that it holds no stream of the client, the address was out
-   * of date (remembered from before the client reconnected elsewhere, say): forget it, read the
-   * client's record again, and notify the address recorded now, once, if it is another one.
-   * Never rejects, since it may finish after InsertMessage has answered.
+   * Notifies `target`. When it answers that it holds no stream of the client, or cannot be reached
+   * (a frontend that died: its clients reconnect elsewhere), the address was out of date: forget
+   * it, read the client's record again, and notify the address recorded now, once, if it is
+   * another one. Never rejects, since it may finish after InsertMessage has answered.
    */
   async #notifyFollowingMove(target: string, clientId: Uint8Array, message: NewMessage): Promise<void> {
-    if ((await this.#sendNotification(target, clientId, message)) !== "absent") return;
+    const answer = await this.#sendNotification(target, clientId, message);
+    if (answer !== "absent" && answer !== NOT_REACHED) return;
     const key = bytesToHex(clientId);
     this.#destinations.delete(key);
     let current: Destination | undefined;
@@ -410,8 +413,8 @@ export class AdminService implements AdminImpl {
     } catch (err) {
       this.#log.warn(
         { target, client: key, err: err instanceof Error ? err.message : String(err) },
-        "the notified server holds no stream of the client, and reading where the client streams now failed;" +
-          " the message will be delivered at its next contact",
+        "the notified server does not hold the client's stream, and reading where the client streams now failed;" +
+          " the message goes out with the client's next fetch",
       );
       return;
     }
@@ -421,19 +424,20 @@ export class AdminService implements AdminImpl {
     await this.#sendNotification(movedTo, clientId, message);
   }
 
-  /** One notification, carrying the new message; a failure is logged and answers nothing. */
-  async #sendNotification(target: string, clientId: Uint8Array, message: NewMessage): Promise<NotificationAnswer> {
+  /** One notification, carrying the new message; a failure is logged and answers NOT_REACHED. */
+  async #sendNotification(
+    target: string,
+    clientId: Uint8Array,
+    message: NewMessage,
+  ): Promise<NotificationAnswer | typeof NOT_REACHED> {
     try {
       return await this.#notifier.newMessageForClient(target, clientId, message);
     } catch (err) {
-      // The frontend may be gone for good (its clients reconnect elsewhere): the next message for
-      // this client reads where it streams now instead of trusting the remembered address.
-      this.#destinations.delete(bytesToHex(clientId));
       this.#log.warn(
         { target, client: bytesToHex(clientId), err: err instanceof Error ? err.message : String(err) },
-        "notifying the server holding the client's stream failed; the message will be delivered within seconds by that client's frontend",
+        "notifying the server holding the client's stream failed; looking up where the client streams now",
       );
-      return undefined;
+      return NOT_REACHED;
     }
   }
 

@@ -669,6 +669,23 @@ describe("InsertMessage remembers where clients stream (sqlite)", () => {
     assert.deepEqual(targetsFor(id).slice(3), [frontendB.address]);
   });
 
+  it("a client whose remembered frontend died: the notification is refused, the store names another, that one is notified", async () => {
+    const dead = await startFrontendListener();
+    const id = await addClient(dead.address);
+    const hex = bytesToHex(id);
+    dead.holds.add(hex);
+    await h.client.insertMessage(clientMessage(id));
+
+    // The frontend dies (connections refused); the client reconnects through frontend B.
+    await dead.listener.stop();
+    frontendB.holds.add(hex);
+    await recordStream(id, frontendB.address);
+    await h.client.insertMessage(clientMessage(id));
+    // Without this, the message would wait for B's due-message sweep.
+    await eventually("frontend B notified", () => frontendB.woken.includes(hex));
+    assert.deepEqual(targetsFor(id), [dead.address, dead.address, frontendB.address]);
+  });
+
   it("a frontend that answers absent while the store still names it is notified once (no loop)", async () => {
     const id = await addClient(frontendA.address);
     const reads = await readsDuring(async () => {
