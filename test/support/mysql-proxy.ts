@@ -23,6 +23,11 @@ export interface MysqlProxy {
   cutAfterAnswer(pattern: RegExp): Promise<string>;
   /** Connections cut so far. */
   readonly cuts: number;
+  /**
+   * While down, the database looks gone: open connections are cut and new ones closed at once (a
+   * server that crashed, as the store sees it).
+   */
+  setDown(down: boolean): void;
   close(): Promise<void>;
 }
 
@@ -101,8 +106,13 @@ export async function startMysqlProxy(upstream: { host: string; port: number } |
   const traps: Trap[] = [];
   const sockets = new Set<net.Socket>();
   let cuts = 0;
+  let down = false;
 
   const server = net.createServer((client) => {
+    if (down) {
+      client.destroy();
+      return;
+    }
     const db = net.connect(upstream);
     sockets.add(client);
     sockets.add(db);
@@ -169,6 +179,10 @@ export async function startMysqlProxy(upstream: { host: string; port: number } |
       return cuts;
     },
     cutAfterAnswer: (pattern) => new Promise((sprung) => traps.push({ pattern, sprung })),
+    setDown(on) {
+      down = on;
+      if (on) for (const s of sockets) s.destroy();
+    },
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

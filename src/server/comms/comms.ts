@@ -20,6 +20,7 @@ import { Coalescer } from "../../common/coalescer.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import type { CarriedLease, CarriedMessage, ClientData, Store } from "../store/store.js";
 import type { ClientCache } from "./client-cache.js";
+import { retryWhileStoreUnavailable, type StoreRetry } from "./store-retry.js";
 
 /** Fleetspeak's delivery lease: an unacknowledged message is offered again after this. */
 export const CLIENT_LEASE_MS = 15 * 60 * 1000;
@@ -193,9 +194,10 @@ export class Comms {
 
   /**
    * Validates a client's messages and hands the valid ones to the service manager. Invalid ones
-   * are dropped with a log line, as Fleetspeak does (the contact still succeeds).
+   * are dropped with a log line, as Fleetspeak does (the contact still succeeds). With `retry`,
+   * a hand-over that fails because the database is unavailable is tried again as it says.
    */
-  async acceptMessages(contact: Contact, messages: Message[]): Promise<void> {
+  async acceptMessages(contact: Contact, messages: Message[], retry?: StoreRetry): Promise<void> {
     if (messages.length === 0) return;
     const valid: Message[] = [];
     const now = timestampNow();
@@ -214,7 +216,8 @@ export class Comms {
     }
     if (valid.length === 0) return;
     this.opts.onIngested?.(valid, contact);
-    await this.opts.handler.handleClientMessages(valid, contact.contactId);
+    const handOver = () => this.opts.handler.handleClientMessages(valid, contact.contactId);
+    await (retry ? retryWhileStoreUnavailable(handOver, retry) : handOver());
   }
 
   /** Adds a streaming frame's AllowedMessages deltas; returns true if a service went from 0 to >0. */

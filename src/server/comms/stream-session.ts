@@ -209,7 +209,23 @@ export class StreamSession implements Wakeable {
   private async processFrame(bytes: Buffer): Promise<void> {
     const { cd } = this.comms.parseWrapped(bytes, `client ${this.contact.clientIdHex} at ${this.contact.address}`);
     if (this.comms.addTokens(this.contact, cd.AllowedMessages)) this.wake();
-    await this.comms.acceptMessages(this.contact, cd.messages);
+    // While the database is unreachable the frame is stored again and again, its ack (and those
+    // of the frames after it) waiting, for as long as the stream lasts: closing the stream would
+    // only make the client reconnect into the same outage.
+    let failed = 0;
+    await this.comms.acceptMessages(this.contact, cd.messages, {
+      keepTrying: () => !this.closed,
+      onRetry: (err, failures, pauseMs) => {
+        failed = failures;
+        if (failures === 1) {
+          this.comms.logger.warn(
+            { clientId: this.contact.clientIdHex, err: err.message, retryInMs: Math.round(pauseMs) },
+            "storing a client frame failed; trying again while the stream lasts",
+          );
+        }
+      },
+    });
+    if (failed > 0) this.comms.logger.info({ clientId: this.contact.clientIdHex, failures: failed }, "client frame stored after the database came back");
   }
 
   private async pushLoop(): Promise<void> {

@@ -10,6 +10,9 @@ import { MAX_CONTACT_BYTES } from "../../common/limits.js";
 import type { Logger } from "../../common/log.js";
 import { type Comms, ContactError } from "../comms/comms.js";
 import type { Dispatcher } from "../comms/dispatcher.js";
+import { retryWhileStoreUnavailable, type StoreRetry } from "../comms/store-retry.js";
+import { StoreUnavailableError } from "../store/errors.js";
+import type { LogThrottle } from "../security/log-throttle.js";
 import { type StreamObserver, StreamSession, type StreamTimings } from "../comms/stream-session.js";
 import { type BufferBudget, type Reservation, SMALL_REQUEST_BYTES, uploadDeadlineMs } from "../security/buffer-budget.js";
 import { TokenBucket } from "../security/token-bucket.js";
@@ -36,21 +39,55 @@ export interface ContactHandlerDeps {
   maxStreamFramesPerSecond?: number;
   /** Reports each contact's outcome and duration, for metrics. */
   onContact?: (kind: "poll" | "stream", status: number, seconds: number) => void;
+  /** How long a new contact is held while the database cannot be reached (FrontendListenerLimits). */
+  contactHoldMs?: number;
+  /** Contacts refused because the database is unreachable are logged through this (one line per interval). */
+  unavailableLog?: LogThrottle;
 }
+
+/** A client refused while the database is down is asked to come back after 5–15 s, spread out. */
+const RETRY_AFTER_MIN_S = 5;
+const RETRY_AFTER_SPREAD_S = 10;
 
 function statusOf(e: unknown): number {
   if (e instanceof ContactError) return e.status;
+  if (e instanceof StoreUnavailableError) return 503;
   const status = (e as { status?: unknown }).status;
   return typeof status === "number" ? status : 500;
 }
 
-function fail(res: ServerResponse, status: number, message: string): void {
+function fail(res: ServerResponse, status: number, message: string, error?: unknown): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", connection: "close" });
+  const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8", connection: "close" };
+  if (error instanceof StoreUnavailableError) {
+    headers["retry-after"] = String(RETRY_AFTER_MIN_S + Math.floor(Math.random() * (RETRY_AFTER_SPREAD_S + 1)));
+  }
+  res.writeHead(status, headers);
   res.end(`${message}\n`);
+}
+
+/**
+ * A new contact whose database calls fail because the database cannot be reached is held (its
+ * request unanswered) and tried again, up to contactHoldMs from its start, while the client waits.
+ */
+function holdWhileStoreUnavailable(deps: ContactHandlerDeps, started: number, gone: () => boolean): StoreRetry {
+  const until = started + (deps.contactHoldMs ?? DEFAULT_FRONTEND_LISTENER_LIMITS.contactHoldMs);
+  return { keepTrying: () => !gone() && performance.now() < until };
+}
+
+/** Logs a refused contact: at warn for server-side trouble, throttled when the database is down. */
+function logRefusal(deps: ContactHandlerDeps, what: string, address: string, status: number, e: unknown): void {
+  const fields = { address, status, err: (e as Error).message };
+  if (e instanceof StoreUnavailableError && deps.unavailableLog) {
+    deps.unavailableLog.run((suppressed) =>
+      deps.logger.warn({ ...fields, suppressed }, `${what} (database unavailable; the client is told to retry later)`),
+    );
+    return;
+  }
+  deps.logger[status >= 500 ? "warn" : "info"](fields, what);
 }
 
 function precheck(req: IncomingMessage): void {
@@ -74,8 +111,9 @@ export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage,
       deadlineMs: uploadDeadlineMs(Number.isFinite(declared) ? declared : MAX_CONTACT_BYTES, deps.uploadGraceMs),
     });
     release = read.release;
-    const contact = await deps.comms.openContact(spki, address, read.body, false);
-    const { messages } = await deps.comms.fetchOutgoing(contact);
+    const hold = holdWhileStoreUnavailable(deps, started, () => res.destroyed);
+    const contact = await retryWhileStoreUnavailable(() => deps.comms.openContact(spki, address, read.body, false), hold);
+    const { messages } = await retryWhileStoreUnavailable(() => deps.comms.fetchOutgoing(contact), hold);
     const out = toBinary(ContactDataSchema, create(ContactDataSchema, { sequencingNonce: contact.nonce, messages }));
     if (messages.length > 0) deps.observer?.messagesSent?.(contact, messages);
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": out.length });
@@ -84,8 +122,8 @@ export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage,
   } catch (e) {
     const status = statusOf(e);
     const message = status === 500 ? `error processing contact: ${(e as Error).message}` : (e as Error).message;
-    deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "poll failed");
-    fail(res, status, message);
+    logRefusal(deps, "poll failed", address, status, e);
+    fail(res, status, message, e);
     deps.onContact?.("poll", status, (performance.now() - started) / 1000);
   } finally {
     release?.();
@@ -113,7 +151,7 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
   let framesSeen = 0;
   const stopWaiting = new AbortController();
 
-  const finish = (status: number, message?: string): void => {
+  const finish = (status: number, message?: string, error?: unknown): void => {
     if (finished) return;
     finished = true;
     if (firstFrameTimer) clearTimeout(firstFrameTimer);
@@ -124,7 +162,7 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
     }
     for (const f of queue.splice(0)) f.reservation?.release();
     if (session) session.close();
-    else if (message !== undefined) fail(res, status, message);
+    else if (message !== undefined) fail(res, status, message, error);
     deps.onContact?.("stream", status, (performance.now() - started) / 1000);
   };
 
@@ -227,7 +265,8 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
       });
 
     const startSession = async (first: Buffer): Promise<void> => {
-      const contact = await deps.comms.openContact(spki, address, first, true);
+      const hold = holdWhileStoreUnavailable(deps, started, () => finished);
+      const contact = await retryWhileStoreUnavailable(() => deps.comms.openContact(spki, address, first, true), hold);
       session = new StreamSession(
         deps.comms,
         contact,
@@ -244,7 +283,8 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
         deps.timings,
         deps.observer,
       );
-      const frame0 = await session.initialFrame();
+      const opened = session;
+      const frame0 = await retryWhileStoreUnavailable(() => opened.initialFrame(), hold);
       if (finished) {
         session.close();
         return;
@@ -285,8 +325,8 @@ export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessag
           .catch((e) => {
             first.reservation?.release();
             const status = statusOf(e);
-            deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "stream refused");
-            finish(status, (e as Error).message);
+            logRefusal(deps, "stream refused", address, status, e);
+            finish(status, (e as Error).message, e);
           });
         return;
       }

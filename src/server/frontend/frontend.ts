@@ -7,6 +7,7 @@ import type { Dispatcher } from "../comms/dispatcher.js";
 import type { StreamObserver, StreamTimings } from "../comms/stream-session.js";
 import type { StoredFile } from "../store/store.js";
 import { BufferBudget } from "../security/buffer-budget.js";
+import { LogThrottle } from "../security/log-throttle.js";
 import { frontendModeUsesTls, identifyClient } from "./client-identity.js";
 import { type ContactHandlerDeps, handlePoll, handleStream } from "./contact-handlers.js";
 import { handleFileRequest } from "./file-handler.js";
@@ -49,6 +50,7 @@ export async function startFrontend(opts: FrontendOptions): Promise<Frontend> {
   const deps: ContactHandlerDeps = {
     budget,
     ...(limits.uploadGraceMs !== undefined ? { uploadGraceMs: limits.uploadGraceMs } : {}),
+    ...(limits.contactHoldMs !== undefined ? { contactHoldMs: limits.contactHoldMs } : {}),
     ...(limits.maxStreamFramesPerSecond !== undefined ? { maxStreamFramesPerSecond: limits.maxStreamFramesPerSecond } : {}),
     comms: opts.comms,
     dispatcher: opts.dispatcher,
@@ -56,6 +58,7 @@ export async function startFrontend(opts: FrontendOptions): Promise<Frontend> {
     timings: opts.timings,
     identify: (req) => identifyClient(req, mode).spki,
     addressOf: clientAddressOf,
+    unavailableLog: new LogThrottle(10_000),
     ...(opts.observer ? { observer: opts.observer } : {}),
     ...(opts.onContact ? { onContact: opts.onContact } : {}),
   };

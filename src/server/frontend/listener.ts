@@ -71,6 +71,11 @@ export interface FrontendListenerLimits {
    * the event loop busy for everyone.
    */
   maxStreamFramesPerSecond: number;
+  /**
+   * How long a new contact is held, while the database cannot be reached, before it is answered
+   * 503 with a Retry-After (contact-handlers.ts).
+   */
+  contactHoldMs: number;
 }
 
 /** Fleetspeak's values where it has them: ReadHeaderTimeout 10 s, IdleTimeout 30 s. */
@@ -87,6 +92,7 @@ export const DEFAULT_FRONTEND_LISTENER_LIMITS: FrontendListenerLimits = {
   maxBufferedRequestBytes: DEFAULT_MAX_BUFFERED_REQUEST_BYTES,
   uploadGraceMs: DEFAULT_UPLOAD_GRACE_MS,
   maxStreamFramesPerSecond: 100,
+  contactHoldMs: 20_000,
 };
 
 /** https_config.limits of the components config (0 or unset: the default). */
