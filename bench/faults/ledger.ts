@@ -61,6 +61,15 @@ export class DeliveryLedger {
     return n;
   }
 
+  /** Insert → first receipt delays (ms) of the messages inserted in [from, to) and received. */
+  delays(from: number, to: number): number[] {
+    const out: number[] = [];
+    for (const e of this.entries.values()) {
+      if (e.ok && e.receipts.length > 0 && e.insertedAt >= from && e.insertedAt < to) out.push(Math.min(...e.receipts) - e.insertedAt);
+    }
+    return out;
+  }
+
   /** Figures over the messages inserted in [from, to), the fault at `faultAt` (all wall-clock ms). */
   figures(from: number, to: number, faultAt: number): FaultFigures {
     const out: FaultFigures = {

@@ -1,7 +1,8 @@
 // The seed topology of docs/scaling.md, as real processes: 2 frontend-only servers (notification
 // listeners, PROXY protocol), 2 admin-only servers (HTTP notifier), HAProxy in front of each tier
-// with the example config's fail-over settings (health checks, redispatch of refused
-// connections), on a database given as one DSN per server (Galera: servers on different nodes).
+// with the example config's fail-over settings (redispatch of refused connections; frontends
+// checked by TCP, admin servers by their health endpoint, which fails while their database does),
+// on a database given as one DSN per server (Galera: servers on different nodes).
 // Any server can be killed (SIGKILL) or stopped (SIGTERM) and started again on the same ports.
 import { freePort } from "../../test/support/haproxy.js";
 import { type ManagedProcess, startHaproxyProcess } from "../../test/support/processes.js";
@@ -53,7 +54,12 @@ export class SeedTopology {
         logLevel,
         ...(frontend
           ? { frontend: { proxyProtocol: true, port: await freePort() }, notifications: `127.0.0.1:${await freePort()}` }
-          : { admin: true, adminAddress: `127.0.0.1:${await freePort()}`, httpNotifier: true }),
+          : {
+              admin: true,
+              adminAddress: `127.0.0.1:${await freePort()}`,
+              httpNotifier: true,
+              healthAddress: `127.0.0.1:${await freePort()}`,
+            }),
       };
       this.specs.set(name, spec);
     }
@@ -86,7 +92,12 @@ export class SeedTopology {
       "  default_backend fleetspeak_admins",
       "backend fleetspeak_admins",
       "  balance roundrobin",
-      ...admins.map((n) => `  server ${n} ${this.specs.get(n)!.adminAddress} check inter 1s fall 2 rise 2`),
+      // An admin server that cannot reach its database (a lost Galera node) is taken out.
+      "  option httpchk",
+      ...admins.map((n) => {
+        const spec = this.specs.get(n)!;
+        return `  server ${n} ${spec.adminAddress} check port ${spec.healthAddress!.split(":")[1]} inter 1s fall 2 rise 2`;
+      }),
       "",
     ].join("\n");
     this.haproxy = await startHaproxyProcess("haproxy", cfg, [this.clientPort, this.adminPort]);

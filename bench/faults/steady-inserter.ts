@@ -10,8 +10,11 @@ import type { DeliveryLedger } from "./ledger.js";
 
 const CALL_DEADLINE_MS = 10_000;
 
+/** HTTP/2 connections to the admin balancer, so that its round robin spreads the calls. */
+const CONNECTIONS = 4;
+
 export class SteadyInserter {
-  private readonly grpc: GrpcUnaryClient;
+  private readonly grpc: GrpcUnaryClient[];
   private timer: NodeJS.Timeout | undefined;
   private seq = 0;
   private readonly calls = new Set<Promise<void>>();
@@ -24,7 +27,7 @@ export class SteadyInserter {
     private readonly ledger: DeliveryLedger,
     private readonly service = "TestService",
   ) {
-    this.grpc = new GrpcUnaryClient({ baseUrl: `http://${adminAddress}` });
+    this.grpc = Array.from({ length: CONNECTIONS }, () => new GrpcUnaryClient({ baseUrl: `http://${adminAddress}` }));
   }
 
   /** Starts inserting `perSecond` messages a second until stop(). */
@@ -56,7 +59,11 @@ export class SteadyInserter {
     });
     this.ledger.inserting(id, at);
     try {
-      await this.grpc.call("/fleetspeak.server.Admin/InsertMessage", toBinary(MessageSchema, m), AbortSignal.timeout(CALL_DEADLINE_MS));
+      await this.grpc[seq % CONNECTIONS]!.call(
+        "/fleetspeak.server.Admin/InsertMessage",
+        toBinary(MessageSchema, m),
+        AbortSignal.timeout(CALL_DEADLINE_MS),
+      );
       this.ledger.insertOk(id);
     } catch (e) {
       const key = (e as Error).message.slice(0, 100);
@@ -71,6 +78,6 @@ export class SteadyInserter {
   }
 
   close(): void {
-    this.grpc.close();
+    for (const g of this.grpc) g.close();
   }
 }

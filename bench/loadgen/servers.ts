@@ -23,6 +23,8 @@ export interface ServerSpec {
   notifications?: boolean | string;
   /** notification_use_http_notifier (admin servers of a split setup). */
   httpNotifier?: boolean;
+  /** health_check_config on this host:port (200 while the database answers, 503 otherwise). */
+  healthAddress?: string;
   /** Go-style DSN; SQLite in the run's directory otherwise. */
   mysqlDsn?: string;
   /** Services config text. */
@@ -93,6 +95,7 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
     lines.push(`notification_public_address: "${server.notificationAddress}"`);
   }
   if (spec.httpNotifier) lines.push("notification_use_http_notifier: true");
+  if (spec.healthAddress) lines.push(`health_check_config: < listen_address: "${spec.healthAddress}" >`);
   server.metricsAddress = `127.0.0.1:${await freePort()}`;
   lines.push(`stats_config: < address: "${server.metricsAddress}" >`);
 

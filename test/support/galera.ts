@@ -9,6 +9,8 @@ import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import mysql, { type RowDataPacket } from "mysql2/promise";
 import { freePort } from "./haproxy.js";
 
@@ -31,6 +33,11 @@ export interface GaleraNode {
   readonly running: boolean;
   /** The node's error log, for diagnostics. */
   log(): string;
+  /**
+   * An HTTP health check on 127.0.0.1:healthPort: 200 while the node is synced and ready, 503
+   * otherwise (what Galera's clustercheck script answers), for HAProxy's httpchk.
+   */
+  readonly healthPort: number;
 }
 
 export interface GaleraCluster {
@@ -39,6 +46,11 @@ export interface GaleraCluster {
   createDatabase(name: string): Promise<void>;
   /** Resolves once every running node is synced and sees them all. */
   waitSynced(timeoutMs?: number): Promise<void>;
+  /**
+   * An HAProxy `listen` section on 127.0.0.1:port in front of the cluster in single-writer mode:
+   * node 1 takes every connection while it is healthy, the others are backups.
+   */
+  haproxySingleWriter(port: number): string;
   destroy(): Promise<void>;
 }
 
@@ -47,6 +59,7 @@ interface NodePorts {
   group: number;
   ist: number;
   sst: number;
+  health: number;
 }
 
 const live = new Set<ChildProcess>();
@@ -68,7 +81,7 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
   chownSync(dir, uid, gid);
   const ports: NodePorts[] = [];
   for (let i = 0; i < size; i++) {
-    ports.push({ sql: await freePort(), group: await freePort(), ist: await freePort(), sst: await freePort() });
+    ports.push({ sql: await freePort(), group: await freePort(), ist: await freePort(), sst: await freePort(), health: 0 });
   }
   const clusterAddress = `gcomm://${ports.map((p) => `127.0.0.1:${p.group}`).join(",")}`;
 
@@ -110,11 +123,28 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
         await new Promise((r) => setTimeout(r, 250));
       }
     },
+    haproxySingleWriter: (port) =>
+      [
+        "listen galera",
+        `  bind 127.0.0.1:${port}`,
+        "  mode tcp",
+        "  timeout connect 1s",
+        "  timeout client 20m",
+        "  timeout server 20m",
+        "  option httpchk",
+        // A writer that fails its check has its sessions cut, so that the pools reconnect to the
+        // new writer at once; when it is back, the backups' sessions are cut (one writer again).
+        "  default-server inter 1s fall 2 rise 2 on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions",
+        ...nodes.map((n, i) => `  server ${n.name} 127.0.0.1:${n.port} check port ${n.healthPort}${i === 0 ? "" : " backup"}`),
+        "",
+      ].join("\n"),
     async destroy() {
       await Promise.all(nodes.map((n) => n.kill()));
+      await Promise.all(health.map((h) => new Promise((r) => h.close(r))));
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  const health: Server[] = [];
 
   for (let i = 0; i < size; i++) {
     const name = `node${i + 1}`;
@@ -130,7 +160,11 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
         "--skip-test-db",
       ]);
     }
-    nodes.push(galeraNode(name, dir, data, ports[i]!, clusterAddress, i === 0));
+    const node = galeraNode(name, dir, data, ports[i]!, clusterAddress, i === 0);
+    nodes.push(node);
+    const check = await startHealthCheck(node);
+    ports[i]!.health = check.port;
+    health.push(check.server);
   }
   try {
     // One at a time: a joiner needs a donor that is synced.
@@ -150,6 +184,9 @@ function galeraNode(name: string, dir: string, data: string, p: NodePorts, clust
   const node: GaleraNode = {
     name,
     port: p.sql,
+    get healthPort() {
+      return p.health;
+    },
     get running() {
       return proc !== undefined && proc.exitCode === null && proc.signalCode === null;
     },
@@ -229,4 +266,21 @@ function galeraNode(name: string, dir: string, data: string, p: NodePorts, clust
     log: () => (existsSync(errorLog) ? readFileSync(errorLog, "utf8") : ""),
   };
   return node;
+}
+
+/** The node's clustercheck-style HTTP health check, on a free port. */
+async function startHealthCheck(node: GaleraNode): Promise<{ server: Server; port: number }> {
+  const server = createServer((_req, res) => {
+    const answer = (ok: boolean, text: string) => {
+      res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" });
+      res.end(`${text}\n`);
+    };
+    if (!node.running) return answer(false, "not running");
+    node.status().then(
+      (s) => answer(s.state === "Synced" && s.ready, s.state),
+      (e: Error) => answer(false, e.message),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, port: (server.address() as AddressInfo).port };
 }
