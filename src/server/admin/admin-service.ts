@@ -59,11 +59,14 @@ import { invalidArgument, toConnectError } from "./admin-errors.js";
 import { Coalescer } from "../../common/coalescer.js";
 import { type Destination, DestinationCache, notificationTarget } from "./destination-cache.js";
 import { pushStream } from "./push-stream.js";
+import { retryWhileStoreUnavailable } from "../comms/store-retry.js";
 
 /** A notification that failed (refused, timed out): like "absent", the address may be out of date. */
 const NOT_REACHED = Symbol("not reached");
 /** The most a notifier may hold an InsertMessage call; after that it finishes in the background. */
 const DEFAULT_NOTIFY_WAIT_MS = 1000;
+/** How long InsertMessage keeps trying while the database cannot be reached. */
+const DEFAULT_STORE_HOLD_MS = 10_000;
 /** Go's Timestamp.CheckValid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z. */
 const MIN_TIMESTAMP_SECONDS = -62135596800n;
 const MAX_TIMESTAMP_SECONDS = 253402300799n;
@@ -74,6 +77,11 @@ export interface AdminServiceOptions {
   logger: Logger;
   /** How long InsertMessage waits for a notification before answering anyway. */
   notifyWaitMs?: number;
+  /**
+   * How long InsertMessage keeps trying to store its message while the database cannot be
+   * reached (a restart, a Galera fail-over), within the caller's deadline. Default 10 s.
+   */
+  storeHoldMs?: number;
   /**
    * Group commit of concurrent InsertMessage calls: at most this many messages per store call,
    * and this many store calls (and client lookups) at once. Default 100 and 4.
@@ -88,6 +96,7 @@ export class AdminService implements AdminImpl {
   readonly #notifier: Notifier;
   readonly #log: Logger;
   readonly #notifyWaitMs: number;
+  readonly #storeHoldMs: number;
   readonly #lookups: Coalescer<Uint8Array, Client | undefined>;
   readonly #destinations = new DestinationCache();
   readonly #writes: Coalescer<Message, void>;
@@ -98,6 +107,7 @@ export class AdminService implements AdminImpl {
     this.#notifier = opts.notifier;
     this.#log = opts.logger;
     this.#notifyWaitMs = opts.notifyWaitMs ?? DEFAULT_NOTIFY_WAIT_MS;
+    this.#storeHoldMs = opts.storeHoldMs ?? DEFAULT_STORE_HOLD_MS;
     const batching = {
       maxBatch: opts.batching?.maxBatch ?? 100,
       maxInFlight: opts.batching?.maxInFlight ?? 4,
@@ -265,7 +275,12 @@ export class AdminService implements AdminImpl {
         }
       }
 
-      await this.#writes.submit(m);
+      // A database that is briefly away (restarting, failing over) costs the caller a wait, not
+      // an error: storing the same message again is harmless (same ID, merge rules).
+      const started = performance.now();
+      await retryWhileStoreUnavailable(() => this.#writes.submit(m), {
+        keepTrying: () => !ctx.signal.aborted && performance.now() - started < this.#storeHoldMs,
+      });
 
       const target = destination && notificationTarget(destination, Date.now());
       if (target && !ctx.signal.aborted) await this.#notify(target, clientId, { message: m, encoded });

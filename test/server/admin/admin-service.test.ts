@@ -14,7 +14,11 @@ import { ResourceUsageDataSchema } from "../../../src/gen/fleetspeak_monitoring/
 import { BroadcastSchema } from "../../../src/gen/fleetspeak_server/broadcasts_pb.js";
 import { HttpNotificationListener } from "../../../src/server/notify/http-listener.js";
 import { HttpNotifier } from "../../../src/server/notify/http-notifier.js";
+import { parseMysqlDsn } from "../../../src/common/mysql-dsn.js";
+import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { BROADCAST_UNLIMITED, type Store } from "../../../src/server/store/store.js";
+import { createTestDatabase } from "../../support/mariadb.js";
+import { proxiedDsn, startMysqlProxy } from "../../support/mysql-proxy.js";
 import { type AdminHarness, startAdminHarness } from "./harness.js";
 
 async function rejectsWith(p: Promise<unknown>, code: Code, text: RegExp): Promise<void> {
@@ -458,7 +462,7 @@ for (const backend of ["sqlite", "mariadb"] as const) {
 
 describe("admin service with the database down", () => {
   it("answers UNAVAILABLE with an actionable message", async () => {
-    const h = await startAdminHarness();
+    const h = await startAdminHarness("sqlite", { storeHoldMs: 300 });
     try {
       await h.store.close();
       await rejectsWith(h.client.listClients({}), Code.Unavailable, /^ListClients: the database is unavailable \(.*\); nothing was changed, retry later$/);
@@ -476,6 +480,39 @@ describe("admin service with the database down", () => {
       await h.client.keepAlive({});
     } finally {
       await h.server.close();
+    }
+  });
+
+  it("holds InsertMessage while the database is briefly out of reach, and stores the message once it is back", async () => {
+    const db = await createTestDatabase();
+    const o = parseMysqlDsn(db.dsn);
+    const proxy = await startMysqlProxy(o.socketPath ? { path: o.socketPath } : { host: o.host!, port: o.port! });
+    const h = await startAdminHarness("mariadb", {
+      storeHoldMs: 10_000,
+      openStore: async () => {
+        const store = await MysqlStore.fromDsn(proxiedDsn(db.dsn, proxy.port), { poolSize: 2 });
+        return {
+          store,
+          cleanup: async () => {
+            await store.close();
+            await proxy.close();
+            await db.drop();
+          },
+        };
+      },
+    });
+    try {
+      const to = randomBytes(8);
+      await h.store.addClient(to, { key: randomBytes(91), labels: [], blacklisted: false });
+      await h.client.insertMessage(clientMessage(to));
+      proxy.setDown(true);
+      const held = h.client.insertMessage(clientMessage(to));
+      await new Promise((r) => setTimeout(r, 700));
+      proxy.setDown(false);
+      await held;
+      assert.equal((await h.client.getPendingMessageCount({ clientIds: [to] })).count, 2n);
+    } finally {
+      await h.close();
     }
   });
 });
