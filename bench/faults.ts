@@ -14,6 +14,8 @@
 // node 1, frontend-2 on node 2, admin-1 on node 3), galera-haproxy (every server through HAProxy
 // in front of the cluster, single writer: node 1, the others backups).
 import { loadavg } from "node:os";
+import mysql from "mysql2/promise";
+import { parseMysqlDsn } from "../src/common/mysql-dsn.js";
 import { parseArgs } from "node:util";
 import { freePort } from "../test/support/haproxy.js";
 import { type GaleraCluster, startGaleraCluster } from "../test/support/galera.js";
@@ -69,6 +71,8 @@ export interface SetupResult {
   transactionRetries: number;
   /** Messages lost before any fault (should be 0: the setup itself loses nothing). */
   baselineLost: number;
+  /** Servers that exited by themselves during the run (none should). */
+  crashed: string[];
   runs: FaultRun[];
   loadAverage: string;
 }
@@ -109,6 +113,27 @@ async function startDatabase(setup: SetupName): Promise<Database> {
       await galera.destroy();
     },
   };
+}
+
+function runsLostIds(ledger: DeliveryLedger, applied: AppliedFault[], stoppedAt: number): string[] {
+  return applied.flatMap((f, i) => ledger.figures(f.at - 3000, applied[i + 1] ? applied[i + 1]!.at - 3000 : stoppedAt, f.at).lostIds.map((x) => x.split("@")[0]!));
+}
+
+/** The pending rows of messages (hex IDs), for the log: how often they were leased, and until when. */
+async function pendingRows(dsn: string, ids: string[]): Promise<unknown[]> {
+  const o = parseMysqlDsn(dsn);
+  const c = await mysql.createConnection({ host: o.host!, port: o.port!, user: o.user, password: o.password, database: o.database });
+  try {
+    const [rows] = await c.query(
+      `SELECT HEX(p.message_id) AS id, p.retry_count, (p.scheduled_time DIV 1000) - (UNIX_TIMESTAMP(NOW(3)) * 1000) AS due_in_ms,
+         (SELECT COUNT(*) FROM client_contact_messages l WHERE l.message_id = p.message_id) AS contacts
+       FROM pending_messages p WHERE p.message_id IN (?)`,
+      [ids.map((h) => Buffer.from(h, "hex"))],
+    );
+    return rows as unknown[];
+  } finally {
+    await c.end();
+  }
 }
 
 /** Sum of a counter over all its label sets, from a server's /metrics. */
@@ -168,9 +193,12 @@ export async function runFaults(o: FaultRunOptions): Promise<SetupResult> {
     }
     await inserter.stop();
     const stoppedAt = nowMs();
+    const crashed = topo.crashed();
     // What is due goes out at once or at the next due-message sweep (every 5 s).
     for (let waited = 0; ledger.outstanding > 0 && waited < 30_000; waited += 250) await new Promise((r) => setTimeout(r, 250));
 
+    const lost = runsLostIds(ledger, applied, stoppedAt);
+    if (lost.length > 0) o.log(`${o.setup}: lost messages as the database has them: ${JSON.stringify(await pendingRows(db.dsns[0]!, lost))}`);
     let retries = 0;
     for (const s of topo.servers) retries += await counterTotal(s.metricsAddress, "fleetspeak_datastore_transaction_retries_total");
     const baseline = ledger.figures(started, baselineEnd, baselineEnd);
@@ -188,6 +216,7 @@ export async function runFaults(o: FaultRunOptions): Promise<SetupResult> {
       runs,
       loadAverage: `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}`,
       baselineLost: baseline.lost,
+      crashed,
     };
   } finally {
     await inserter?.stop();

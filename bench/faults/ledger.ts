@@ -29,7 +29,7 @@ export interface FaultFigures {
   worstDelayMs: number;
   /** From the fault to the insert after which every message arrived within 1 s, ms. */
   recoveryMs: number;
-  /** IDs of lost messages (a few), for a closer look. */
+  /** IDs of lost messages (a few), for a closer look, with their insert time relative to the fault. */
   lostIds: string[];
 }
 
@@ -93,7 +93,7 @@ export class DeliveryLedger {
       out.inserted++;
       if (e.receipts.length === 0) {
         out.lost++;
-        if (out.lostIds.length < 5) out.lostIds.push(id);
+        if (out.lostIds.length < 5) out.lostIds.push(`${id}@${Math.round(e.insertedAt - faultAt)}ms`);
         lastSlow = e.insertedAt;
         continue;
       }

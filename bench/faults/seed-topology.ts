@@ -111,6 +111,11 @@ export class SeedTopology {
     return [...this.running.values()];
   }
 
+  /** Servers that should be running and exited by themselves. */
+  crashed(): string[] {
+    return this.servers.filter((s) => s.process.proc.exitCode !== null || s.process.proc.signalCode !== null).map((s) => s.name);
+  }
+
   /** Ends a server with `signal` and waits for it to exit; its output is kept for the caller. */
   async stopServer(name: ServerName, signal: "SIGKILL" | "SIGTERM"): Promise<BenchServer> {
     const s = this.running.get(name);

@@ -171,7 +171,7 @@ export class StreamClient extends SimClient implements ResponseSink {
   private nonce = 0n;
   private doneSending = false;
   /** Each frame sent and not yet acknowledged, oldest first: its client messages and acked IDs. */
-  private unacked: { ingest: number; acks?: string[] }[] = [];
+  private unacked: { ingest: number; acks?: Uint8Array[] }[] = [];
   private connectStarted = 0;
   /** The last refused connection's Retry-After, in ms; 0 when it had none. */
   retryAfterMs = 0;
@@ -208,6 +208,10 @@ export class StreamClient extends SimClient implements ResponseSink {
       },
       (d) => this.parser!.push(d),
       (failure) => {
+        // As the Go client: what the server did not acknowledge is sent again on the next stream.
+        for (const frame of this.unacked) if (frame.acks) this.pendingAcks.push(...frame.acks);
+        this.unacked = [];
+        if (this.pendingAcks.length > 0) this.host.ackPending(this);
         let error = failure;
         const wasOpen = this.opened;
         if (!wasOpen && error === undefined) {
@@ -249,7 +253,7 @@ export class StreamClient extends SimClient implements ResponseSink {
     if (cd.ackIndex !== 0n) {
       const frame = this.unacked.shift();
       this.host.frameAcked(this, frame?.ingest ?? 0);
-      if (frame?.acks) this.host.acksStored?.(frame.acks);
+      if (frame?.acks) this.host.acksStored?.(frame.acks.map(bytesToHex));
     }
     if (cd.doneSending) {
       this.doneSending = true;
@@ -264,7 +268,7 @@ export class StreamClient extends SimClient implements ResponseSink {
   private sendFrame(cd: ContactInit, ingestMessages: number, acks?: Uint8Array[]): boolean {
     const s = this.socket;
     if (!s || !this.opened || this.doneSending) return false;
-    this.unacked.push({ ingest: ingestMessages, ...(acks ? { acks: acks.map(bytesToHex) } : {}) });
+    this.unacked.push({ ingest: ingestMessages, ...(acks ? { acks } : {}) });
     s.write(streamFrameChunk(wrappedContact({ sequencingNonce: this.nonce, ...cd })));
     return true;
   }

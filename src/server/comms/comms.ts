@@ -24,6 +24,14 @@ import { retryWhileStoreUnavailable, type StoreRetry } from "./store-retry.js";
 
 /** Fleetspeak's delivery lease: an unacknowledged message is offered again after this. */
 export const CLIENT_LEASE_MS = 15 * 60 * 1000;
+/**
+ * A new stream takes back what the client's earlier streams leased this recently (a frontend
+ * killed between leasing a message and writing it leaves it leased to a dead stream), once the
+ * client has had RELEASE_GRACE_MS to acknowledge what it did receive. Fleetspeak leaves such
+ * messages for the whole lease.
+ */
+const RELEASE_RECENT_MS = 60_000;
+const RELEASE_GRACE_MS = 5_000;
 
 /** A contact that cannot go on; `status` is the HTTP status the frontend answers with. */
 export class ContactError extends Error {
@@ -75,6 +83,8 @@ export interface Contact {
   broadcastsPending: boolean;
   /** A blacklisted client gets one RekeyRequest per contact. */
   rekeySent: boolean;
+  /** When messages that earlier streams leased moments ago fall due again (a new stream). */
+  releasedDueAtMs?: number;
 }
 
 const SYSTEM = "system";
@@ -189,6 +199,14 @@ export class Comms {
     const allowed = Object.entries(cd.AllowedMessages);
     if (allowed.length > 0) contact.tokens = new Map(allowed.map(([k, v]) => [k, clampCount(v)]));
     await this.acceptMessages(contact, cd.messages);
+    if (streaming) {
+      const dueAtMs = Date.now() + RELEASE_GRACE_MS;
+      const released = await this.opts.store.releaseRecentLeases(clientId, { leaseMs: this.leaseMs, recentMs: RELEASE_RECENT_MS, dueAtMs });
+      if (released > 0) {
+        contact.releasedDueAtMs = dueAtMs;
+        this.opts.logger.debug({ clientId: clientIdHex, released }, "new stream: messages leased moments ago to an earlier one go out again unless acknowledged");
+      }
+    }
     return contact;
   }
 

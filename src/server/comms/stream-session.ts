@@ -89,6 +89,8 @@ export class StreamSession implements Wakeable {
     const { lifespanMs, closeBeforeMs } = this.timings;
     this.timers.push(setTimeout(() => this.drain(), Math.max(0, lifespanMs - closeBeforeMs)));
     this.timers.push(setTimeout(() => this.close(), lifespanMs));
+    const released = this.contact.releasedDueAtMs;
+    if (released !== undefined) this.timers.push(setTimeout(() => this.wake(), Math.max(0, released - Date.now())));
     // A stream that opened while the server began to stop is told to move on at once.
     if (this.dispatcher.isDraining) this.drain();
     else if (this.wanted) this.wake();

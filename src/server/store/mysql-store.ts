@@ -76,6 +76,7 @@ import {
   carriedLeaseParams,
   carriedLeaseWhere,
   carriedRow,
+  recentLeaseRange,
   toMessageRow,
 } from "./rows.js";
 import type {
@@ -940,6 +941,18 @@ export class MysqlStore implements Store {
       const [due] = results[next++] as ({ due: DbInt } & RowDataPacket)[];
       return { leased, othersDue: num(due!.due) > 0 };
     });
+  }
+
+  async releaseRecentLeases(clientId: Uint8Array, opts: { leaseMs: number; recentMs: number; dueAtMs: number }): Promise<number> {
+    checkClientId(clientId);
+    const [from, to] = recentLeaseRange(Date.now(), opts);
+    const res = await this.write(
+      "releaseRecentLeases",
+      `UPDATE pending_messages FORCE INDEX (pending_messages_due) SET scheduled_time = ?
+       WHERE destination_client_id = ? AND scheduled_time > ? AND scheduled_time <= ?`,
+      [msToUs(opts.dueAtMs), buf(clientId), from, to],
+    );
+    return res.affectedRows;
   }
 
   /**
