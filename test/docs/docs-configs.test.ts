@@ -1,8 +1,9 @@
 // The config blocks in docs/ are real configs: each block whose first line names a message type
 // ("# fleetspeak.components.Config: …") must parse as that message and pass the server's checks.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { describe, it } from "node:test";
 import { ConfigSchema as ClientConfigSchema } from "../../src/gen/fleetspeak_client_generic/config_pb.js";
@@ -42,6 +43,15 @@ function configBlocks(): Block[] {
   return out;
 }
 
+/** The fenced block of docs/`file` whose first line starts with `firstLine`. */
+function fencedBlock(file: string, firstLine: string): string {
+  const lines = readFileSync(join(DOCS, file), "utf8").split("\n");
+  const start = lines.findIndex((l, i) => l.startsWith(firstLine) && lines[i - 1]?.startsWith("```"));
+  assert.ok(start > 0, `docs/${file} has no block starting with ${firstLine}`);
+  const end = lines.findIndex((l, i) => i > start && l.startsWith("```"));
+  return lines.slice(start, end).join("\n");
+}
+
 describe("config blocks in docs/", () => {
   const blocks = configBlocks();
 
@@ -49,6 +59,7 @@ describe("config blocks in docs/", () => {
     const inScaling = blocks.filter((b) => b.file === "scaling.md").map((b) => b.type);
     assert.deepEqual(inScaling.sort(), [
       "fleetspeak.client.generic.Config",
+      "fleetspeak.components.Config",
       "fleetspeak.components.Config",
       "fleetspeak.components.Config",
       "fleetspeak.server.ServerConfig",
@@ -87,6 +98,40 @@ describe("config blocks in docs/", () => {
       }
     });
   }
+
+  it("scaling.md's Galera settings are options mariadbd knows, taking the values written", () => {
+    const block = fencedBlock("scaling.md", "# /etc/mysql/mariadb.conf.d/60-galera.cnf");
+    const dir = mkdtempSync(join(tmpdir(), "fs-docs-galera-"));
+    try {
+      const cnf = join(dir, "galera.cnf");
+      writeFileSync(cnf, block);
+      // --help reads the file like a start would, and lists every option with its value.
+      const run = spawnSync("/usr/sbin/mariadbd", [`--defaults-file=${cnf}`, "--verbose", "--help"], { encoding: "utf8" });
+      const out = `${run.stdout}${run.stderr}`;
+      assert.doesNotMatch(out, /unknown (variable|option)/);
+      for (const [, name, value] of block.matchAll(/^(\w+)\s*=\s*(\S+)$/gm)) {
+        const option = name!.replace(/_/g, "-");
+        // Booleans are listed as TRUE/FALSE.
+        const shown = value === "ON" ? "(ON|TRUE)" : value!.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+        assert.match(out, new RegExp(`^${option}\\s+${shown}$`, "m"), `${name} = ${value}`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("scaling.md's HAProxy section for Galera is a valid HAProxy config", () => {
+    const block = fencedBlock("scaling.md", "# haproxy.cfg: in front of the Galera cluster");
+    const dir = mkdtempSync(join(tmpdir(), "fs-docs-haproxy-"));
+    try {
+      const cfg = join(dir, "haproxy.cfg");
+      // The example's host names do not resolve here.
+      writeFileSync(cfg, `global\n  maxconn 100\ndefaults\n  default-server init-addr last,libc,none\n${block}\n`);
+      execFileSync("/usr/sbin/haproxy", ["-c", "-q", "-f", cfg]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it("deploy/haproxy/haproxy.cfg is a valid HAProxy config", () => {
     execFileSync("/usr/sbin/haproxy", ["-c", "-q", "-f", join(ROOT, "deploy/haproxy/haproxy.cfg")]);
