@@ -5,7 +5,10 @@
 // Unlike Fleetspeak, which logs a broken state file and quietly makes a new key (and so a new
 // ClientID, orphaning the machine's history on the server), a state file that exists but cannot be
 // read is an error here; the operator chooses a new identity with --reset_state.
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+//
+// Fields this version does not know (another Fleetspeak version's) are written back unchanged, as
+// Fleetspeak's Go client does, so that going back to it loses nothing.
+import { create, fromBinary, toBinary, type UnknownField } from "@bufbuild/protobuf";
 import type { KeyObject } from "node:crypto";
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { clientIdOfKey, generateP256Key, keyFromSec1Der, keyToSec1Der } from "../common/certs.js";
@@ -21,7 +24,9 @@ export function serialKey(serial: Uint8Array | string): string {
   return hex === "" ? "0" : BigInt(`0x${hex}`).toString(16);
 }
 
+/** Minimal big-endian bytes, as Go's big.Int.Bytes() gives them (no bytes at all for 0). */
 function serialBytes(key: string): Uint8Array {
+  if (key === "0") return new Uint8Array(0);
   const hex = key.length % 2 ? `0${key}` : key;
   return Buffer.from(hex, "hex");
 }
@@ -39,6 +44,7 @@ export class ClientStateStore {
   private id: Buffer;
   private nonce = 0n;
   private readonly revoked = new Set<string>();
+  private unknownFields: UnknownField[] | undefined;
   private dirty = true;
   private timer: NodeJS.Timeout | undefined;
   private readonly rekeyListeners: Array<() => void> = [];
@@ -125,6 +131,7 @@ export class ClientStateStore {
       const key = keyFromSec1Der(state.clientKey, "client_key");
       this.nonce = state.sequencingNonce;
       for (const s of state.revokedCertSerials) this.revoked.add(serialKey(s));
+      this.unknownFields = state.$unknown;
       return key;
     } catch (e) {
       const reason = e instanceof Error ? e.message : String(e);
@@ -154,14 +161,13 @@ export class ClientStateStore {
       this.dirty = false;
       return;
     }
-    const bytes = toBinary(
-      ClientStateSchema,
-      create(ClientStateSchema, {
-        clientKey: keyToSec1Der(this.keyObject),
-        sequencingNonce: this.nonce,
-        revokedCertSerials: [...this.revoked].map(serialBytes),
-      }),
-    );
+    const state = create(ClientStateSchema, {
+      clientKey: keyToSec1Der(this.keyObject),
+      sequencingNonce: this.nonce,
+      revokedCertSerials: [...this.revoked].map(serialBytes),
+    });
+    state.$unknown = this.unknownFields;
+    const bytes = toBinary(ClientStateSchema, state);
     const tmp = `${path}.new`;
     try {
       rmSync(tmp, { force: true });

@@ -1,0 +1,188 @@
+// A deployment set up the way Fleetspeak's users set theirs up, for the tests that move a client
+// between Fleetspeak's Go client and ours: Fleetspeak's own `fleetspeak_config` writes the CA, the
+// server certificate, the server's components config and the Linux client config; a witness server
+// (ours, or Fleetspeak's Go server on its SQLite datastore) serves them; clients of either kind run
+// on a configuration directory laid out as Fleetspeak's packages lay it out. Fleetspeak's own
+// generated Python modules read the state files and write the binary service configs, so neither
+// direction relies on our protobuf code to judge our protobuf code.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type FleetspeakGo, fleetspeakGo } from "../../support/fleetspeak-go.js";
+import { freePort } from "../../support/haproxy.js";
+import { type ManagedProcess, manage, startServerProcess } from "../../support/processes.js";
+import { PYTHON, REPO, tempDir } from "./client-env.js";
+
+const FILES_PY = join(REPO, "test/support/python/fleetspeak_client_files.py");
+
+/** What fleetspeak_config wrote for one deployment. */
+export interface ConfiguredDeployment {
+  dir: string;
+  frontendPort: number;
+  adminPort: number;
+  /** fleetspeak.components.Config, in Go's text format as fleetspeak_config writes it. */
+  serverComponents: string;
+  /** fleetspeak.client.generic.Config for Linux, as fleetspeak_config writes it. */
+  linuxClientConfig: string;
+}
+
+/** Runs Fleetspeak's fleetspeak_config for a deployment on 127.0.0.1 with fresh ports. */
+export async function configureWithFleetspeakConfig(name: string): Promise<ConfiguredDeployment> {
+  const go = fleetspeakGo();
+  const dir = tempDir(`fs-${name}-`);
+  const frontendPort = await freePort();
+  const adminPort = await freePort();
+  const input = join(dir, "configurator.config");
+  writeFileSync(
+    input,
+    `configuration_name: "${name}"
+components_config {
+  https_config { listen_address: "127.0.0.1:${frontendPort}" }
+  admin_config { listen_address: "127.0.0.1:${adminPort}" }
+}
+trusted_cert_file: "${dir}/ca.pem"
+trusted_cert_key_file: "${dir}/ca.key"
+server_cert_file: "${dir}/server.pem"
+server_cert_key_file: "${dir}/server.key"
+server_component_configuration_file: "${dir}/server.components.config"
+public_host_port: "localhost:${frontendPort}"
+linux_client_configuration_file: "${dir}/linux_client.config"
+`,
+  );
+  execFileSync(go.config, ["-config", input, "-logtostderr"], { stdio: ["ignore", "ignore", "pipe"] });
+  return {
+    dir,
+    frontendPort,
+    adminPort,
+    serverComponents: readFileSync(join(dir, "server.components.config"), "utf8"),
+    linuxClientConfig: readFileSync(join(dir, "linux_client.config"), "utf8"),
+  };
+}
+
+export type ServerKind = "ours" | "go";
+
+/**
+ * Starts the deployment's server from the components config fleetspeak_config wrote: ours with
+ * its SQLite file, or Fleetspeak's with `mysql_data_source_name: "sqlite:…"` (its SQLite store).
+ */
+export async function startWitnessServer(
+  kind: ServerKind,
+  deployment: ConfiguredDeployment,
+  services: string,
+): Promise<ManagedProcess> {
+  if (kind === "ours") {
+    return startServerProcess({
+      name: `our-server-${deployment.frontendPort}`,
+      components: deployment.serverComponents,
+      services,
+      sqlitePath: join(deployment.dir, "ours.sqlite"),
+    });
+  }
+  const go = fleetspeakGo();
+  const components = join(deployment.dir, "go.components.config");
+  const servicesFile = join(deployment.dir, "go.services.config");
+  writeFileSync(
+    components,
+    `mysql_data_source_name: ${JSON.stringify(`sqlite:${join(deployment.dir, "go.sqlite")}`)}\n${deployment.serverComponents}`,
+  );
+  writeFileSync(servicesFile, services);
+  const proc = spawn(go.server, ["-components_config", components, "-services_config", servicesFile, "-logtostderr"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const m = manage(`go-server-${deployment.frontendPort}`, proc);
+  await m.waitFor(/Fleetspeak server started/, 30_000);
+  return m;
+}
+
+/** One machine's client files: the config, its configuration directory and state file. */
+export interface ClientTree {
+  configFile: string;
+  configDir: string;
+  stateFile: string;
+}
+
+/**
+ * Lays out a client as Fleetspeak's Linux package does (`<dir>/etc/fleetspeak-client/` with
+ * communicator.txt, textservices/ and services/; the state file under `<dir>/var/lib/misc/`), its
+ * config being fleetspeak_config's Linux client config with only those two paths moved under `dir`.
+ */
+export function installClientTree(
+  deployment: ConfiguredDeployment,
+  services: { text?: Record<string, string>; signedDaemons?: Record<string, { name: string; argv: string[] }> } = {},
+  dir = tempDir("fs-machine-"),
+): ClientTree {
+  const configDir = join(dir, "etc/fleetspeak-client");
+  const stateFile = join(dir, "var/lib/misc/fleetspeak-client.state");
+  let config = deployment.linuxClientConfig;
+  for (const [goPath, ours] of [
+    ["/etc/fleetspeak-client", configDir],
+    ["/var/lib/misc/fleetspeak-client.state", stateFile],
+  ] as const) {
+    if (!config.includes(JSON.stringify(goPath))) {
+      throw new Error(`fleetspeak_config's Linux client config no longer holds ${goPath}:\n${config}`);
+    }
+    config = config.replace(JSON.stringify(goPath), JSON.stringify(ours));
+  }
+  mkdirSync(join(configDir, "textservices"), { recursive: true });
+  mkdirSync(join(configDir, "services"), { recursive: true });
+  mkdirSync(join(dir, "var/lib/misc"), { recursive: true });
+  const configFile = join(configDir, "client.config");
+  writeFileSync(configFile, config);
+  writeFileSync(
+    join(configDir, "communicator.txt"),
+    "# fleetspeak.client.CommunicatorConfig: retry fast after a failure (tests restart servers)\nmin_failure_delay_seconds: 1\n",
+  );
+  for (const [file, text] of Object.entries(services.text ?? {})) {
+    writeFileSync(join(configDir, "textservices", file), text);
+  }
+  for (const [file, { name, argv }] of Object.entries(services.signedDaemons ?? {})) {
+    fleetspeakPython(["daemon-service", join(configDir, "services", file), name, ...argv]);
+  }
+  return { configFile, configDir, stateFile };
+}
+
+/** Fleetspeak's Go client on a config file, supervised (killed if the test process exits). */
+export function startGoClient(name: string, configFile: string): ManagedProcess {
+  const go = fleetspeakGo();
+  const proc = spawn(go.client, ["-config", configFile, "-logtostderr"], { stdio: ["ignore", "pipe", "pipe"] });
+  return manage(name, proc);
+}
+
+/** Our fleetspeak-client on a config file, supervised likewise; it logs at info level. */
+export function startOurClient(name: string, configFile: string, args: string[] = []): ManagedProcess {
+  const proc = spawn(process.execPath, [join(REPO, "bin/fleetspeak-client.js"), "-config", configFile, ...args], {
+    cwd: tmpdir(),
+    env: { ...process.env, FLEETSPEAK_LOG_LEVEL: "info" },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return manage(name, proc);
+}
+
+/** A fleetspeak.client.ClientState as Fleetspeak's own Python module decodes it. */
+export interface DecodedState {
+  /** Field numbers present in the file, known and unknown. */
+  fields: number[];
+  clientKey: string;
+  sequencingNonce: bigint;
+  revokedCertSerials: string[];
+}
+
+export function decodeStateFile(path: string): DecodedState {
+  const out = JSON.parse(fleetspeakPython(["state", path]));
+  return {
+    fields: out.fields,
+    clientKey: out.client_key,
+    sequencingNonce: BigInt(out.sequencing_nonce),
+    revokedCertSerials: out.revoked_cert_serials,
+  };
+}
+
+function fleetspeakPython(args: string[]): string {
+  const go: FleetspeakGo = fleetspeakGo();
+  return execFileSync(PYTHON, [FILES_PY, ...args], {
+    env: { ...process.env, PYTHONPATH: go.pythonPath },
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
