@@ -27,6 +27,7 @@ import {
   configureWithFleetspeakConfig,
   decodeStateFile,
   installClientTree,
+  printClientId,
   type ServerKind,
   startGoClient,
   startOurClient,
@@ -59,7 +60,10 @@ const services = (processor: TestProcessor) => `services {
 /** A text Daemon service in textservices/ and a binary signed one in services/, both echoing. */
 function machine(deployment: ConfiguredDeployment): ClientTree {
   return installClientTree(deployment, {
-    text: { "echo.service": daemonServiceText("EchoText", testDaemonArgv("echo")) },
+    // As GRR's service file: only on a machine that reports Go's label "linux".
+    text: {
+      "echo.service": `${daemonServiceText("EchoText", testDaemonArgv("echo"))}required_labels { service_name: "client" label: "linux" }\n`,
+    },
     signedDaemons: { "echo-signed": { name: "EchoSigned", argv: testDaemonArgv("echo") } },
   });
 }
@@ -231,6 +235,7 @@ describe("a machine keeps its ClientID between Fleetspeak's Go client and ours",
       // The server now lists another serial: the state file ours writes must keep the old ones,
       // which only the Go client's state file still holds.
       await storeRevoked(site, [REVOKED_LATER]);
+      assert.equal(printClientId(tree.configFile).stdout, `${id}\n`, "what an operator checks before the switch");
       const mark = site.processor.processed.length;
       const client = track(site, startOurClient(`our-client-${site.kind}`, tree.configFile));
       const [, started] = await client.waitFor(/"clientId":"([0-9a-f]{16})"[^\n]*client started/);

@@ -5,7 +5,7 @@
 // on a configuration directory laid out as Fleetspeak's packages lay it out. Fleetspeak's own
 // generated Python modules read the state files and write the binary service configs, so neither
 // direction relies on our protobuf code to judge our protobuf code.
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -157,6 +157,16 @@ export function startOurClient(name: string, configFile: string, args: string[] 
     stdio: ["ignore", "pipe", "pipe"],
   });
   return manage(name, proc);
+}
+
+/** `fleetspeak-client -config FILE -print_client_id`, run to its end. */
+export function printClientId(configFile: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(REPO, "bin/fleetspeak-client.js"), "-config", configFile, "-print_client_id"], {
+    cwd: tmpdir(),
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** A fleetspeak.client.ClientState as Fleetspeak's own Python module decodes it. */

@@ -19,8 +19,7 @@ from fleetspeak.src.common.proto.fleetspeak import system_pb2
 
 
 def unknown_field_numbers(message):
-    # Wire-format walk of what ParseFromString kept aside: the tag's field number of each entry.
-    return sorted({number for number, _, _ in message.UnknownFields()})
+    return sorted({f.field_number for f in message.UnknownFields()})
 
 
 def state(path):
