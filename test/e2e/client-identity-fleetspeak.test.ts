@@ -276,6 +276,15 @@ describe("a machine keeps its ClientID between Fleetspeak's Go client and ours",
       // Fleetspeak appends the serials it read to the very list it read them from, so each start
       // of its client repeats them in the file; the set is what counts.
       const goWrote = decodeStateFile(tree.stateFile);
-      assert.deepEqual([...new Set(goWrote.revokedCertSerials)].sort(), oursWrote.revokedCertSerials.sort());
+      const once = [...new Set(goWrote.revokedCertSerials)].sort();
+      assert.deepEqual(once, oursWrote.revokedCertSerials.sort());
+      assert.ok(goWrote.revokedCertSerials.length > once.length, "Fleetspeak repeats them (docs/upgrading.md says so)");
+      // Ours reads the repeated list and keeps each serial once.
+      const copy = join(tempDir(), "copy.state");
+      copyFileSync(tree.stateFile, copy);
+      const reread = new ClientStateStore({ stateFile: copy, resetState: false, log: createLogger("test") });
+      reread.markDirty();
+      reread.write();
+      assert.deepEqual(decodeStateFile(copy).revokedCertSerials.sort(), once);
     }));
 });
