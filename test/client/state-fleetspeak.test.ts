@@ -8,11 +8,10 @@ import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { before, describe, it } from "node:test";
 import { ClientStateStore } from "../../src/client/state.js";
 import { createLogger } from "../../src/common/log.js";
-import { until } from "./support/client-env.js";
+import { type GoDeployment, makeGoDeployment } from "../support/go-server.js";
+import { tempDir, until } from "./support/client-env.js";
 import {
   type ClientTree,
-  type ConfiguredDeployment,
-  configureWithFleetspeakConfig,
   decodeStateFile,
   installClientTree,
   printClientId,
@@ -23,14 +22,14 @@ import {
 const log = createLogger("test");
 
 describe("state files written by Fleetspeak's Go client", { timeout: 120_000 }, () => {
-  let deployment: ConfiguredDeployment;
+  let deployment: GoDeployment;
   /** The Go client's state file and the ClientID it logged. */
   let goState: Buffer;
   let goId: string;
 
   before(async () => {
     // No server runs: the frontend port fleetspeak_config was given stays closed.
-    deployment = await configureWithFleetspeakConfig("state-fixture");
+    deployment = await makeGoDeployment(`sqlite:${tempDir()}/unused.sqlite`, "state-fixture");
     const tree = installClientTree(deployment);
     const go = startGoClient("go-client-fixture", tree.configFile);
     const [, id] = await go.waitFor(/Using new client id: ([0-9a-f]{16})/);

@@ -23,17 +23,16 @@ import { Admin } from "../../src/gen/fleetspeak_server/admin_pb.js";
 import { daemonServiceText, tempDir, testDaemonArgv, until } from "../client/support/client-env.js";
 import {
   type ClientTree,
-  type ConfiguredDeployment,
-  configureWithFleetspeakConfig,
   decodeStateFile,
   installClientTree,
   printClientId,
   type ServerKind,
   startGoClient,
+  startDeployment,
   startOurClient,
-  startWitnessServer,
 } from "../client/support/fleetspeak-deployment.js";
 import { fleetspeakGo } from "../support/fleetspeak-go.js";
+import type { GoDeployment } from "../support/go-server.js";
 import type { ManagedProcess } from "../support/processes.js";
 import { startProcessor, type TestProcessor } from "../support/processor-server.js";
 
@@ -43,7 +42,7 @@ const REVOKED_LATER = "01";
 
 interface Site {
   kind: ServerKind;
-  deployment: ConfiguredDeployment;
+  deployment: GoDeployment;
   processor: TestProcessor;
   server: ManagedProcess;
   admin: Client<typeof Admin>;
@@ -58,7 +57,7 @@ const services = (processor: TestProcessor) => `services {
 `;
 
 /** A text Daemon service in textservices/ and a binary signed one in services/, both echoing. */
-function machine(deployment: ConfiguredDeployment): ClientTree {
+function machine(deployment: GoDeployment): ClientTree {
   return installClientTree(deployment, {
     // As GRR's service file: only on a machine that reports Go's label "linux".
     text: {
@@ -146,12 +145,8 @@ describe("a machine keeps its ClientID between Fleetspeak's Go client and ours",
     fleetspeakGo();
     for (const kind of ["ours", "go"] as const) {
       const processor = await startProcessor();
-      const deployment = await configureWithFleetspeakConfig(`identity-${kind}`);
-      const server = await startWitnessServer(kind, deployment, services(processor));
-      const admin = createClient(
-        Admin,
-        createGrpcTransport({ baseUrl: `http://127.0.0.1:${deployment.adminPort}` }),
-      );
+      const { deployment, server } = await startDeployment(kind, services(processor));
+      const admin = createClient(Admin, createGrpcTransport({ baseUrl: `http://${deployment.adminAddress}` }));
       const site: Site = { kind, deployment, processor, server, admin, clients: [] };
       sites.push(site);
       await storeRevoked(site, REVOKED_AT_ENROLMENT);

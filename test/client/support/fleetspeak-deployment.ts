@@ -1,8 +1,8 @@
-// A deployment set up the way Fleetspeak's users set theirs up, for the tests that move a client
-// between Fleetspeak's Go client and ours: Fleetspeak's own `fleetspeak_config` writes the CA, the
-// server certificate, the server's components config and the Linux client config; a witness server
-// (ours, or Fleetspeak's Go server on its SQLite datastore) serves them; clients of either kind run
-// on a configuration directory laid out as Fleetspeak's packages lay it out. Fleetspeak's own
+// Client machines set up the way Fleetspeak's users set theirs up, for the tests that move a client
+// between Fleetspeak's Go client and ours: the deployment comes from Fleetspeak's own
+// fleetspeak_config (test/support/go-server.ts) and is served by ours or by Fleetspeak's server;
+// clients of either kind run on a configuration directory laid out as Fleetspeak's packages lay it
+// out. Fleetspeak's own
 // generated Python modules read the state files and write the binary service configs, so neither
 // direction relies on our protobuf code to judge our protobuf code.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
@@ -10,89 +10,29 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type FleetspeakGo, fleetspeakGo } from "../../support/fleetspeak-go.js";
-import { freePort } from "../../support/haproxy.js";
+import { type GoDeployment, goComponentsConfig, makeGoDeployment, startGoServer } from "../../support/go-server.js";
 import { type ManagedProcess, manage, startServerProcess } from "../../support/processes.js";
 import { PYTHON, REPO, tempDir } from "./client-env.js";
 
 const FILES_PY = join(REPO, "test/support/python/fleetspeak_client_files.py");
 
-/** What fleetspeak_config wrote for one deployment. */
-export interface ConfiguredDeployment {
-  dir: string;
-  frontendPort: number;
-  adminPort: number;
-  /** fleetspeak.components.Config, in Go's text format as fleetspeak_config writes it. */
-  serverComponents: string;
-  /** fleetspeak.client.generic.Config for Linux, as fleetspeak_config writes it. */
-  linuxClientConfig: string;
-}
-
-/** Runs Fleetspeak's fleetspeak_config for a deployment on 127.0.0.1 with fresh ports. */
-export async function configureWithFleetspeakConfig(name: string): Promise<ConfiguredDeployment> {
-  const go = fleetspeakGo();
-  const dir = tempDir(`fs-${name}-`);
-  const frontendPort = await freePort();
-  const adminPort = await freePort();
-  const input = join(dir, "configurator.config");
-  writeFileSync(
-    input,
-    `configuration_name: "${name}"
-components_config {
-  https_config { listen_address: "127.0.0.1:${frontendPort}" }
-  admin_config { listen_address: "127.0.0.1:${adminPort}" }
-}
-trusted_cert_file: "${dir}/ca.pem"
-trusted_cert_key_file: "${dir}/ca.key"
-server_cert_file: "${dir}/server.pem"
-server_cert_key_file: "${dir}/server.key"
-server_component_configuration_file: "${dir}/server.components.config"
-public_host_port: "localhost:${frontendPort}"
-linux_client_configuration_file: "${dir}/linux_client.config"
-`,
-  );
-  execFileSync(go.config, ["-config", input, "-logtostderr"], { stdio: ["ignore", "ignore", "pipe"] });
-  return {
-    dir,
-    frontendPort,
-    adminPort,
-    serverComponents: readFileSync(join(dir, "server.components.config"), "utf8"),
-    linuxClientConfig: readFileSync(join(dir, "linux_client.config"), "utf8"),
-  };
-}
-
 export type ServerKind = "ours" | "go";
 
 /**
- * Starts the deployment's server from the components config fleetspeak_config wrote: ours with
- * its SQLite file, or Fleetspeak's with `mysql_data_source_name: "sqlite:…"` (its SQLite store).
+ * A deployment made by fleetspeak_config on its own SQLite file, served by our server or by
+ * Fleetspeak's (both read the same components config, `mysql_data_source_name: "sqlite:…"`).
  */
-export async function startWitnessServer(
+export async function startDeployment(
   kind: ServerKind,
-  deployment: ConfiguredDeployment,
   services: string,
-): Promise<ManagedProcess> {
-  if (kind === "ours") {
-    return startServerProcess({
-      name: `our-server-${deployment.frontendPort}`,
-      components: deployment.serverComponents,
-      services,
-      sqlitePath: join(deployment.dir, "ours.sqlite"),
-    });
-  }
-  const go = fleetspeakGo();
-  const components = join(deployment.dir, "go.components.config");
-  const servicesFile = join(deployment.dir, "go.services.config");
-  writeFileSync(
-    components,
-    `mysql_data_source_name: ${JSON.stringify(`sqlite:${join(deployment.dir, "go.sqlite")}`)}\n${deployment.serverComponents}`,
-  );
-  writeFileSync(servicesFile, services);
-  const proc = spawn(go.server, ["-components_config", components, "-services_config", servicesFile, "-logtostderr"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const m = manage(`go-server-${deployment.frontendPort}`, proc);
-  await m.waitFor(/Fleetspeak server started/, 30_000);
-  return m;
+): Promise<{ deployment: GoDeployment; server: ManagedProcess }> {
+  const dir = tempDir(`fs-${kind}-site-`);
+  const deployment = await makeGoDeployment(`sqlite:${join(dir, "fleetspeak.sqlite")}`, `site-${kind}`);
+  const server =
+    kind === "go"
+      ? await startGoServer(deployment, services)
+      : await startServerProcess({ name: "our-server", components: goComponentsConfig(deployment), services });
+  return { deployment, server };
 }
 
 /** One machine's client files: the config, its configuration directory and state file. */
@@ -108,13 +48,13 @@ export interface ClientTree {
  * config being fleetspeak_config's Linux client config with only those two paths moved under `dir`.
  */
 export function installClientTree(
-  deployment: ConfiguredDeployment,
+  deployment: GoDeployment,
   services: { text?: Record<string, string>; signedDaemons?: Record<string, { name: string; argv: string[] }> } = {},
   dir = tempDir("fs-machine-"),
 ): ClientTree {
   const configDir = join(dir, "etc/fleetspeak-client");
   const stateFile = join(dir, "var/lib/misc/fleetspeak-client.state");
-  let config = deployment.linuxClientConfig;
+  let config = readFileSync(deployment.clientConfigPath, "utf8");
   for (const [goPath, ours] of [
     ["/etc/fleetspeak-client", configDir],
     ["/var/lib/misc/fleetspeak-client.state", stateFile],
