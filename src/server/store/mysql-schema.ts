@@ -30,7 +30,9 @@
 // - Broadcast limits: saveBroadcastMessage counts in the broadcasts row
 //   (sent = sent + 1 WHERE sent + allocated < message_limit), so the limit holds across servers
 //   without leases of our own; Fleetspeak's servers take allocations (broadcast_allocations,
-//   broadcasts.allocated), which that condition leaves room for.
+//   broadcasts.allocated), which that condition leaves room for, and a BEFORE INSERT trigger on
+//   broadcast_allocations trims each to the room really left (Fleetspeak's own sizing can exceed
+//   the limit).
 // - Every table created here uses utf8mb4 with a binary collation (names and labels compare byte
 //   for byte); in adopted tables the label and file-name keys are made binary too (Fleetspeak's
 //   take the database default, usually case-insensitive, where labels differing in case collide).
@@ -307,6 +309,9 @@ export const FILL_PENDING_DESTINATIONS = `UPDATE pending_messages p JOIN message
 export const PENDING_WITHOUT_DESTINATION = "SELECT message_id FROM pending_messages WHERE destination_client_id IS NULL LIMIT ?";
 
 export const PENDING_DESTINATION_TRIGGER = "pending_messages_destination";
+const ALLOCATION_TRIGGER = "broadcast_allocations_within_limit";
+const NO_TRIGGER_PRIVILEGE =
+  "grant TRIGGER (and, with binary logging on, set log_bin_trust_function_creators = 1) and restart to fix";
 
 const VERSION_2: MysqlStep[] = [
   {
@@ -353,8 +358,32 @@ const VERSION_2: MysqlStep[] = [
          END IF;
        END`,
     ],
-    optionalBecause:
-      "the database user may not create triggers: messages that Fleetspeak (Go) admin servers insert while they run beside this server reach its frontends by the 5 s sweep, not at once; grant TRIGGER (and, with binary logging on, set log_bin_trust_function_creators = 1) and restart to fix",
+    optionalBecause: `the database user may not create triggers: messages that Fleetspeak (Go) admin servers insert while they run beside this server reach its frontends by the 5 s sweep, not at once; ${NO_TRIGGER_PRIVILEGE}`,
+  },
+  {
+    // Fleetspeak's servers size a new allocation from max(sent, allocated), before they fold the
+    // allocation they used up into `sent`: they can go past a broadcast's limit by a whole
+    // allocation, alone or beside this server. This trims each new allocation to the room really
+    // left (limit - sent - what the other allocations reserve) and keeps `allocated` their sum; a
+    // Fleetspeak server refuses to send beyond its allocation's stored limit.
+    what: `trigger ${ALLOCATION_TRIGGER}`,
+    done: (s) => s.triggers.has(ALLOCATION_TRIGGER),
+    sql: [
+      `CREATE TRIGGER ${ALLOCATION_TRIGGER} BEFORE INSERT ON broadcast_allocations FOR EACH ROW
+       BEGIN
+         DECLARE reserved BIGINT;
+         DECLARE room BIGINT;
+         SET reserved = (SELECT IFNULL(SUM(a.message_limit), 0) FROM broadcast_allocations a
+                         WHERE a.broadcast_id = NEW.broadcast_id);
+         SET room = (SELECT CAST(b.message_limit AS SIGNED) - CAST(IFNULL(b.sent, 0) AS SIGNED) - reserved
+                     FROM broadcasts b WHERE b.broadcast_id = NEW.broadcast_id);
+         IF room IS NOT NULL AND NEW.message_limit > GREATEST(room, 0) THEN
+           SET NEW.message_limit = GREATEST(room, 0);
+         END IF;
+         UPDATE broadcasts SET allocated = reserved + NEW.message_limit WHERE broadcast_id = NEW.broadcast_id;
+       END`,
+    ],
+    optionalBecause: `the database user may not create triggers: broadcast limits can be exceeded by Fleetspeak (Go) servers running on this database (as among Fleetspeak servers alone); ${NO_TRIGGER_PRIVILEGE}`,
   },
   index("messages", "messages_destination_client_id", ["destination_client_id"]),
   index("messages", "messages_creation_time", ["creation_time_seconds"]),
@@ -402,11 +431,11 @@ export const MYSQL_MIGRATIONS: MysqlMigration[] = [
 
 /** What `migrate --to-fleetspeak` removes: this server's additions, newest first. */
 export const OUR_ADDITIONS: { what: string; present: (s: SchemaState) => boolean; drop: (s: SchemaState) => string[] }[] = [
-  {
-    what: `trigger ${PENDING_DESTINATION_TRIGGER}`,
-    present: (s) => s.triggers.has(PENDING_DESTINATION_TRIGGER),
-    drop: () => [`DROP TRIGGER ${PENDING_DESTINATION_TRIGGER}`],
-  },
+  ...[PENDING_DESTINATION_TRIGGER, ALLOCATION_TRIGGER].map((name) => ({
+    what: `trigger ${name}`,
+    present: (s: SchemaState) => s.triggers.has(name),
+    drop: () => [`DROP TRIGGER ${name}`],
+  })),
   ...(
     [
       ["pending_messages", "pending_messages_due"],

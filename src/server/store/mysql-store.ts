@@ -1245,7 +1245,7 @@ export class MysqlStore implements Store {
   }
 
   async listActiveBroadcasts(): Promise<ActiveBroadcast[]> {
-    await this.reapExpiredAllocations();
+    await this.foldFinishedAllocations();
     const rows = await this.read<(BroadcastDbRow & RowDataPacket)[]>(
       "listActiveBroadcasts",
       `SELECT ${BROADCAST_COLUMNS}, sent FROM broadcasts WHERE sent < message_limit AND ${NOT_EXPIRED_SQL}`,
@@ -1309,20 +1309,26 @@ export class MysqlStore implements Store {
   }
 
   /**
-   * Folds allocations that Fleetspeak (Go) servers left behind expired (a server that died or was
-   * replaced by ours never cleans them up) into their broadcasts, as Go's own cleanup would: what
-   * they sent counts, what they reserved is free again. A Go server neither keeps nor uses an
-   * allocation past its expiry; the margin covers clocks that differ between servers.
+   * Folds into their broadcasts the allocations of Fleetspeak (Go) servers that can send no more,
+   * as Go's own cleanup would (what they sent counts; what they reserved is free again):
+   * - full ones (sent = limit: Go refuses to send under them), early: a Go server computes its
+   *   next allocation from max(sent, allocated), before it cleans up the full one, and so can go
+   *   past the limit by a whole allocation when the full one's sends are not in `sent` yet;
+   * - expired ones that a server which died, or was replaced by this one, never cleaned up. A Go
+   *   server neither keeps nor uses an allocation past its expiry; the margin covers clocks that
+   *   differ between servers.
+   * A Go server that later cleans up a folded allocation finds it gone, which it takes as done.
    */
-  private async reapExpiredAllocations(): Promise<void> {
+  private async foldFinishedAllocations(): Promise<void> {
+    const where = "(sent >= message_limit OR expiration_time_seconds < ?)";
     const cutoffS = Math.floor((Date.now() - ALLOCATION_EXPIRY_MARGIN_MS) / 1000);
-    const [stale] = await this.readExpanded<({ n: DbInt } & RowDataPacket)[]>(
+    const [finished] = await this.readExpanded<({ n: DbInt } & RowDataPacket)[]>(
       "listActiveBroadcasts",
-      "SELECT COUNT(*) AS n FROM broadcast_allocations WHERE expiration_time_seconds < ?",
+      `SELECT COUNT(*) AS n FROM broadcast_allocations WHERE ${where}`,
       [cutoffS],
     );
-    if (num(stale!.n) === 0) return;
-    await this.tx("listActiveBroadcasts", (c) => foldAllocations(c, "expiration_time_seconds < ?", [cutoffS]));
+    if (num(finished!.n) === 0) return;
+    await this.tx("listActiveBroadcasts", (c) => foldAllocations(c, where, [cutoffS]));
   }
 
   // ---- files ----
