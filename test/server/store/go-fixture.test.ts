@@ -1,0 +1,99 @@
+// The Go fixture is what it claims: a database made by the real Fleetspeak (Go) server and clients
+// on MySQL (MariaDB) and on SQLite, which Fleetspeak's own server, started again on it, serves as
+// the fixture describes; whose due server-bound message it retries when the Processor answers;
+// and whose pending messages and owed broadcasts reach the machines' clients (Fleetspeak's own
+// client on the MySQL fixture, ours on the SQLite one, both on the state files Fleetspeak's client
+// wrote). The adoption tests check our server against the same description.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import {
+  buildGoFixture,
+  checkFixture,
+  deliverPending,
+  type GoFixture,
+  type RunningGoServer,
+  startGoServer,
+  writeGoServicesConfig,
+} from "../../support/go-fixture.js";
+import { pollUntil } from "../../support/go-fixture-poll.js";
+import { fleetspeakGo } from "../../support/fleetspeak-go.js";
+import { startProcessor, type TestProcessor } from "../../support/processor-server.js";
+
+for (const backend of ["mysql", "sqlite"] as const) {
+  describe(`Go fixture on ${backend}`, { timeout: 300_000 }, () => {
+    let fixture: GoFixture;
+    let processor: TestProcessor;
+    let server: RunningGoServer | undefined;
+    let release: () => void = () => {};
+
+    before(async () => {
+      const t0 = Date.now();
+      fixture = await buildGoFixture({ backend });
+      console.log(`# Go fixture on ${backend} built in ${Date.now() - t0} ms`);
+      // The Processor holds its calls until the test lets it answer, so that the server's retry
+      // of the due server-bound message does not race the first check.
+      const held = new Promise<void>((r) => {
+        release = r;
+      });
+      processor = await startProcessor({ handle: () => held });
+      writeGoServicesConfig(fixture.files.servicesConfig, processor.address);
+      server = await startGoServer(fleetspeakGo(), fixture.files, fixture.adminPort);
+    });
+
+    after(async () => {
+      release();
+      await server?.stop();
+      await processor?.close();
+      await fixture?.cleanup();
+    });
+
+    const checkOptions = () => ({
+      server: "go" as const,
+      backend,
+      frontend: `127.0.0.1:${fixture.frontendPort}`,
+      caPem: fixture.caPem,
+    });
+
+    it("holds every kind of row, edge cases included", () => {
+      const e = fixture.expected;
+      const kinds = e.messages.map((m) => (m.status.kind === "pending" ? `pending retry ${m.status.retryCount}${m.status.due ? " due" : ""}` : m.status.kind));
+      for (const k of ["processed", "failed", "pending retry 0 due", "pending retry 1 due", "pending retry 1", "pending retry 2"]) {
+        assert.ok(kinds.includes(k), `a message ${k}`);
+      }
+      assert.ok(e.clients.some((c) => c.blacklisted), "a blacklisted client");
+      assert.ok(e.clients.some((c) => !c.hasContacts), "a client without contacts");
+      assert.ok(e.broadcasts.some((b) => b.sent === b.limit), "a broadcast at its limit");
+      assert.ok(e.broadcasts.some((b) => b.expirationTime && b.sent > 0n), "an expired broadcast that was sent");
+      assert.ok(e.broadcasts.filter((b) => b.active).length >= 2, "active broadcasts");
+      assert.ok(e.files.some((f) => f.data.length === 0) && e.files.some((f) => f.data.length > 65_535), "an empty and a large file");
+      assert.ok(e.clients.some((c) => c.resourceUsage.length > 0), "resource-usage records");
+    });
+
+    it("is served by Fleetspeak (Go) as described", async () => {
+      assert.deepEqual(await checkFixture(server!.adminAddress, fixture.expected, checkOptions()), []);
+    });
+
+    it("has Fleetspeak retry the due server-bound message, and only that one, when the Processor answers", async () => {
+      const serverBound = fixture.expected.messages.filter((m) => m.status.kind === "pending" && m.destination.clientId === "");
+      const due = serverBound.filter((m) => m.status.kind === "pending" && m.status.due);
+      assert.equal(due.length, 1);
+      release();
+      await pollUntil("the due Pong at the Processor", () => processor.processed.length >= 1, { watch: [server!.proc] });
+      assert.deepEqual(
+        processor.processed.map((m) => Buffer.from(m.messageId).toString("hex")),
+        due.map((m) => m.messageId),
+      );
+      due[0]!.status = { kind: "processed" };
+    });
+
+    it(`delivers the pending messages and owed broadcasts to ${backend === "mysql" ? "Fleetspeak's" : "our"} clients on the machines`, async () => {
+      const { expected, received } = await deliverPending(fixture.expected, {
+        adminAddress: server!.adminAddress,
+        frontend: fixture.publicAddress,
+        client: backend === "mysql" ? "go" : "ours",
+      });
+      assert.deepEqual(Object.keys(received).sort(), ["delta", "gamma"]);
+      assert.deepEqual(await checkFixture(server!.adminAddress, expected, checkOptions()), []);
+    });
+  });
+}

@@ -1,0 +1,130 @@
+// What a Go fixture is and what it holds: a database made by the real Fleetspeak (Go) server and
+// clients (test/support/go-fixture.ts builds it), described row kind by row kind so that a server
+// which adopts it, or Fleetspeak taking it back, can be checked against the description
+// (go-fixture-check.ts) and its pending messages delivered (go-fixture-deliver.ts).
+import type { Any } from "@bufbuild/protobuf/wkt";
+import type { ClientMachine } from "./go-fixture-clients.js";
+import type { ContactRow, GoBackend, ResourceUsageRow } from "./go-fixture-db.js";
+
+export type { GoBackend } from "./go-fixture-db.js";
+
+/** Which implementation serves a database: Fleetspeak's (Go) or ours. */
+export type ServerKind = "go" | "ours";
+
+export interface ExpectedClient {
+  /** The machine's role in the fixture: alpha, beta, gamma, … */
+  name: string;
+  /** 16 hex digits. */
+  clientId: string;
+  /** Labels of service "client", sorted (Fleetspeak's client adds its architecture and OS). */
+  labels: string[];
+  blacklisted: boolean;
+  /** False for the client whose contacts were pruned: it must have none. */
+  hasContacts: boolean;
+  /** Contacts as the database held them when the fixture was made (each must still be there). */
+  contacts: ContactRow[];
+  /** Resource-usage records as the database held them (each must still be there). */
+  resourceUsage: ResourceUsageRow[];
+  machine: ClientMachine;
+}
+
+export type ExpectedStatus =
+  | { kind: "processed" }
+  | { kind: "failed"; reason: string }
+  | {
+      kind: "pending";
+      retryCount: number;
+      /** When it is next due, in microseconds since the epoch (Fleetspeak's unit). */
+      scheduledTimeUs: bigint;
+      /** Due now: its next attempt is owed at once (a server must not wait to deliver it). */
+      due: boolean;
+    };
+
+export interface ExpectedAddress {
+  /** 16 hex digits, or "" for a server service. */
+  clientId: string;
+  serviceName: string;
+}
+
+export interface ExpectedMessage {
+  /** What the message stands for in the fixture, e.g. "pending, sent once and never acked". */
+  name: string;
+  /** 64 hex digits. */
+  messageId: string;
+  source: ExpectedAddress;
+  destination: ExpectedAddress;
+  messageType: string;
+  creationTime?: { seconds: bigint; nanos: number };
+  status: ExpectedStatus;
+  /** Payload and annotations of the client-bound pending messages (GetPendingMessages shows them). */
+  data?: Any;
+  annotations?: Array<[key: string, value: string]>;
+}
+
+export interface ExpectedBroadcast {
+  name: string;
+  /** 16 hex digits. */
+  broadcastId: string;
+  sourceService: string;
+  destinationService: string;
+  messageType: string;
+  data: Any;
+  /** Required labels of service "client". */
+  labels: string[];
+  /** 2^63-1 is Fleetspeak's "unlimited". */
+  limit: bigint;
+  /** As the broadcasts row holds it after Fleetspeak folded its allocations in. */
+  sent: bigint;
+  expirationTime?: { seconds: bigint; nanos: number };
+  /** Listed by ListActiveBroadcasts: not expired and sent < limit. */
+  active: boolean;
+  /** Client IDs it was sent to (never to be sent to them again). */
+  recipients: string[];
+}
+
+export interface ExpectedFile {
+  service: string;
+  name: string;
+  data: Buffer;
+}
+
+export interface GoFixtureExpected {
+  clients: ExpectedClient[];
+  messages: ExpectedMessage[];
+  broadcasts: ExpectedBroadcast[];
+  files: ExpectedFile[];
+}
+
+export interface GoFixture {
+  backend: GoBackend;
+  /** The folder holding certificates, configs, the SQLite file and the client machines. */
+  dir: string;
+  /** mysql_data_source_name as the components config has it ("sqlite:<path>" for SQLite). */
+  dataSourceName: string;
+  /** MySQL: the Go-style DSN of the database. */
+  mysqlDsn?: string;
+  /** SQLite: the database file. */
+  sqlitePath?: string;
+  files: {
+    configuratorConfig: string;
+    componentsConfig: string;
+    servicesConfig: string;
+    caCert: string;
+    caKey: string;
+    serverCert: string;
+    serverKey: string;
+    linuxClientConfig: string;
+  };
+  caPem: string;
+  /** Where the components config has the frontend and the admin server listen (127.0.0.1). */
+  frontendPort: number;
+  adminPort: number;
+  /** "localhost:<frontendPort>": what the clients dial (the server certificate names localhost). */
+  publicAddress: string;
+  expected: GoFixtureExpected;
+  /** Drops the MySQL database and removes the folder. */
+  cleanup(): Promise<void>;
+}
+
+/** Fleetspeak's "no limit" for broadcasts (it keeps uint64 counts within SQLite's int64). */
+export const BROADCAST_UNLIMITED = 9223372036854775807n;
