@@ -35,7 +35,14 @@ export interface ClientMachine {
  * names /etc and /var/lib paths and one empty label, so the paths and labels are set per machine,
  * as an operator packaging the client does.
  */
-export function writeClientMachine(root: string, name: string, configuratorConfig: string, labels: string[], go: FleetspeakGo): ClientMachine {
+export function writeClientMachine(
+  root: string,
+  name: string,
+  configuratorConfig: string,
+  opts: { labels: string[]; streaming: boolean },
+  go: FleetspeakGo,
+): ClientMachine {
+  const { labels } = opts;
   const dir = join(root, "clients", name);
   const configDir = join(dir, "etc");
   const stateFile = join(dir, "var", "fleetspeak-client.state");
@@ -45,10 +52,12 @@ export function writeClientMachine(root: string, name: string, configuratorConfi
   mkdirSync(join(dir, "var"), { recursive: true });
   const labelText = labels.map((l) => `client_label:${JSON.stringify(l)}`).join(" ");
   const handler = `filesystem_handler:{configuration_directory:${JSON.stringify(configDir)} state_file:${JSON.stringify(stateFile)}}`;
+  const streaming = `streaming:${opts.streaming}`;
   const configText = configuratorConfig
     .replace(/client_label:\s*""/, labelText)
-    .replace(/filesystem_handler:\s*\{[^}]*\}/, handler);
-  if (!configText.includes(handler) || (labels.length > 0 && !configText.includes(labelText))) {
+    .replace(/filesystem_handler:\s*\{[^}]*\}/, handler)
+    .replace(/streaming:\s*true/, streaming);
+  if (!configText.includes(handler) || !configText.includes(streaming) || (labels.length > 0 && !configText.includes(labelText))) {
     throw new Error(`fleetspeak_config's linux client config has an unexpected shape; cannot set paths and labels in:\n${configuratorConfig}`);
   }
   const configFile = join(configDir, "client.config");
@@ -75,12 +84,24 @@ ${argv.map((a) => `    argv: ${JSON.stringify(a)}`).join("\n")}
   return { name, dir, configFile, configDir, stateFile, receivedLog };
 }
 
-/** The client ID that the machine's state file holds (its key's ID), once the client wrote it. */
-export function clientIdOfMachine(m: ClientMachine): string | undefined {
+export interface MachineState {
+  /** The ID of the key in the state file. */
+  clientId: string;
+  sequencingNonce: bigint;
+  /** Revoked server-certificate serials (hex) the client keeps. */
+  revokedSerials: string[];
+}
+
+/** What the machine's state file holds, once the client wrote it. */
+export function machineState(m: ClientMachine): MachineState | undefined {
   if (!existsSync(m.stateFile)) return undefined;
   const state = fromBinary(ClientStateSchema, readFileSync(m.stateFile));
   if (state.clientKey.length === 0) return undefined;
-  return clientIdToHex(clientIdOfKey(keyFromSec1Der(state.clientKey, m.stateFile)));
+  return {
+    clientId: clientIdToHex(clientIdOfKey(keyFromSec1Der(state.clientKey, m.stateFile))),
+    sequencingNonce: state.sequencingNonce,
+    revokedSerials: state.revokedCertSerials.map((s) => Buffer.from(s).toString("hex")).sort(),
+  };
 }
 
 /** Points the machine's client config at another server ("host:port"). */

@@ -6,7 +6,7 @@
 // broadcast delivered twice, at its limit or expired, a message received twice, a client that
 // came back under another ID. Returns the description updated with what was delivered.
 import { adminClient } from "./go-fixture-server.js";
-import { type ClientKind, clientIdOfMachine, pointMachineAt, receivedBy, startClient } from "./go-fixture-clients.js";
+import { type ClientKind, machineState, pointMachineAt, receivedBy, startClient } from "./go-fixture-clients.js";
 import { pollUntil } from "./go-fixture-poll.js";
 import type { ExpectedBroadcast, ExpectedClient, ExpectedMessage, GoFixtureExpected } from "./go-fixture-types.js";
 import { fleetspeakGo } from "./fleetspeak-go.js";
@@ -106,14 +106,20 @@ export async function deliverPending(expected: GoFixtureExpected, opts: DeliverO
         const want = o.broadcasts.includes(b) ? 1 : 0;
         if (copies !== want) problems.push(`${name}: received broadcast ${b.name} ${copies} times, want ${want}`);
       }
-      const id = clientIdOfMachine(o.client.machine);
-      if (id !== o.client.clientId) problems.push(`${name}: its state file now holds client ID ${id}`);
     }
   } finally {
     for (const p of procs) {
       const code = await p.stop("SIGTERM", 15_000);
       if (code !== 0) problems.push(`${p.name} did not stop cleanly (exit ${code}); its output:\n${p.output().slice(-3000)}`);
     }
+  }
+  // The identity and the revoked serials survive the client's run (and its writing the file).
+  for (const o of owed) {
+    const state = machineState(o.client.machine);
+    const name = `machine ${o.client.name} (${o.client.clientId})`;
+    if (state?.clientId !== o.client.clientId) problems.push(`${name}: its state file now holds client ID ${state?.clientId}`);
+    const lost = o.client.state.revokedSerials.filter((x) => !state?.revokedSerials.includes(x));
+    if (lost.length > 0) problems.push(`${name}: its state file lost the revoked serials ${lost.join(", ")}`);
   }
   if (problems.length > 0) throw new Error(`delivering the fixture's pending messages:\n- ${problems.join("\n- ")}`);
 

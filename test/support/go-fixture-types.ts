@@ -3,7 +3,7 @@
 // which adopts it, or Fleetspeak taking it back, can be checked against the description
 // (go-fixture-check.ts) and its pending messages delivered (go-fixture-deliver.ts).
 import type { Any } from "@bufbuild/protobuf/wkt";
-import type { ClientMachine } from "./go-fixture-clients.js";
+import type { ClientMachine, MachineState } from "./go-fixture-clients.js";
 import type { ContactRow, GoBackend, ResourceUsageRow } from "./go-fixture-db.js";
 
 export type { GoBackend } from "./go-fixture-db.js";
@@ -26,6 +26,12 @@ export interface ExpectedClient {
   /** Resource-usage records as the database held them (each must still be there). */
   resourceUsage: ResourceUsageRow[];
   machine: ClientMachine;
+  /**
+   * What the machine's state file held: the key, the revoked serials the client fetched from the
+   * RevokedCertificates file, and its sequencing nonce (0: Fleetspeak's client writes the nonce
+   * only on its once-a-minute sync, and streaming clients never get one).
+   */
+  state: MachineState;
 }
 
 export type ExpectedStatus =

@@ -11,8 +11,9 @@
 //            whose Pong the server could process, broadcasts
 //   beta     online; two Pongs that the server could not hand to its Processor (pending, retried)
 //   gamma    took two messages and never acked them (SIGSTOP, then SIGKILL): pending, retry 1
-//   delta    offline: a message removed by DeletePendingMessages, one pending never sent
-//            (retry 0); it has the broadcast label but was offline when the broadcasts ran
+//   delta    polls instead of streaming; offline: a message removed by DeletePendingMessages, one
+//            pending never sent (retry 0); it has the broadcast label but was offline when the
+//            broadcasts ran
 //   epsilon  blacklisted
 //   zeta     no labels of its own; its contacts pruned by hand (no contacts at all)
 //
@@ -36,7 +37,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { type Any, anyPack, BytesValueSchema, StringValueSchema } from "@bufbuild/protobuf/wkt";
 import { randomBroadcastId, randomMessageId } from "../../src/common/ids.js";
 import { RestartServiceRequestSchema, RevokedCertificateListSchema } from "../../src/gen/fleetspeak/system_pb.js";
-import { type ClientMachine, clientIdOfMachine, DAEMON_SERVICE, startClient, writeClientMachine } from "./go-fixture-clients.js";
+import { type ClientMachine, DAEMON_SERVICE, machineState, startClient, writeClientMachine } from "./go-fixture-clients.js";
 import { GoFixtureDb } from "./go-fixture-db.js";
 import { pollUntil } from "./go-fixture-poll.js";
 import { type RunningGoServer, startGoServer, writeGoServicesConfig } from "./go-fixture-server.js";
@@ -73,15 +74,16 @@ export interface BuildGoFixtureOptions {
 interface Role {
   name: string;
   labels: string[];
+  streaming: boolean;
 }
 
 const ROLES: Role[] = [
-  { name: "alpha", labels: ["alpha", "bcast"] },
-  { name: "beta", labels: ["beta", "bcast"] },
-  { name: "gamma", labels: ["gamma"] },
-  { name: "delta", labels: ["delta", "bcast"] },
-  { name: "epsilon", labels: ["epsilon"] },
-  { name: "zeta", labels: [] },
+  { name: "alpha", labels: ["alpha", "bcast"], streaming: true },
+  { name: "beta", labels: ["beta", "bcast"], streaming: true },
+  { name: "gamma", labels: ["gamma"], streaming: true },
+  { name: "delta", labels: ["delta", "bcast"], streaming: false },
+  { name: "epsilon", labels: ["epsilon"], streaming: true },
+  { name: "zeta", labels: [], streaming: true },
 ];
 
 /** Unacked client messages wait this long in Fleetspeak before they are sent again. */
@@ -127,7 +129,7 @@ class FixtureBuilder {
   readonly messages: Array<Omit<ExpectedMessage, "status" | "creationTime"> & { intended: ExpectedStatus["kind"] }> = [];
   readonly broadcasts: Array<Omit<ExpectedBroadcast, "sent" | "recipients" | "active"> & { expiresMs?: number }> = [];
   readonly files: ExpectedFile[] = [];
-  releaseProcessor: () => void = () => {};
+  revokedSerials: string[] = [];
 
   constructor(
     readonly go: FleetspeakGo,
@@ -156,7 +158,9 @@ class FixtureBuilder {
 
   async storeFiles(): Promise<void> {
     // Random serials: the clients fetch this list at start and keep it in their state files.
-    const revoked = create(RevokedCertificateListSchema, { serials: [randomBytes(16), randomBytes(9)] });
+    const serials = [randomBytes(16), randomBytes(9)];
+    this.revokedSerials = serials.map((x) => x.toString("hex")).sort();
+    const revoked = create(RevokedCertificateListSchema, { serials });
     this.files.push(
       { service: "system", name: "RevokedCertificates", data: Buffer.from(toBinary(RevokedCertificateListSchema, revoked)) },
       { service: DAEMON_SERVICE, name: "payload.bin", data: randomBytes(70_000) },
@@ -170,21 +174,21 @@ class FixtureBuilder {
 
   async startMachines(): Promise<void> {
     for (const role of ROLES) {
-      const m = writeClientMachine(this.dir, role.name, this.linuxClientConfig, role.labels, this.go);
+      const m = writeClientMachine(this.dir, role.name, this.linuxClientConfig, role, this.go);
       this.machines.set(role.name, m);
       this.clients.set(role.name, startClient("go", m, this.go));
     }
     const names = ROLES.map((r) => r.name);
     for (const role of ROLES) {
       const m = this.machines.get(role.name)!;
-      this.ids.set(role.name, await this.until(`${role.name}'s state file`, async () => clientIdOfMachine(m), names));
+      this.ids.set(role.name, await this.until(`${role.name}'s state file`, async () => machineState(m)?.clientId, names));
     }
     await this.until(
-      "every client streaming to the Go server",
+      "every client in touch with the Go server (the streaming ones streaming)",
       async () => {
         const { clients } = await this.admin.listClients({});
-        const streaming = new Set(clients.filter((c) => c.lastContactStreamingTo !== "").map((c) => hex(c.clientId)));
-        return [...this.ids.values()].every((id) => streaming.has(id));
+        const seen = new Map(clients.map((c) => [hex(c.clientId), c.lastContactStreamingTo !== ""]));
+        return ROLES.every((r) => seen.has(this.id(r.name)) && (!r.streaming || seen.get(this.id(r.name))));
       },
       names,
     );
@@ -628,9 +632,16 @@ async function readExpected(b: FixtureBuilder, db: GoFixtureDb, s: ServerBound):
     const wantLabels = [...role.labels, "amd64", "linux"].sort();
     if (row.labels.join() !== wantLabels.join()) problems.push(`client ${role.name} has labels ${row.labels}, meant ${wantLabels}`);
     if (row.blacklisted !== (role.name === "epsilon")) problems.push(`client ${role.name}: blacklisted is ${row.blacklisted}`);
+    const state = machineState(b.machines.get(role.name)!);
+    if (state?.clientId !== clientId) problems.push(`client ${role.name}: its state file holds ${state?.clientId}`);
+    const revoked = b.revokedSerials;
+    if (state && state.revokedSerials.join() !== revoked.join()) {
+      problems.push(`client ${role.name}: its state file has revoked serials ${state.revokedSerials}, want ${revoked} from RevokedCertificates`);
+    }
     clients.push({
       name: role.name,
       clientId,
+      state: state!,
       labels: row.labels,
       blacklisted: row.blacklisted,
       hasContacts,

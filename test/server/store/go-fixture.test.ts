@@ -73,6 +73,56 @@ for (const backend of ["mysql", "sqlite"] as const) {
       assert.deepEqual(await checkFixture(server!.adminAddress, fixture.expected, checkOptions()), []);
     });
 
+    it("names each difference when the server does not show the fixture", async () => {
+      const e = fixture.expected;
+      const alpha = e.clients.find((c) => c.name === "alpha")!;
+      const processed = e.messages.find((m) => m.status.kind === "processed")!;
+      const pending = e.messages.find((m) => m.status.kind === "pending" && m.data && m.destination.clientId !== "")!;
+      const active = e.broadcasts.find((b) => b.active)!;
+      const file = e.files.find((f) => f.data.length > 0)!;
+      const wrong = {
+        ...e,
+        clients: e.clients.map((c) =>
+          c === alpha
+            ? {
+                ...c,
+                labels: [...c.labels, "zz-not-there"],
+                blacklisted: true,
+                contacts: [{ ...c.contacts[0]!, sentNonce: c.contacts[0]!.sentNonce + 1n }],
+                resourceUsage: [{ ...c.resourceUsage[0]!, pid: -1n }],
+              }
+            : c,
+        ),
+        messages: e.messages.map((m) =>
+          m === processed
+            ? { ...m, status: { kind: "pending" as const, retryCount: 0, scheduledTimeUs: 0n, due: true } }
+            : m === pending
+              ? { ...m, annotations: [["flow_id", "F:WRONG"] as [string, string]] }
+              : m,
+        ),
+        broadcasts: e.broadcasts.map((b) => (b === active ? { ...b, labels: ["other"] } : b)),
+        files: e.files.map((f) => (f === file ? { ...f, data: Buffer.concat([f.data, Buffer.from("x")]) } : f)),
+      };
+      const diffs = await checkFixture(server!.adminAddress, wrong, checkOptions());
+      const expectedDiffs = [
+        /^client alpha \w+: ListClients labels .*zz-not-there/,
+        /^client alpha \w+: ListClients blacklisted false, want true/,
+        /^client alpha \w+: contact .* missing/,
+        /^client alpha \w+: 1 of 1 resource-usage records missing/,
+        new RegExp(`^message ${processed.messageId} .*: has a result`),
+        new RegExp(`^GetPendingMessages: ${pending.messageId} .*F:WRONG`),
+        new RegExp(`^broadcast ${active.broadcastId} .*client/other`),
+        new RegExp(`^file ${file.service}/${file.name}: HTTP 200, ${file.data.length} bytes \\(different content\\)`),
+      ];
+      for (const re of expectedDiffs) assert.ok(diffs.some((d) => re.test(d)), `a difference matching ${re} in:\n${diffs.join("\n")}`);
+      // …and nothing about what was not changed.
+      const changed = [alpha.clientId, processed.messageId, pending.messageId, active.broadcastId, `${file.service}/${file.name}`, "GetPendingMessageCount"];
+      assert.deepEqual(
+        diffs.filter((d) => !changed.some((c) => d.includes(c))),
+        [],
+      );
+    });
+
     it("has Fleetspeak retry the due server-bound message, and only that one, when the Processor answers", async () => {
       const serverBound = fixture.expected.messages.filter((m) => m.status.kind === "pending" && m.destination.clientId === "");
       const due = serverBound.filter((m) => m.status.kind === "pending" && m.status.due);
