@@ -1,16 +1,14 @@
-// The real Fleetspeak (Go) server on a Go fixture's configs: started as its packages run it
-// (components and services config files), stopped as systemd does (SIGTERM, which makes it fold
-// broadcast allocations into the broadcasts' sent counts before it exits). An exit other than a
-// clean one is an error carrying its log.
-import { spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+// The real Fleetspeak (Go) server on a Go fixture's deployment (go-server.ts runs it), ready once
+// its admin server answers, and stopped as systemd does (SIGTERM, which makes it fold broadcast
+// allocations into the broadcasts' sent counts before it exits): an exit other than a clean one
+// is an error carrying its log.
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Admin } from "../../src/gen/fleetspeak_server/admin_pb.js";
 import { DAEMON_SERVICE } from "./go-fixture-clients.js";
 import { pollUntil } from "./go-fixture-poll.js";
-import type { FleetspeakGo } from "./fleetspeak-go.js";
-import { type ManagedProcess, manage } from "./processes.js";
+import { type GoDeployment, startGoServer } from "./go-server.js";
+import type { ManagedProcess } from "./processes.js";
 
 export interface RunningGoServer {
   proc: ManagedProcess;
@@ -26,14 +24,12 @@ export function adminClient(address: string): Client<typeof Admin> {
 }
 
 /**
- * The services config: GRR's daemon service forwarded to a Processor over gRPC, as GRR's
- * config_updater writes it (broadcast_poll_time 1 s), with max_parallelism 1 (see go-fixture.ts
- * for why the fixture needs it).
+ * The fixture's services config: GRR's daemon service forwarded to a Processor over gRPC, as GRR's
+ * config_updater writes it (broadcast_poll_time 1 s), with max_parallelism 1 (go-fixture.ts says
+ * why the fixture needs it).
  */
-export function writeGoServicesConfig(file: string, processorAddress: string): void {
-  writeFileSync(
-    file,
-    `services {
+export function goFixtureServices(processorAddress: string): string {
+  return `services {
   name: "${DAEMON_SERVICE}"
   factory: "GRPC"
   max_parallelism: 1
@@ -45,35 +41,21 @@ export function writeGoServicesConfig(file: string, processorAddress: string): v
   }
 }
 broadcast_poll_time { seconds: 1 }
-`,
-  );
+`;
 }
 
-export async function startGoServer(
-  go: FleetspeakGo,
-  configs: { componentsConfig: string; servicesConfig: string },
-  adminPort: number,
-): Promise<RunningGoServer> {
-  const proc = manage(
-    "Fleetspeak (Go) server",
-    spawn(go.server, ["-components_config", configs.componentsConfig, "-services_config", configs.servicesConfig, "-logtostderr"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    }),
-  );
-  await proc.waitFor(/Fleetspeak server started/, 30_000);
-  const adminAddress = `127.0.0.1:${adminPort}`;
-  const admin = adminClient(adminAddress);
+/** Starts Fleetspeak's server on the deployment with the fixture's services config. */
+export async function startGoFixtureServer(d: GoDeployment, processorAddress: string): Promise<RunningGoServer> {
+  const proc = await startGoServer(d, goFixtureServices(processorAddress));
+  const admin = adminClient(d.adminAddress);
   const answers = async () => {
     await admin.keepAlive({});
     return true;
   };
-  await pollUntil(`the Go admin server at ${adminAddress}`, answers, {
-    watch: [proc],
-    timeoutMs: 10_000,
-  });
+  await pollUntil(`the Go admin server at ${d.adminAddress}`, answers, { watch: [proc], timeoutMs: 10_000 });
   return {
     proc,
-    adminAddress,
+    adminAddress: d.adminAddress,
     admin,
     async stop() {
       const code = await proc.stop("SIGTERM", 30_000);

@@ -5,6 +5,7 @@
 import type { Any } from "@bufbuild/protobuf/wkt";
 import type { ClientMachine, MachineState } from "./go-fixture-clients.js";
 import type { ContactRow, GoBackend, ResourceUsageRow } from "./go-fixture-db.js";
+import type { GoDeployment } from "./go-server.js";
 
 export type { GoBackend } from "./go-fixture-db.js";
 
@@ -103,32 +104,22 @@ export interface GoFixtureExpected {
 
 export interface GoFixture {
   backend: GoBackend;
-  /** The folder holding certificates, configs, the SQLite file and the client machines. */
+  /** The folder holding the client machines (and the SQLite file). */
   dir: string;
+  /** Certificates and configs made by fleetspeak_config, and the addresses they name. */
+  deployment: GoDeployment;
   /** mysql_data_source_name as the components config has it ("sqlite:<path>" for SQLite). */
   dataSourceName: string;
   /** MySQL: the Go-style DSN of the database. */
   mysqlDsn?: string;
   /** SQLite: the database file. */
   sqlitePath?: string;
-  files: {
-    configuratorConfig: string;
-    componentsConfig: string;
-    servicesConfig: string;
-    caCert: string;
-    caKey: string;
-    serverCert: string;
-    serverKey: string;
-    linuxClientConfig: string;
-  };
+  /** The deployment's CA certificate (PEM). */
   caPem: string;
-  /** Where the components config has the frontend and the admin server listen (127.0.0.1). */
-  frontendPort: number;
-  adminPort: number;
-  /** "localhost:<frontendPort>": what the clients dial (the server certificate names localhost). */
+  /** "localhost:<port>" of the frontend: what the clients dial (the certificate names localhost). */
   publicAddress: string;
   expected: GoFixtureExpected;
-  /** Drops the MySQL database and removes the folder. */
+  /** Drops the MySQL database and removes the folders. */
   cleanup(): Promise<void>;
 }
 

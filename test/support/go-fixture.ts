@@ -28,9 +28,8 @@
 // Processor would hold every server-bound message 30 s. Instead the first message (alpha's Pong)
 // is held open by the Processor, and with the one slot taken Fleetspeak drops the next ones
 // at once "to retry later": exactly the pending, retried rows of a deployment whose GRR is down.
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
@@ -40,7 +39,7 @@ import { RestartServiceRequestSchema, RevokedCertificateListSchema } from "../..
 import { type ClientMachine, DAEMON_SERVICE, machineState, startClient, writeClientMachine } from "./go-fixture-clients.js";
 import { GoFixtureDb } from "./go-fixture-db.js";
 import { pollUntil } from "./go-fixture-poll.js";
-import { type RunningGoServer, startGoServer, writeGoServicesConfig } from "./go-fixture-server.js";
+import { type RunningGoServer, startGoFixtureServer } from "./go-fixture-server.js";
 import {
   BROADCAST_UNLIMITED,
   type ExpectedBroadcast,
@@ -52,14 +51,14 @@ import {
   type GoFixtureExpected,
 } from "./go-fixture-types.js";
 import { type FleetspeakGo, fleetspeakGo } from "./fleetspeak-go.js";
-import { freePort } from "./haproxy.js";
+import { makeGoDeployment } from "./go-server.js";
 import { createTestDatabase } from "./mariadb.js";
 import type { ManagedProcess } from "./processes.js";
 import { startProcessor, type TestProcessor } from "./processor-server.js";
 
 export { checkFixture, type CheckOptions } from "./go-fixture-check.js";
 export { deliverPending, type DeliverOptions } from "./go-fixture-deliver.js";
-export { adminClient, type RunningGoServer, startGoServer, writeGoServicesConfig } from "./go-fixture-server.js";
+export { adminClient, goFixtureServices, type RunningGoServer, startGoFixtureServer } from "./go-fixture-server.js";
 export * from "./go-fixture-types.js";
 
 export interface BuildGoFixtureOptions {
@@ -101,24 +100,6 @@ function bytes(b: Uint8Array): Any {
 
 function hex(b: Uint8Array): string {
   return Buffer.from(b).toString("hex");
-}
-
-function configuratorConfig(dir: string, dataSourceName: string, frontendPort: number, adminPort: number): string {
-  const f = (name: string) => JSON.stringify(join(dir, name));
-  return `configuration_name: "GoFixture"
-components_config {
-  mysql_data_source_name: ${JSON.stringify(dataSourceName)}
-  https_config { listen_address: "127.0.0.1:${frontendPort}" }
-  admin_config { listen_address: "127.0.0.1:${adminPort}" }
-}
-trusted_cert_file: ${f("ca.pem")}
-trusted_cert_key_file: ${f("ca.key")}
-server_cert_file: ${f("server.pem")}
-server_cert_key_file: ${f("server.key")}
-server_component_configuration_file: ${f("server.components.config")}
-public_host_port: "localhost:${frontendPort}"
-linux_client_configuration_file: ${f("linux_client.config")}
-`;
 }
 
 /** The fixture being made: the running pieces and what has been done so far. */
@@ -418,24 +399,8 @@ export async function buildGoFixture(opts: BuildGoFixtureOptions): Promise<GoFix
       mysqlDsn = database.dsn;
     }
     const dataSourceName = mysqlDsn ?? `sqlite:${sqlitePath}`;
-    const frontendPort = await freePort();
-    const adminPort = await freePort();
-    const files = {
-      configuratorConfig: join(dir, "configurator.config"),
-      componentsConfig: join(dir, "server.components.config"),
-      servicesConfig: join(dir, "server.services.config"),
-      caCert: join(dir, "ca.pem"),
-      caKey: join(dir, "ca.key"),
-      serverCert: join(dir, "server.pem"),
-      serverKey: join(dir, "server.key"),
-      linuxClientConfig: join(dir, "linux_client.config"),
-    };
-    writeFileSync(files.configuratorConfig, configuratorConfig(dir, dataSourceName, frontendPort, adminPort));
-    try {
-      execFileSync(go.config, ["-config", files.configuratorConfig, "-logtostderr"], { stdio: ["ignore", "pipe", "pipe"] });
-    } catch (e) {
-      throw new Error(`${go.config} failed: ${(e as { stderr?: Buffer }).stderr?.toString() ?? (e as Error).message}`);
-    }
+    const deployment = await makeGoDeployment(dataSourceName, `go-fixture-${opts.backend}`);
+    kept.push(() => rmSync(deployment.dir, { recursive: true, force: true }));
 
     let release: () => void = () => {};
     const held = new Promise<void>((r) => {
@@ -446,14 +411,13 @@ export async function buildGoFixture(opts: BuildGoFixtureOptions): Promise<GoFix
       release();
       await processor.close();
     });
-    writeGoServicesConfig(files.servicesConfig, processor.address);
-    const server = await startGoServer(go, files, adminPort);
+    const server = await startGoFixtureServer(deployment, processor.address);
     undo.push(() => server.proc.stop("SIGKILL").then(() => undefined));
     const db =
       opts.backend === "mysql" ? await GoFixtureDb.open("mysql", mysqlDsn!) : await GoFixtureDb.open("sqlite", sqlitePath!);
     undo.push(() => db.close());
 
-    const b = new FixtureBuilder(go, dir, server, db, processor, readFileSync(files.linuxClientConfig, "utf8"));
+    const b = new FixtureBuilder(go, dir, server, db, processor, readFileSync(deployment.clientConfigPath, "utf8"));
     undo.push(async () => {
       for (const p of b.clients.values()) await p.stop("SIGKILL");
     });
@@ -485,18 +449,15 @@ export async function buildGoFixture(opts: BuildGoFixtureOptions): Promise<GoFix
     await db.close();
     await processor.close();
 
-    const caPem = readFileSync(files.caCert, "utf8");
     return {
       backend: opts.backend,
       dir,
+      deployment,
       dataSourceName,
       ...(mysqlDsn ? { mysqlDsn } : {}),
       ...(sqlitePath ? { sqlitePath } : {}),
-      files,
-      caPem,
-      frontendPort,
-      adminPort,
-      publicAddress: `localhost:${frontendPort}`,
+      caPem: readFileSync(deployment.caCertPath, "utf8"),
+      publicAddress: `localhost:${deployment.httpsAddress.split(":").pop()}`,
       expected,
       cleanup: async () => {
         for (const u of kept.reverse()) await u();

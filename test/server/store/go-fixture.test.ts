@@ -12,11 +12,9 @@ import {
   deliverPending,
   type GoFixture,
   type RunningGoServer,
-  startGoServer,
-  writeGoServicesConfig,
+  startGoFixtureServer,
 } from "../../support/go-fixture.js";
 import { pollUntil } from "../../support/go-fixture-poll.js";
-import { fleetspeakGo } from "../../support/fleetspeak-go.js";
 import { startProcessor, type TestProcessor } from "../../support/processor-server.js";
 
 for (const backend of ["mysql", "sqlite"] as const) {
@@ -36,8 +34,7 @@ for (const backend of ["mysql", "sqlite"] as const) {
         release = r;
       });
       processor = await startProcessor({ handle: () => held });
-      writeGoServicesConfig(fixture.files.servicesConfig, processor.address);
-      server = await startGoServer(fleetspeakGo(), fixture.files, fixture.adminPort);
+      server = await startGoFixtureServer(fixture.deployment, processor.address);
     });
 
     after(async () => {
@@ -50,7 +47,7 @@ for (const backend of ["mysql", "sqlite"] as const) {
     const checkOptions = () => ({
       server: "go" as const,
       backend,
-      frontend: `127.0.0.1:${fixture.frontendPort}`,
+      frontend: fixture.deployment.httpsAddress,
       caPem: fixture.caPem,
     });
 
