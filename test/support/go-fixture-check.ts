@@ -14,7 +14,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Label, Message } from "../../src/gen/fleetspeak/common_pb.js";
 import { adminClient } from "./go-fixture-server.js";
-import type { ExpectedMessage, GoBackend, GoFixtureExpected, ServerKind } from "./go-fixture-types.js";
+import { type ExpectedMessage, type GoBackend, type GoFixtureExpected, type ServerKind, show } from "./go-fixture-types.js";
 import { makeClientIdentity } from "./tls.js";
 
 export interface CheckOptions {
@@ -30,7 +30,6 @@ export interface CheckOptions {
   serverName?: string;
 }
 
-const show = (v: unknown) => JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x));
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 const ns = (t: Timestamp | undefined) => (t ? t.seconds * 1_000_000_000n + BigInt(t.nanos) : undefined);
 const labelsOf = (ls: Label[]) => ls.map((l) => `${l.serviceName}/${l.label}`).sort();

@@ -56,6 +56,11 @@ export interface BroadcastRow {
   limit: bigint;
 }
 
+export interface AllocationRow {
+  sent: bigint;
+  limit: bigint;
+}
+
 export interface ResourceUsageRow {
   scope: string;
   pid: bigint;
@@ -263,9 +268,15 @@ export class GoFixtureDb {
     return out;
   }
 
-  async allocationCount(): Promise<number> {
-    const rows = await this.run("SELECT COUNT(*) AS n FROM broadcast_allocations", []);
-    return Number(rows[0]?.n ?? 0);
+  /** Broadcast ID → its allocations (what a server that stopped uncleanly left claimed). */
+  async allocations(): Promise<Map<string, AllocationRow[]>> {
+    const rows = await this.run("SELECT broadcast_id, sent, message_limit FROM broadcast_allocations", []);
+    const out = new Map<string, AllocationRow[]>();
+    for (const r of rows) {
+      const b = hexOf(r.broadcast_id);
+      out.set(b, [...(out.get(b) ?? []), { sent: big(r.sent), limit: big(r.message_limit) }]);
+    }
+    return out;
   }
 
   async resourceUsage(clientId: string): Promise<ResourceUsageRow[]> {

@@ -4,7 +4,7 @@
 // (go-fixture-check.ts) and its pending messages delivered (go-fixture-deliver.ts).
 import type { Any } from "@bufbuild/protobuf/wkt";
 import type { ClientMachine, MachineState } from "./go-fixture-clients.js";
-import type { ContactRow, GoBackend, ResourceUsageRow } from "./go-fixture-db.js";
+import type { AllocationRow, ContactRow, GoBackend, ResourceUsageRow } from "./go-fixture-db.js";
 import type { GoDeployment } from "./go-server.js";
 
 export type { GoBackend } from "./go-fixture-db.js";
@@ -80,8 +80,15 @@ export interface ExpectedBroadcast {
   labels: string[];
   /** 2^63-1 is Fleetspeak's "unlimited". */
   limit: bigint;
-  /** As the broadcasts row holds it after Fleetspeak folded its allocations in. */
+  /** The broadcasts row's sent count (Fleetspeak adds an allocation's count when it ends it). */
   sent: bigint;
+  /** The broadcasts row's allocated count: messages claimed by allocations still open. */
+  allocated: bigint;
+  /**
+   * Allocations left open in broadcast_allocations: none after a clean stop; a killed server
+   * leaves the ones it held (their sent counts not yet in `sent`).
+   */
+  allocations: AllocationRow[];
   expirationTime?: { seconds: bigint; nanos: number };
   /** Listed by ListActiveBroadcasts: not expired and sent < limit. */
   active: boolean;
@@ -102,8 +109,12 @@ export interface GoFixtureExpected {
   files: ExpectedFile[];
 }
 
+/** How the Go server was stopped at the end: as an operator does, or killed (crash, OOM). */
+export type GoServerStop = "sigterm" | "sigkill";
+
 export interface GoFixture {
   backend: GoBackend;
+  stop: GoServerStop;
   /** The folder holding the client machines (and the SQLite file). */
   dir: string;
   /** Certificates and configs made by fleetspeak_config, and the addresses they name. */
@@ -125,3 +136,8 @@ export interface GoFixture {
 
 /** Fleetspeak's "no limit" for broadcasts (it keeps uint64 counts within SQLite's int64). */
 export const BROADCAST_UNLIMITED = 9223372036854775807n;
+
+/** A value as JSON, bigints as decimal strings: how the fixture's diffs and errors show values. */
+export function show(v: unknown): string {
+  return JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x));
+}

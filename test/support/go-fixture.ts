@@ -49,6 +49,8 @@ import {
   type GoBackend,
   type GoFixture,
   type GoFixtureExpected,
+  type GoServerStop,
+  show,
 } from "./go-fixture-types.js";
 import { type FleetspeakGo, fleetspeakGo } from "./fleetspeak-go.js";
 import { makeGoDeployment } from "./go-server.js";
@@ -63,6 +65,13 @@ export * from "./go-fixture-types.js";
 
 export interface BuildGoFixtureOptions {
   backend: GoBackend;
+  /**
+   * How the Go server is stopped at the end. "sigterm" (default), as an operator does: it ends
+   * every broadcast allocation, adding its count to the broadcast's sent. "sigkill", as a crash:
+   * what it held open stays in broadcast_allocations, and an unlimited broadcast's count (kept in
+   * memory only) is lost; see `expected.broadcasts[].allocations`.
+   */
+  stop?: GoServerStop;
   /**
    * MySQL: the database's collation. Default null: the server's default, as a plain CREATE
    * DATABASE by an operator leaves it (Fleetspeak's tables inherit it).
@@ -84,6 +93,28 @@ const ROLES: Role[] = [
   { name: "epsilon", labels: ["epsilon"], streaming: true },
   { name: "zeta", labels: [], streaming: true },
 ];
+
+type BroadcastState = { sent: bigint; allocated: bigint; allocations: Array<{ sent: bigint; limit: bigint }>; recipients: number };
+
+/**
+ * The broadcasts' rows once alpha and beta had theirs (the one at its limit went to one of them).
+ * On a clean stop Fleetspeak ends every allocation. Killed, it leaves the limited broadcast's
+ * second allocation (1 message: a fifth of what was left, made when the first one filled up) and
+ * loses the unlimited one's count, which it keeps in memory until it stops.
+ */
+const BROADCASTS_AFTER_SIGTERM: Record<string, BroadcastState> = {
+  BroadcastAtLimit: { sent: 1n, allocated: 0n, allocations: [], recipients: 1 },
+  BroadcastUnlimited: { sent: 2n, allocated: 0n, allocations: [], recipients: 2 },
+  BroadcastLimited: { sent: 2n, allocated: 0n, allocations: [], recipients: 2 },
+  BroadcastExpired: { sent: 2n, allocated: 0n, allocations: [], recipients: 2 },
+};
+const BROADCASTS_AFTER_SIGKILL: Record<string, BroadcastState> = {
+  ...BROADCASTS_AFTER_SIGTERM,
+  BroadcastUnlimited: { sent: 0n, allocated: 0n, allocations: [], recipients: 2 },
+  BroadcastLimited: { sent: 2n, allocated: 1n, allocations: [{ sent: 0n, limit: 1n }], recipients: 2 },
+};
+const SENT_BEFORE_KILL = Object.fromEntries(Object.entries(BROADCASTS_AFTER_SIGKILL).map(([k, v]) => [k, v.sent]));
+
 
 /** Unacked client messages wait this long in Fleetspeak before they are sent again. */
 const CLIENT_RETRY_US = 15n * 60n * 1_000_000n;
@@ -108,7 +139,8 @@ class FixtureBuilder {
   readonly ids = new Map<string, string>();
   readonly clients = new Map<string, ManagedProcess>();
   readonly messages: Array<Omit<ExpectedMessage, "status" | "creationTime"> & { intended: ExpectedStatus["kind"] }> = [];
-  readonly broadcasts: Array<Omit<ExpectedBroadcast, "sent" | "recipients" | "active"> & { expiresMs?: number }> = [];
+  readonly broadcasts: Array<Omit<ExpectedBroadcast, "sent" | "allocated" | "allocations" | "recipients" | "active"> & { expiresMs?: number }> =
+    [];
   readonly files: ExpectedFile[] = [];
   revokedSerials: string[] = [];
 
@@ -439,18 +471,30 @@ export async function buildGoFixture(opts: BuildGoFixtureOptions): Promise<GoFix
     await b.until("the expiring broadcast to expire", async () => Date.now() > expiresMs + 100, [], 15_000);
     await b.stopClient("alpha");
     await b.stopClient("beta");
-    await b.server.stop();
+    const stop = opts.stop ?? "sigterm";
+    if (stop === "sigkill") {
+      // Let the broadcast manager end the allocations that are full or expired first (it does on
+      // its next poll), so that what the kill leaves behind does not depend on timing.
+      await b.until("the Go server ending the full and the expired broadcast allocations", async () => {
+        const sent = new Map((await db.broadcasts()).map((r) => [r.broadcastId, r.sent]));
+        return b.broadcasts.every((x) => sent.get(x.broadcastId) === SENT_BEFORE_KILL[x.messageType]);
+      });
+      await b.server.proc.stop("SIGKILL");
+    } else {
+      await b.server.stop();
+    }
 
     // The server is down, as during an operator's switch: prune zeta's contacts by hand and let
     // the retry time of one client-bound and one server-bound message come.
     await db.pruneContacts(b.id("zeta"));
     await db.setDue([gammaDue, pongRetriedOnce], nowUs() - 1_000_000n);
-    const expected = await readExpected(b, db, { alphaPong, pongRetriedTwice, pongRetriedOnce, gammaDue, gammaLater });
+    const expected = await readExpected(b, db, stop, { alphaPong, pongRetriedTwice, pongRetriedOnce, gammaDue, gammaLater });
     await db.close();
     await processor.close();
 
     return {
       backend: opts.backend,
+      stop,
       dir,
       deployment,
       dataSourceName,
@@ -478,7 +522,7 @@ interface ServerBound {
 }
 
 /** Reads back what the database holds, and fails if it is not what the fixture meant to make. */
-async function readExpected(b: FixtureBuilder, db: GoFixtureDb, s: ServerBound): Promise<GoFixtureExpected> {
+async function readExpected(b: FixtureBuilder, db: GoFixtureDb, stop: GoServerStop, s: ServerBound): Promise<GoFixtureExpected> {
   const problems: string[] = [];
   const pending = new Map((await db.pending()).map((p) => [p.messageId, p]));
   const now = nowUs();
@@ -531,7 +575,7 @@ async function readExpected(b: FixtureBuilder, db: GoFixtureDb, s: ServerBound):
   for (const [id, retryCount, due] of retries) {
     const st = messages.find((m) => m.messageId === id)?.status;
     if (st?.kind !== "pending" || st.retryCount !== retryCount || st.due !== due) {
-      problems.push(`message ${id} should be pending with retry_count ${retryCount}, ${due ? "due" : "not due"}; it is ${JSON.stringify(st, (_k, v) => (typeof v === "bigint" ? v.toString() : v))}`);
+      problems.push(`message ${id} should be pending with retry_count ${retryCount}, ${due ? "due" : "not due"}; it is ${show(st)}`);
     }
   }
   const gammaLater = messages.find((m) => m.messageId === s.gammaLater)?.status;
@@ -549,17 +593,22 @@ async function readExpected(b: FixtureBuilder, db: GoFixtureDb, s: ServerBound):
 
   const rows = new Map((await db.broadcasts()).map((r) => [r.broadcastId, r]));
   const recipients = await db.broadcastRecipients();
-  const sentWanted: Record<string, bigint> = { BroadcastAtLimit: 1n, BroadcastUnlimited: 2n, BroadcastLimited: 2n, BroadcastExpired: 2n };
+  const allocations = await db.allocations();
+  const wanted = stop === "sigterm" ? BROADCASTS_AFTER_SIGTERM : BROADCASTS_AFTER_SIGKILL;
   const broadcasts: ExpectedBroadcast[] = [];
   for (const { expiresMs, ...x } of b.broadcasts) {
     const row = rows.get(x.broadcastId);
-    const sent = row?.sent ?? -1n;
-    if (sent !== sentWanted[x.messageType]) {
-      problems.push(`broadcast ${x.name}: sent is ${sent}, should be ${sentWanted[x.messageType]} once the server folded its allocations in`);
-    }
-    if (row && row.allocated !== 0n) problems.push(`broadcast ${x.name}: ${row.allocated} still allocated after a clean stop`);
     const to = recipients.get(x.broadcastId) ?? [];
-    broadcasts.push({ ...x, sent, recipients: to, active: expiresMs === undefined && sent < x.limit });
+    const got = {
+      sent: row?.sent ?? -1n,
+      allocated: row?.allocated ?? -1n,
+      allocations: allocations.get(x.broadcastId) ?? [],
+      recipients: to.length,
+    };
+    if (show(got) !== show(wanted[x.messageType])) {
+      problems.push(`broadcast ${x.name} after ${stop}: ${show(got)}, should be ${show(wanted[x.messageType])}`);
+    }
+    broadcasts.push({ ...x, sent: got.sent, allocated: got.allocated, allocations: got.allocations, recipients: to, active: expiresMs === undefined && got.sent < x.limit });
     for (const clientId of to) {
       for (const m of await db.messages({ destinationClientId: clientId, messageType: x.messageType })) {
         await add(
@@ -575,8 +624,6 @@ async function readExpected(b: FixtureBuilder, db: GoFixtureDb, s: ServerBound):
       }
     }
   }
-  const allocations = await db.allocationCount();
-  if (allocations !== 0) problems.push(`${allocations} broadcast allocations left after a clean stop`);
 
   const byId = new Map((await db.clients()).map((c) => [c.clientId, c]));
   const clients = [];

@@ -2,8 +2,9 @@
 // on MySQL (MariaDB) and on SQLite, which Fleetspeak's own server, started again on it, serves as
 // the fixture describes; whose due server-bound message it retries when the Processor answers;
 // and whose pending messages and owed broadcasts reach the machines' clients (Fleetspeak's own
-// client on the MySQL fixture, ours on the SQLite one, both on the state files Fleetspeak's client
-// wrote). The adoption tests check our server against the same description.
+// client, or ours, on the state files Fleetspeak's client wrote). One variant's Go server was
+// killed instead of stopped, leaving broadcast allocations open. The adoption tests check our
+// server against the same descriptions.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import {
@@ -17,8 +18,14 @@ import {
 import { pollUntil } from "../../support/go-fixture-poll.js";
 import { startProcessor, type TestProcessor } from "../../support/processor-server.js";
 
-for (const backend of ["mysql", "sqlite"] as const) {
-  describe(`Go fixture on ${backend}`, { timeout: 300_000 }, () => {
+const variants = [
+  { backend: "mysql", stop: "sigterm", client: "go" },
+  { backend: "sqlite", stop: "sigterm", client: "ours" },
+  { backend: "sqlite", stop: "sigkill", client: "go" },
+] as const;
+
+for (const { backend, stop, client } of variants) {
+  describe(`Go fixture on ${backend}, its server stopped by ${stop}`, { timeout: 300_000 }, () => {
     let fixture: GoFixture;
     let processor: TestProcessor;
     let server: RunningGoServer | undefined;
@@ -26,8 +33,8 @@ for (const backend of ["mysql", "sqlite"] as const) {
 
     before(async () => {
       const t0 = Date.now();
-      fixture = await buildGoFixture({ backend });
-      console.log(`# Go fixture on ${backend} built in ${Date.now() - t0} ms`);
+      fixture = await buildGoFixture({ backend, stop });
+      console.log(`# Go fixture on ${backend} (${stop}) built in ${Date.now() - t0} ms`);
       // The Processor holds its calls until the test lets it answer, so that the server's retry
       // of the due server-bound message does not race the first check.
       const held = new Promise<void>((r) => {
@@ -60,6 +67,7 @@ for (const backend of ["mysql", "sqlite"] as const) {
       assert.ok(e.clients.some((c) => c.blacklisted), "a blacklisted client");
       assert.ok(e.clients.some((c) => !c.hasContacts), "a client without contacts");
       assert.ok(e.broadcasts.some((b) => b.sent === b.limit), "a broadcast at its limit");
+      if (stop === "sigkill") assert.ok(e.broadcasts.some((b) => b.allocations.length > 0), "an allocation left open");
       assert.ok(e.broadcasts.some((b) => b.expirationTime && b.sent > 0n), "an expired broadcast that was sent");
       assert.ok(e.broadcasts.filter((b) => b.active).length >= 2, "active broadcasts");
       assert.ok(e.files.some((f) => f.data.length === 0) && e.files.some((f) => f.data.length > 65_535), "an empty and a large file");
@@ -133,11 +141,11 @@ for (const backend of ["mysql", "sqlite"] as const) {
       due[0]!.status = { kind: "processed" };
     });
 
-    it(`delivers the pending messages and owed broadcasts to ${backend === "mysql" ? "Fleetspeak's" : "our"} clients on the machines`, async () => {
+    it(`delivers the pending messages and owed broadcasts to ${client === "go" ? "Fleetspeak's" : "our"} clients on the machines`, async () => {
       const { expected, received } = await deliverPending(fixture.expected, {
         adminAddress: server!.adminAddress,
         frontend: fixture.publicAddress,
-        client: backend === "mysql" ? "go" : "ours",
+        client,
       });
       assert.deepEqual(Object.keys(received).sort(), ["delta", "gamma"]);
       assert.deepEqual(await checkFixture(server!.adminAddress, expected, checkOptions()), []);
