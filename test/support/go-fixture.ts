@@ -179,6 +179,9 @@ class FixtureBuilder {
       { service: DAEMON_SERVICE, name: "payload.bin", data: randomBytes(70_000) },
       { service: DAEMON_SERVICE, name: "empty", data: Buffer.alloc(0) },
       { service: DAEMON_SERVICE, name: "naïve café.txt", data: Buffer.from("non-ASCII name and content: ü ñ 字\n") },
+      // Fleetspeak's SQLite declares files.name as "TEST(256)" (sic): numeric affinity, so this
+      // name is stored as the integer 123 there (and "123" finds it too).
+      { service: DAEMON_SERVICE, name: "0123", data: Buffer.from("a name that looks like a number") },
     );
     for (const f of this.files) {
       await this.admin.storeFile({ serviceName: f.service, fileName: f.name, data: f.data });
