@@ -152,23 +152,34 @@ async function withMigrationLock<T>(ctx: MigrateContext, fn: () => Promise<T>): 
   }
 }
 
+// Conflicts with another server doing the same at the same moment (a deadlock, a lock wait, a
+// Galera certification failure): the step is looked at again and, if still needed, run again.
+const CONFLICT_ERRNOS = new Set([1205, 1213]);
+const CONFLICT_RETRIES = 5;
+
 async function runStep(ctx: MigrateContext, step: MysqlStep): Promise<"ran" | "skipped" | "refused"> {
   const { conn, log } = ctx;
-  if (step.done?.(await readSchema(conn))) return "skipped";
-  const query: Query = (sql, values) => conn.query(sql, values);
-  try {
-    for (const sql of step.sql ?? []) await conn.query(sql);
-    if (step.run) await step.run(query);
-    return "ran";
-  } catch (e) {
-    // Another server (on another Galera node, say) may have made the same change meanwhile.
+  for (let attempt = 0; ; attempt++) {
     if (step.done?.(await readSchema(conn))) return "skipped";
-    const errno = (e as { errno?: number }).errno;
-    if (step.optionalBecause !== undefined && errno !== undefined && PRIVILEGE_ERRNOS.has(errno)) {
-      log.warn({ step: step.what, err: (e as Error).message }, step.optionalBecause);
-      return "refused";
+    const query: Query = (sql, values) => conn.query(sql, values);
+    try {
+      for (const sql of step.sql ?? []) await conn.query(sql);
+      if (step.run) await step.run(query);
+      return "ran";
+    } catch (e) {
+      // Another server (on another Galera node, say) may have made the same change meanwhile.
+      if (step.done?.(await readSchema(conn))) return "skipped";
+      const errno = (e as { errno?: number }).errno;
+      if (errno !== undefined && CONFLICT_ERRNOS.has(errno) && attempt < CONFLICT_RETRIES) {
+        await new Promise((r) => setTimeout(r, 50 * (attempt + 1) * (1 + Math.random())));
+        continue;
+      }
+      if (step.optionalBecause !== undefined && errno !== undefined && PRIVILEGE_ERRNOS.has(errno)) {
+        log.warn({ step: step.what, err: (e as Error).message }, step.optionalBecause);
+        return "refused";
+      }
+      throw new Error(`schema migration of ${ctx.where} failed at "${step.what}": ${(e as Error).message}`, { cause: e });
     }
-    throw new Error(`schema migration of ${ctx.where} failed at "${step.what}": ${(e as Error).message}`, { cause: e });
   }
 }
 
@@ -178,11 +189,22 @@ async function recordedVersion(conn: PoolConnection): Promise<number> {
   return row!.v === null ? 0 : Number(row!.v);
 }
 
+/** Records the version unless a server migrating at the same time recorded it (or a later one). */
 async function recordVersion(conn: PoolConnection, version: number): Promise<void> {
-  await conn.beginTransaction();
-  await conn.query("DELETE FROM schema_version");
-  await conn.query("INSERT INTO schema_version (version) VALUES (?)", [version]);
-  await conn.commit();
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await conn.beginTransaction();
+      await conn.query("DELETE FROM schema_version");
+      await conn.query("INSERT INTO schema_version (version) VALUES (?)", [version]);
+      await conn.commit();
+      return;
+    } catch (e) {
+      await conn.rollback().catch(() => {});
+      if ((await recordedVersion(conn)) >= version) return;
+      const errno = (e as { errno?: number }).errno;
+      if (errno === undefined || !CONFLICT_ERRNOS.has(errno) || attempt >= CONFLICT_RETRIES) throw e;
+    }
+  }
 }
 
 /**

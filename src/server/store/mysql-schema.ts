@@ -20,7 +20,9 @@
 //   database user may not create triggers, the frontends' sweeps fill them in (see
 //   MysqlStore.fillPendingDestinations).
 // - messages gets an index on creation_time_seconds (pruning), clients on last_contact_time,
-//   client_resource_usage_records on (client_id, server_timestamp).
+//   client_resource_usage_records on (client_id, server_timestamp) and a primary key on an
+//   invisible record_id (Galera wants one on every table; Fleetspeak inserts there without a
+//   column list, which an invisible column does not disturb).
 // - messages.source_message_id is VARBINARY(255) (Fleetspeak: 16); in databases this server
 //   creates, client_contact_id is BIGINT UNSIGNED (Fleetspeak: INTEGER, which a large fleet of
 //   streaming clients fills in months) and pending_messages' primary key is message_id alone
@@ -363,6 +365,16 @@ const VERSION_2: MysqlStep[] = [
   },
   index("clients", "clients_last_contact_time", ["last_contact_time"]),
   index("client_resource_usage_records", "client_resource_usage_records_client", ["client_id", "server_timestamp"]),
+  {
+    // Galera replicates rows by primary key and wants one on every table; Fleetspeak's
+    // INSERT without a column list does not see an invisible column.
+    what: "client_resource_usage_records primary key (invisible record_id)",
+    done: (s) => s.column("client_resource_usage_records", "record_id") !== undefined,
+    sql: [
+      `ALTER TABLE client_resource_usage_records
+         ADD COLUMN record_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT INVISIBLE, ADD PRIMARY KEY (record_id)`,
+    ],
+  },
   binaryCollation("client_labels", [
     ["service_name", "VARCHAR(128)"],
     ["label", "VARCHAR(128)"],
@@ -414,6 +426,11 @@ export const OUR_ADDITIONS: { what: string; present: (s: SchemaState) => boolean
       return [...keep, `ALTER TABLE ${table} DROP INDEX ${name}`];
     },
   })),
+  {
+    what: "column client_resource_usage_records.record_id",
+    present: (s) => s.column("client_resource_usage_records", "record_id") !== undefined,
+    drop: () => ["ALTER TABLE client_resource_usage_records DROP COLUMN record_id"],
+  },
   ...["destination_client_id", "destination_service_name"].map((column) => ({
     what: `column pending_messages.${column}`,
     present: (s: SchemaState) => s.column("pending_messages", column) !== undefined,
