@@ -156,4 +156,17 @@ export const MYSQL_MIGRATIONS: Migration[] = [
       ) ${TABLE_OPTIONS}`,
     ],
   },
+  {
+    // The operator console: one row per server process, rewritten by its heartbeat
+    // (last_seen_time in Unix nanoseconds, report a JSON text). Fleetspeak's Go server ignores it.
+    version: 10,
+    statements: [
+      `CREATE TABLE IF NOT EXISTS server_heartbeats (
+        server_id VARCHAR(255) NOT NULL,
+        last_seen_time BIGINT NOT NULL,
+        report MEDIUMTEXT NOT NULL,
+        PRIMARY KEY (server_id)
+      ) ${TABLE_OPTIONS}`,
+    ],
+  },
 ];

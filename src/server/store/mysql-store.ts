@@ -24,6 +24,30 @@ import type { ResourceUsageData } from "../../gen/fleetspeak_monitoring/resource
 import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
+import {
+  clientCountsFromRow,
+  contactsFromRows,
+  countClientsQuery,
+  failedMessageFromRow,
+  heartbeatFromRow,
+  heartbeatValues,
+  inSearchOrder,
+  labelCountFromRow,
+  labelCountsQuery,
+  listHeartbeatsQuery,
+  pendingByServiceFromRow,
+  pendingByServiceQuery,
+  pruneHeartbeatsQuery,
+  type Query,
+  recentContactsQuery,
+  recentFailedMessagesQuery,
+  searchClientsQuery,
+  serviceQueuesFromRows,
+  serviceQueuesQuery,
+  streamHolderFromRow,
+  streamHoldersQuery,
+  UPSERT_HEARTBEAT_SQL,
+} from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
 import { pendingMigrations } from "./migrations.js";
 import { MYSQL_MIGRATIONS } from "./mysql-schema.js";
@@ -83,6 +107,13 @@ import type {
   CarriedMessage,
   ClaimOptions,
   ClientAck,
+  ClientCounts,
+  ClientSearch,
+  LabelCount,
+  PendingByService,
+  ServerHeartbeat,
+  ServiceQueue,
+  StreamHolderCount,
   MessageResultUpdate,
   ClientData,
   ContactRecord,
@@ -1287,6 +1318,89 @@ export class MysqlStore implements Store {
       [service, name],
     );
     return row ? { data: row.data ?? new Uint8Array(0), modifiedMs: nsToMs(row.t) } : undefined;
+  }
+
+  // ---- console (SQL shared with SQLite: console-queries.ts) ----
+
+  private readQuery<T>(op: string, q: () => Query): Promise<T[]> {
+    let query: Query;
+    try {
+      query = q();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.read<(T & RowDataPacket)[]>(op, query.sql, query.params as Params);
+  }
+
+  async countClients(seenAfterMs: number[]): Promise<ClientCounts> {
+    const rows = await this.readQuery<Record<string, DbInt | null>>("countClients", () => countClientsQuery(seenAfterMs));
+    return clientCountsFromRow(rows[0]!, seenAfterMs.length);
+  }
+
+  async countClientsByLabel(max: number): Promise<LabelCount[]> {
+    return (await this.readQuery<LabelDbRow & { n: DbInt }>("countClientsByLabel", () => labelCountsQuery(max))).map(
+      labelCountFromRow,
+    );
+  }
+
+  async countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    const rows = await this.readQuery<{ address: string; n: DbInt }>("countStreamHolders", () =>
+      streamHoldersQuery(seenAfterMs),
+    );
+    return rows.map(streamHolderFromRow);
+  }
+
+  async searchClients(search: ClientSearch): Promise<Client[]> {
+    const ids = (await this.readQuery<{ client_id: Buffer }>("searchClients", () => searchClientsQuery(search))).map(
+      (r) => r.client_id,
+    );
+    return ids.length === 0 ? [] : inSearchOrder(ids, await this.listClients(ids));
+  }
+
+  async listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    checkClientId(id);
+    return contactsFromRows(
+      await this.readQuery<ContactDbRow>("listRecentClientContacts", () => recentContactsQuery(id, max)),
+    );
+  }
+
+  async countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    checkClientId(clientId);
+    const rows = await this.readQuery<Parameters<typeof pendingByServiceFromRow>[0]>("countPendingByService", () =>
+      pendingByServiceQuery(clientId),
+    );
+    return rows.map(pendingByServiceFromRow);
+  }
+
+  async listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    checkClientId(clientId);
+    const rows = await this.readQuery<MessageDbRow>("listRecentFailedMessages", () =>
+      recentFailedMessagesQuery(clientId, contacts, max),
+    );
+    return rows.map(failedMessageFromRow);
+  }
+
+  async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
+    const rows = await this.readQuery<Parameters<typeof serviceQueuesFromRows>[0][number]>("listServiceQueues", () =>
+      serviceQueuesQuery(maxRows, Date.now()),
+    );
+    return serviceQueuesFromRows(rows);
+  }
+
+  async recordServerHeartbeat(heartbeat: ServerHeartbeat): Promise<void> {
+    await this.write("recordServerHeartbeat", UPSERT_HEARTBEAT_SQL, heartbeatValues(heartbeat));
+  }
+
+  async listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    const rows = await this.readQuery<Parameters<typeof heartbeatFromRow>[0]>("listServerHeartbeats", () =>
+      listHeartbeatsQuery(afterMs),
+    );
+    return rows.map(heartbeatFromRow);
+  }
+
+  async pruneServerHeartbeats(beforeMs: number): Promise<number> {
+    const { sql, params } = pruneHeartbeatsQuery(beforeMs);
+    return (await this.write("pruneServerHeartbeats", sql, params as Params)).affectedRows;
   }
 
   // ---- lifecycle ----

@@ -120,4 +120,15 @@ export const SQLITE_MIGRATIONS: Migration[] = [
       )`,
     ],
   },
+  {
+    // The operator console: one row per server process, rewritten by its heartbeat.
+    version: 10,
+    statements: [
+      `CREATE TABLE IF NOT EXISTS server_heartbeats (
+        server_id TEXT NOT NULL PRIMARY KEY,
+        last_seen_time INTEGER NOT NULL,
+        report TEXT NOT NULL
+      )`,
+    ],
+  },
 ];

@@ -11,6 +11,30 @@ import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
 import { Coalescer } from "../../common/coalescer.js";
+import {
+  clientCountsFromRow,
+  contactsFromRows,
+  countClientsQuery,
+  failedMessageFromRow,
+  heartbeatFromRow,
+  heartbeatValues,
+  inSearchOrder,
+  labelCountFromRow,
+  labelCountsQuery,
+  listHeartbeatsQuery,
+  pendingByServiceFromRow,
+  pendingByServiceQuery,
+  pruneHeartbeatsQuery,
+  type Query,
+  recentContactsQuery,
+  recentFailedMessagesQuery,
+  searchClientsQuery,
+  serviceQueuesFromRows,
+  serviceQueuesQuery,
+  streamHolderFromRow,
+  streamHoldersQuery,
+  UPSERT_HEARTBEAT_SQL,
+} from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
 import { pendingMigrations } from "./migrations.js";
 import {
@@ -70,6 +94,13 @@ import type {
   CarriedMessage,
   ClaimOptions,
   ClientAck,
+  ClientCounts,
+  ClientSearch,
+  LabelCount,
+  PendingByService,
+  ServerHeartbeat,
+  ServiceQueue,
+  StreamHolderCount,
   MessageResultUpdate,
   ClientData,
   ContactRecord,
@@ -881,6 +912,87 @@ export class SqliteStore implements Store {
       ) as { modified_time_nanos: DbInt; data: Buffer | null } | undefined;
       if (!row) return undefined;
       return { data: row.data ?? new Uint8Array(0), modifiedMs: nsToMs(row.modified_time_nanos) };
+    });
+  }
+
+  // ---- console (SQL shared with MySQL: console-queries.ts) ----
+
+  private all<T>(op: string, q: () => Query): Promise<T[]> {
+    return this.run(op, () => {
+      const { sql, params } = q();
+      return this.stmt(sql).all(...params) as T[];
+    });
+  }
+
+  countClients(seenAfterMs: number[]): Promise<ClientCounts> {
+    return this.all<Record<string, DbInt | null>>("countClients", () => countClientsQuery(seenAfterMs)).then((rows) =>
+      clientCountsFromRow(rows[0]!, seenAfterMs.length),
+    );
+  }
+
+  async countClientsByLabel(max: number): Promise<LabelCount[]> {
+    return (await this.all<LabelDbRow & { n: DbInt }>("countClientsByLabel", () => labelCountsQuery(max))).map(
+      labelCountFromRow,
+    );
+  }
+
+  async countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    const rows = await this.all<{ address: string; n: DbInt }>("countStreamHolders", () => streamHoldersQuery(seenAfterMs));
+    return rows.map(streamHolderFromRow);
+  }
+
+  async searchClients(search: ClientSearch): Promise<Client[]> {
+    const ids = (await this.all<{ client_id: Buffer }>("searchClients", () => searchClientsQuery(search))).map(
+      (r) => r.client_id,
+    );
+    return ids.length === 0 ? [] : inSearchOrder(ids, await this.listClients(ids));
+  }
+
+  async listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    checkClientId(id);
+    return contactsFromRows(await this.all<ContactDbRow>("listRecentClientContacts", () => recentContactsQuery(id, max)));
+  }
+
+  async countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    checkClientId(clientId);
+    const rows = await this.all<Parameters<typeof pendingByServiceFromRow>[0]>("countPendingByService", () =>
+      pendingByServiceQuery(clientId),
+    );
+    return rows.map(pendingByServiceFromRow);
+  }
+
+  async listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    checkClientId(clientId);
+    const rows = await this.all<MessageDbRow>("listRecentFailedMessages", () =>
+      recentFailedMessagesQuery(clientId, contacts, max),
+    );
+    return rows.map(failedMessageFromRow);
+  }
+
+  async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
+    const rows = await this.all<Parameters<typeof serviceQueuesFromRows>[0][number]>("listServiceQueues", () =>
+      serviceQueuesQuery(maxRows, Date.now()),
+    );
+    return serviceQueuesFromRows(rows);
+  }
+
+  recordServerHeartbeat(heartbeat: ServerHeartbeat): Promise<void> {
+    return this.run("recordServerHeartbeat", () => {
+      this.stmt(UPSERT_HEARTBEAT_SQL).run(...heartbeatValues(heartbeat));
+    });
+  }
+
+  async listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    const rows = await this.all<Parameters<typeof heartbeatFromRow>[0]>("listServerHeartbeats", () =>
+      listHeartbeatsQuery(afterMs),
+    );
+    return rows.map(heartbeatFromRow);
+  }
+
+  pruneServerHeartbeats(beforeMs: number): Promise<number> {
+    return this.run("pruneServerHeartbeats", () => {
+      const { sql, params } = pruneHeartbeatsQuery(beforeMs);
+      return this.stmt(sql).run(...params).changes;
     });
   }
 
