@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SchemaVersionError, StoreUnavailableError } from "../../../src/server/store/errors.js";
+import { latestVersion } from "../../../src/server/store/migrations.js";
+import { MYSQL_MIGRATIONS } from "../../../src/server/store/mysql-schema.js";
 import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { adminConnection, createTestDatabase } from "../../support/mariadb.js";
 import { defineStoreConformance } from "./conformance.js";
@@ -26,7 +28,7 @@ describe("MysqlStore", () => {
       const admin = await adminConnection();
       const [rows] = await admin.query(`SELECT version FROM \`${db.name}\`.schema_version`);
       await admin.end();
-      assert.deepEqual(rows, [{ version: 1 }]);
+      assert.deepEqual(rows, [{ version: latestVersion(MYSQL_MIGRATIONS) }]);
       await Promise.all(stores.map((s) => s.close()));
     } finally {
       await db.drop();
@@ -44,7 +46,7 @@ describe("MysqlStore", () => {
         assert.ok(e instanceof SchemaVersionError);
         assert.equal(
           e.message,
-          `database ${db.name} has schema version 999 but this server knows up to 1; upgrade the server`,
+          `database ${db.name} has schema version 999 but this server knows up to ${latestVersion(MYSQL_MIGRATIONS)}; upgrade the server`,
         );
         return true;
       });
