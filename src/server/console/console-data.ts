@@ -145,8 +145,12 @@ export class ConsoleData {
   /** Every server seen in the last day: heartbeats first, then addresses known only from clients. */
   async servers(): Promise<ServerView[]> {
     const now = Date.now();
-    const [beats, holders] = await Promise.all([
-      this.#shared.get("heartbeats", TTL.heartbeats, () => this.#store.listServerHeartbeats(now - SERVERS_WINDOW_MS)),
+    const [{ beats, readMs }, holders] = await Promise.all([
+      // A server is silent when its heartbeat is old at the time the rows were read.
+      this.#shared.get("heartbeats", TTL.heartbeats, async () => ({
+        beats: await this.#store.listServerHeartbeats(now - SERVERS_WINDOW_MS),
+        readMs: Date.now(),
+      })),
       this.#shared.get("holders", TTL.holders, () => this.#store.countStreamHolders(now - STREAM_WINDOW_MS)),
     ]);
     const byAddress = new Map<string, StreamHolderCount>(holders.map((h) => [h.address, h]));
@@ -156,7 +160,7 @@ export class ConsoleData {
       const held = report?.streamingTo ? byAddress.get(report.streamingTo) : undefined;
       if (report?.streamingTo) byAddress.delete(report.streamingTo);
       const silentAfter = 3 * (report?.intervalMs ?? 10_000);
-      const state = report?.stoppedMs !== undefined ? "stopped" : now - b.timeMs > silentAfter ? "silent" : "up";
+      const state = report?.stoppedMs !== undefined ? "stopped" : readMs - b.timeMs > silentAfter ? "silent" : "up";
       out.push({
         id: b.serverId,
         ...(report ? { report } : {}),

@@ -81,7 +81,7 @@ export function fleetBody(v: FleetView, search: FleetSearch | undefined, nowMs: 
 </section>
 <section class="narrow">
   <h2>Clients by label</h2>
-  ${table(["Label", "Service", "Clients"], labelRows, "No labels.")}
+  ${table(["Label", "Service", "Clients"], labelRows, "No labels.", "labels")}
 </section>
 </div>`;
 }
