@@ -4,7 +4,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { type BrowserContext, chromium, type Page } from "playwright-core";
+import { type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 
 export const CHROMIUM = process.env.FLEETSPEAK_TEST_CHROMIUM ?? "/usr/bin/chromium";
 export const SCREENSHOT_DIR = resolve(import.meta.dirname, "../../test-artifacts/console");
@@ -58,6 +58,12 @@ export async function launchBrowser(opts: { ignoreHttpsErrors?: boolean } = {}):
   };
 }
 
+/** The text a person sees in an element (rendered: hidden parts left out, cells split by tabs). */
+export function visibleText(l: Locator): Promise<string> {
+  // biome-ignore lint/performance/useDomNodeTextContent: Playwright's innerText, not the DOM property: what is rendered is what the tests check.
+  return l.innerText();
+}
+
 /** Loads a console page and waits until its script has run (charts drawn). */
 export async function openPage(page: Page, url: string): Promise<void> {
   await page.goto(url);
@@ -70,7 +76,7 @@ export async function reloadUntil(page: Page, url: string, what: string, check: 
   for (;;) {
     await openPage(page, url);
     if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`the console never showed ${what} at ${url}; last page text:\n${(await page.innerText("main")).slice(0, 3000)}`);
+    if (Date.now() > deadline) throw new Error(`the console never showed ${what} at ${url}; last page text:\n${(await visibleText(page.locator("main"))).slice(0, 3000)}`);
     await new Promise((r) => setTimeout(r, 300));
   }
 }

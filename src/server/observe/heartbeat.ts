@@ -81,6 +81,8 @@ export interface HeartbeatOptions {
 
 /** Heartbeats older than this are deleted when a server starts. */
 const FORGET_AFTER_MS = 7 * 24 * 3600 * 1000;
+/** Event-loop delay sampling; each sample includes this interval, which is taken off. */
+const LAG_RESOLUTION_MS = 10;
 /** How long stop() waits for the last heartbeat to be written. */
 const LAST_WRITE_TIMEOUT_MS = 2000;
 
@@ -110,7 +112,7 @@ export class HeartbeatWriter {
   readonly #intervalMs: number;
   readonly #keep: number;
   readonly #startedMs = Date.now();
-  readonly #lag = monitorEventLoopDelay({ resolution: 10 });
+  readonly #lag = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
   readonly #samples: HeartbeatSample[] = [];
   #last = { t: Date.now(), received: 0, sent: 0, ok: 0, failed: 0, services: new Map<string, [number, number, number]>() };
   #timer: NodeJS.Timeout | undefined;
@@ -179,8 +181,8 @@ export class HeartbeatWriter {
       outPerS: rate(a.sent - this.#last.sent),
       notifyOk: a.notificationsOk - this.#last.ok,
       notifyFailed: a.notificationsFailed - this.#last.failed,
-      lagP99Ms: nsToMs(this.#lag.percentile(99)),
-      lagMaxMs: nsToMs(this.#lag.max),
+      lagP99Ms: lagMs(this.#lag.percentile(99)),
+      lagMaxMs: lagMs(this.#lag.max),
     });
     this.#lag.reset();
     if (this.#samples.length > this.#keep) this.#samples.splice(0, this.#samples.length - this.#keep);
@@ -217,6 +219,7 @@ export class HeartbeatWriter {
   }
 }
 
-function nsToMs(ns: number): number {
-  return Number.isFinite(ns) ? Math.round(ns / 1e4) / 100 : 0;
+/** A sample of the delay histogram (ns, sampling interval included) as the delay beyond it, ms. */
+function lagMs(ns: number): number {
+  return Number.isFinite(ns) ? Math.max(0, Math.round(ns / 1e4) / 100 - LAG_RESOLUTION_MS) : 0;
 }

@@ -60,7 +60,11 @@ export function clientBody(v: ClientView, nowMs: number): SafeHtml {
          <span class="muted">(notification address <span class="mono">${c.lastContactStreamingTo}</span>)</span>`
       : html`<span class="mono">${c.lastContactStreamingTo}</span> <span class="muted">(no heartbeat from it in the last day)</span>`;
   const pendingRows = v.pendingByService.map(
-    (p) => html`<tr><td>${p.service}</td><td class="num">${count(p.count)}</td><td>${ago(p.oldestMs, nowMs)}</td><td>${ago(p.nextDueMs, nowMs)}</td></tr>`,
+    (p) => html`<tr><td>${p.service}</td><td class="num">${count(p.count)}</td><td>${ago(p.oldestMs, nowMs)}</td><td>${
+      p.nextDueMs <= nowMs
+        ? html`now: on the next contact`
+        : html`${ago(p.nextDueMs, nowMs)} <span class="muted">(sent; sent again then unless acknowledged)</span>`
+    }</td></tr>`,
   );
   const pendingList = v.pending.map(
     (m) => html`<tr><td class="mono">${bytesToHex(m.messageId).slice(0, 16)}…</td><td>${m.source?.serviceName ?? ""} → ${m.destination?.serviceName ?? ""}</td><td>${m.messageType}</td><td>${ago(msOf(m.creationTime), nowMs)}</td></tr>`,
@@ -95,7 +99,7 @@ export function clientBody(v: ClientView, nowMs: number): SafeHtml {
 <div class="columns">
 <section class="wide">
   <h2>Pending messages</h2>
-  ${table(["Service", "Pending", "Oldest created", "Next due"], pendingRows, "Nothing pending: every message to this client was delivered.", "pending-by-service")}
+  ${table(["Service", "Pending", "Oldest created", "Next send"], pendingRows, "Nothing pending: every message to this client was delivered.", "pending-by-service")}
   ${v.pending.length > 0 ? table(["Message", "From → to service", "Type", "Created"], pendingList, "", "pending-list") : ""}
   <h2>Recent failed messages</h2>
   ${table(["When", "Direction", "Type", "Reason", "Message"], failedRows, "No failed message in the client's recent contacts.", "failed")}

@@ -30,7 +30,7 @@ export function clientRows(clients: Client[], nowMs: number): SafeHtml[] {
       <td>${labelsText(c)}</td>
       <td>${last ? ago(last, nowMs) : "never"}</td>
       <td class="mono">${c.lastContactAddress}</td>
-      <td>${c.lastContactStreamingTo ? html`stream via <span class="mono">${c.lastContactStreamingTo}</span>` : "poll"}</td>
+      <td class="nowrap">${c.lastContactStreamingTo ? html`stream · <span class="mono">${c.lastContactStreamingTo}</span>` : "poll"}</td>
       <td>${c.blacklisted ? html`<span class="pill bad">blacklisted</span>` : ""}</td>
     </tr>`;
   });
@@ -73,7 +73,7 @@ export function fleetBody(v: FleetView, search: FleetSearch | undefined, nowMs: 
   ${search?.error ? html`<p class="error">${search.error}</p>` : ""}
   <h2>${heading}</h2>
   ${table(
-    ["Client ID", "Labels", "Last contact", "From", "Contact", ""],
+    ["Client ID", "Labels", "Last contact", "From", "Contact (held by)", ""],
     clientRows(v.clients, nowMs),
     search && !search.error ? "No client matches." : "No client has contacted this deployment yet.",
   )}
