@@ -39,7 +39,7 @@ const PENDING_SHOWN = 20;
 const USAGE_WINDOW_MS = 86_400_000;
 
 /** Seconds each shared answer is kept. */
-const TTL = { counts: 10_000, labels: 60_000, holders: 30_000, heartbeats: 5_000, queues: 15_000 };
+const TTL = { counts: 10_000, labels: 60_000, holders: 30_000, heartbeats: 5_000, queues: 30_000 };
 
 /** A server process, from its heartbeat row and/or the clients that stream to it. */
 export interface ServerView {
