@@ -86,7 +86,7 @@ export function clientBody(v: ClientView, nowMs: number): SafeHtml {
 <p class="subtitle">${labelsText(c)} ${c.blacklisted ? html`<span class="pill bad">blacklisted: it must re-enroll with a new key</span>` : html`<span class="pill good">not blacklisted</span>`}</p>
 <section class="stats" aria-label="client summary">
   ${stat(last ? agoText(last, nowMs) : "never", "last contact", last && nowMs - last > 3_600_000 ? "warn" : "")}
-  ${stat(streaming ? "stream" : "poll", "last contact was a")}
+  ${stat(streaming ? "streaming" : "polling", "how it last talked to the server")}
   ${stat(count(pendingTotal), "messages pending", pendingTotal > 0 ? "warn" : "good")}
   ${stat(count(v.failed.length), "failed in recent contacts", v.failed.length > 0 ? "bad" : "")}
 </section>
