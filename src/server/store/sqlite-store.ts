@@ -36,7 +36,8 @@ import {
   UPSERT_HEARTBEAT_SQL,
 } from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
-import { pendingMigrations } from "./migrations.js";
+import { latestVersion, pendingMigrations } from "./migrations.js";
+import { convertFromFleetspeak, convertToFleetspeak, sqliteLayout } from "./sqlite-fleetspeak.js";
 import {
   BROADCAST_COLUMNS,
   type BroadcastDbRow,
@@ -176,13 +177,53 @@ export class SqliteStore implements Store {
     return store;
   }
 
+  /**
+   * `fleetspeak-server migrate`: converts a file that Fleetspeak (Go) made to this server's layout
+   * (in one transaction), or brings one of ours up to date. Says which it did.
+   */
+  static async migrateFile(path: string, toFleetspeak: boolean): Promise<string> {
+    const store = new SqliteStore(resolve(path), 5000);
+    try {
+      const layout = sqliteLayout(store.db);
+      if (toFleetspeak) {
+        if (layout === "fleetspeak") return `${store.path} is in Fleetspeak's layout already; nothing to do`;
+        if (layout !== "ours") throw new SchemaVersionError(`${store.path} holds no database of this server to convert`);
+        store.migrate();
+        convertToFleetspeak(store.db);
+        return `converted ${store.path} to Fleetspeak's (Go) SQLite layout; Fleetspeak's server can run on it now`;
+      }
+      if (layout === "fleetspeak") {
+        convertFromFleetspeak(store.db);
+        return `converted ${store.path} from Fleetspeak's (Go) SQLite layout; this server can run on it now (fleetspeak-server migrate --to-fleetspeak converts it back)`;
+      }
+      store.migrate();
+      return `${store.path} is up to date (schema version ${latestVersion(SQLITE_MIGRATIONS)})`;
+    } catch (e) {
+      if (e instanceof SchemaVersionError) throw e;
+      throw new StoreUnavailableError(`cannot convert ${store.path}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      store.db.close();
+    }
+  }
+
   private migrate(): void {
-    this.db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
     this.db
       .transaction(() => {
+        const layout = sqliteLayout(this.db);
+        if (layout === "fleetspeak") {
+          throw new SchemaVersionError(
+            `${this.path} is a database of Fleetspeak's (Go) own SQLite datastore; stop Fleetspeak, back the file up, and convert it in place with: fleetspeak-server migrate --sqlite_path ${this.path} (fleetspeak-server migrate --to-fleetspeak --sqlite_path ${this.path} converts it back)`,
+          );
+        }
+        if (layout === "unknown") {
+          throw new SchemaVersionError(
+            `${this.path} holds tables named like Fleetspeak's but was made by neither Fleetspeak nor this server; point the server at another file`,
+          );
+        }
+        this.db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
         const row = this.db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as { v: DbInt | null };
         const current = row.v === null ? 0 : num(row.v);
-        const todo = pendingMigrations(SQLITE_MIGRATIONS, current, this.path);
+        const todo = pendingMigrations(SQLITE_MIGRATIONS, current, `database ${this.path}`);
         for (const m of todo) {
           for (const s of m.statements) this.db.exec(s);
         }
