@@ -53,16 +53,20 @@ function limit(n: number, what: string): number {
 
 // ---- clients ----
 
-export function countClientsQuery(seenAfterMs: number[]): Query {
+/**
+ * Client counts over `source` (the clients table, or one keyset page of it); `last` is the page's
+ * last client ID.
+ */
+export function countClientsQuery(seenAfterMs: number[], source = "clients"): Query {
   const sums = seenAfterMs.map((_, i) => `, SUM(CASE WHEN last_contact_time > ? THEN 1 ELSE 0 END) AS s${i}`).join("");
-  return { sql: `SELECT COUNT(*) AS total${sums} FROM clients`, params: seenAfterMs.map(msToNs) };
+  return { sql: `SELECT COUNT(*) AS total${sums}, MAX(client_id) AS last FROM ${source}`, params: seenAfterMs.map(msToNs) };
 }
 
-export function clientCountsFromRow(row: Record<string, DbInt | null>, n: number): ClientCounts {
+export function clientCountsFromRow(row: Record<string, DbInt | Uint8Array | null>, n: number): ClientCounts {
   const seenAfter: number[] = [];
   // SUM over no rows is NULL.
-  for (let i = 0; i < n; i++) seenAfter.push(num(row[`s${i}`] ?? 0));
-  return { total: num(row.total ?? 0), seenAfter };
+  for (let i = 0; i < n; i++) seenAfter.push(num((row[`s${i}`] as DbInt | null) ?? 0));
+  return { total: num((row.total as DbInt | null) ?? 0), seenAfter };
 }
 
 export function labelCountsQuery(max: number): Query {
@@ -71,6 +75,14 @@ export function labelCountsQuery(max: number): Query {
           ORDER BY n DESC, service_name, label LIMIT ${limit(max, "label count limit")}`,
     params: [],
   };
+}
+
+/** The most common labels first (then by service and label), as labelCountsQuery orders them. */
+export function topLabels(counts: LabelCount[], max: number): LabelCount[] {
+  const key = (c: LabelCount) => `${c.label.serviceName}\u0000${c.label.label}`;
+  return counts
+    .sort((a, b) => b.clients - a.clients || (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0))
+    .slice(0, limit(max, "label count limit"));
 }
 
 export function labelCountFromRow(r: { service_name: string; label: string; n: DbInt }): LabelCount {
@@ -188,16 +200,26 @@ export function failedMessageFromRow(r: MessageDbRow): Message {
 
 // ---- queues ----
 
-/** Pending messages per service and direction, counting at most `maxRows` of them. */
-export function serviceQueuesQuery(maxRows: number, nowMs: number): Query {
+/** The pending-message columns the queue counts read. */
+export const QUEUE_COLUMNS = "message_id, destination_service_name, for_server, scheduled_time";
+
+export function checkQueueRows(maxRows: number): number {
   const rows = Math.floor(maxRows);
   if (!(rows >= 1)) throw new InvalidArgumentError(`queue row limit must be positive, got ${maxRows}`);
+  return rows;
+}
+
+/**
+ * Pending messages per service and direction over `source`: the first maxRows pending messages,
+ * or one keyset page of them; `last` is the greatest message ID counted in each group.
+ */
+export function serviceQueuesQuery(nowMs: number, source: Query): Query {
   return {
     sql: `SELECT destination_service_name AS service, for_server, COUNT(*) AS n,
-            SUM(CASE WHEN scheduled_time > ? THEN 1 ELSE 0 END) AS later
-          FROM (SELECT destination_service_name, for_server, scheduled_time FROM pending_messages LIMIT ${rows}) p
+            SUM(CASE WHEN scheduled_time > ? THEN 1 ELSE 0 END) AS later, MAX(message_id) AS last
+          FROM ${source.sql} p
           GROUP BY destination_service_name, for_server ORDER BY destination_service_name`,
-    params: [msToUs(nowMs)],
+    params: [msToUs(nowMs), ...source.params],
   };
 }
 

@@ -25,6 +25,7 @@ import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
 import {
+  checkQueueRows,
   clientCountsFromRow,
   contactsFromRows,
   countClientsQuery,
@@ -38,6 +39,7 @@ import {
   pendingByServiceFromRow,
   pendingByServiceQuery,
   pruneHeartbeatsQuery,
+  QUEUE_COLUMNS,
   type Query,
   recentContactsQuery,
   recentFailedMessagesQuery,
@@ -1454,7 +1456,10 @@ export class MysqlStore implements Store {
 
   async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
     const rows = await this.readQuery<Parameters<typeof serviceQueuesFromRows>[0][number]>("listServiceQueues", () =>
-      serviceQueuesQuery(maxRows, Date.now()),
+      serviceQueuesQuery(Date.now(), {
+        sql: `(SELECT ${QUEUE_COLUMNS} FROM pending_messages LIMIT ${checkQueueRows(maxRows)})`,
+        params: [],
+      }),
     );
     return serviceQueuesFromRows(rows);
   }
