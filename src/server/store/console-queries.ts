@@ -11,6 +11,7 @@ import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb
 import type { Message } from "../../gen/fleetspeak/common_pb.js";
 import {
   buf,
+  checkClientId,
   type ContactDbRow,
   contactFromRow,
   type DbInt,
@@ -155,10 +156,6 @@ export function recentContactsQuery(clientId: Uint8Array, max: number): Query {
   };
 }
 
-export function contactsFromRows(rows: ContactDbRow[]): ClientContact[] {
-  return rows.map(contactFromRow);
-}
-
 // ---- one client's messages ----
 
 export function pendingByServiceQuery(clientId: Uint8Array): Query {
@@ -192,10 +189,6 @@ export function recentFailedMessagesQuery(clientId: Uint8Array, contacts: number
           LIMIT ${limit(max, "failed message limit")}`,
     params: [buf(clientId)],
   };
-}
-
-export function failedMessageFromRow(r: MessageDbRow): Message {
-  return messageFromRow(r, false, true);
 }
 
 // ---- queues ----
@@ -274,4 +267,54 @@ export function heartbeatFromRow(r: { server_id: string; last_seen_time: DbInt; 
 
 export function pruneHeartbeatsQuery(beforeMs: number): Query {
   return { sql: "DELETE FROM server_heartbeats WHERE last_seen_time < ?", params: [msToNs(beforeMs)] };
+}
+
+/** A backend's way to run one read-only query. */
+export type RunQuery = <T>(op: string, query: () => Query) => Promise<T[]>;
+
+/**
+ * The console reads that are the same on both backends (one indexed query each), given how a
+ * backend runs a query and reads clients; each backend delegates to one of these.
+ */
+export class ConsoleReads {
+  constructor(
+    private readonly run: RunQuery,
+    private readonly listClients: (ids: Uint8Array[]) => Promise<Client[]>,
+  ) {}
+
+  async countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    const rows = await this.run<{ address: string; n: DbInt }>("countStreamHolders", () => streamHoldersQuery(seenAfterMs));
+    return rows.map(streamHolderFromRow);
+  }
+
+  async searchClients(search: ClientSearch): Promise<Client[]> {
+    const ids = (await this.run<{ client_id: Buffer }>("searchClients", () => searchClientsQuery(search))).map((r) => r.client_id);
+    return ids.length === 0 ? [] : inSearchOrder(ids, await this.listClients(ids));
+  }
+
+  async listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    checkClientId(id);
+    return (await this.run<ContactDbRow>("listRecentClientContacts", () => recentContactsQuery(id, max))).map(contactFromRow);
+  }
+
+  async countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    checkClientId(clientId);
+    const rows = await this.run<Parameters<typeof pendingByServiceFromRow>[0]>("countPendingByService", () =>
+      pendingByServiceQuery(clientId),
+    );
+    return rows.map(pendingByServiceFromRow);
+  }
+
+  async listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    checkClientId(clientId);
+    const rows = await this.run<MessageDbRow>("listRecentFailedMessages", () =>
+      recentFailedMessagesQuery(clientId, contacts, max),
+    );
+    return rows.map((r) => messageFromRow(r, false, true));
+  }
+
+  async listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    const rows = await this.run<Parameters<typeof heartbeatFromRow>[0]>("listServerHeartbeats", () => listHeartbeatsQuery(afterMs));
+    return rows.map(heartbeatFromRow);
+  }
 }

@@ -27,27 +27,16 @@ import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/reso
 import {
   checkQueueRows,
   clientCountsFromRow,
-  contactsFromRows,
+  ConsoleReads,
   countClientsQuery,
-  failedMessageFromRow,
-  heartbeatFromRow,
   heartbeatValues,
-  inSearchOrder,
   labelCountFromRow,
   labelCountsQuery,
-  listHeartbeatsQuery,
-  pendingByServiceFromRow,
-  pendingByServiceQuery,
   pruneHeartbeatsQuery,
-  QUEUE_COLUMNS,
   type Query,
-  recentContactsQuery,
-  recentFailedMessagesQuery,
-  searchClientsQuery,
+  QUEUE_COLUMNS,
   serviceQueuesFromRows,
   serviceQueuesQuery,
-  streamHolderFromRow,
-  streamHoldersQuery,
   UPSERT_HEARTBEAT_SQL,
 } from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
@@ -331,6 +320,10 @@ export class MysqlStore implements Store {
   private readonly where: string;
   private readonly maxRetries: number;
   private closed = false;
+  readonly #reads = new ConsoleReads(
+    (op, q) => this.readQuery(op, q),
+    (ids) => this.listClients(ids),
+  );
   /** How the database was found at open: made now, adopted from Fleetspeak (Go), upgraded, or current. */
   origin: "created" | "adopted" | "upgraded" | "current" = "current";
   private fillsDestinations = false;
@@ -1417,41 +1410,24 @@ export class MysqlStore implements Store {
     );
   }
 
-  async countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
-    const rows = await this.readQuery<{ address: string; n: DbInt }>("countStreamHolders", () =>
-      streamHoldersQuery(seenAfterMs),
-    );
-    return rows.map(streamHolderFromRow);
+  countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    return this.#reads.countStreamHolders(seenAfterMs);
   }
 
-  async searchClients(search: ClientSearch): Promise<Client[]> {
-    const ids = (await this.readQuery<{ client_id: Buffer }>("searchClients", () => searchClientsQuery(search))).map(
-      (r) => r.client_id,
-    );
-    return ids.length === 0 ? [] : inSearchOrder(ids, await this.listClients(ids));
+  searchClients(search: ClientSearch): Promise<Client[]> {
+    return this.#reads.searchClients(search);
   }
 
-  async listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
-    checkClientId(id);
-    return contactsFromRows(
-      await this.readQuery<ContactDbRow>("listRecentClientContacts", () => recentContactsQuery(id, max)),
-    );
+  listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    return this.#reads.listRecentClientContacts(id, max);
   }
 
-  async countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
-    checkClientId(clientId);
-    const rows = await this.readQuery<Parameters<typeof pendingByServiceFromRow>[0]>("countPendingByService", () =>
-      pendingByServiceQuery(clientId),
-    );
-    return rows.map(pendingByServiceFromRow);
+  countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    return this.#reads.countPendingByService(clientId);
   }
 
-  async listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
-    checkClientId(clientId);
-    const rows = await this.readQuery<MessageDbRow>("listRecentFailedMessages", () =>
-      recentFailedMessagesQuery(clientId, contacts, max),
-    );
-    return rows.map(failedMessageFromRow);
+  listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    return this.#reads.listRecentFailedMessages(clientId, contacts, max);
   }
 
   async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
@@ -1468,11 +1444,8 @@ export class MysqlStore implements Store {
     await this.write("recordServerHeartbeat", UPSERT_HEARTBEAT_SQL, heartbeatValues(heartbeat));
   }
 
-  async listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
-    const rows = await this.readQuery<Parameters<typeof heartbeatFromRow>[0]>("listServerHeartbeats", () =>
-      listHeartbeatsQuery(afterMs),
-    );
-    return rows.map(heartbeatFromRow);
+  listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    return this.#reads.listServerHeartbeats(afterMs);
   }
 
   async pruneServerHeartbeats(beforeMs: number): Promise<number> {

@@ -14,26 +14,15 @@ import { Coalescer } from "../../common/coalescer.js";
 import {
   checkQueueRows,
   clientCountsFromRow,
-  contactsFromRows,
+  ConsoleReads,
   countClientsQuery,
-  failedMessageFromRow,
-  heartbeatFromRow,
   heartbeatValues,
-  inSearchOrder,
   labelCountFromRow,
-  listHeartbeatsQuery,
-  pendingByServiceFromRow,
-  pendingByServiceQuery,
   pruneHeartbeatsQuery,
-  QUEUE_COLUMNS,
   type Query,
-  recentContactsQuery,
-  recentFailedMessagesQuery,
-  searchClientsQuery,
+  QUEUE_COLUMNS,
   serviceQueuesFromRows,
   serviceQueuesQuery,
-  streamHolderFromRow,
-  streamHoldersQuery,
   topLabels,
   UPSERT_HEARTBEAT_SQL,
 } from "./console-queries.js";
@@ -147,6 +136,10 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
   private closed = false;
+  readonly #reads = new ConsoleReads(
+    (op, q) => this.all(op, q),
+    (ids) => this.listClients(ids),
+  );
 
   private constructor(
     private readonly path: string,
@@ -1027,37 +1020,24 @@ export class SqliteStore implements Store {
     return topLabels([...tally.values()], max);
   }
 
-  async countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
-    const rows = await this.all<{ address: string; n: DbInt }>("countStreamHolders", () => streamHoldersQuery(seenAfterMs));
-    return rows.map(streamHolderFromRow);
+  countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    return this.#reads.countStreamHolders(seenAfterMs);
   }
 
-  async searchClients(search: ClientSearch): Promise<Client[]> {
-    const ids = (await this.all<{ client_id: Buffer }>("searchClients", () => searchClientsQuery(search))).map(
-      (r) => r.client_id,
-    );
-    return ids.length === 0 ? [] : inSearchOrder(ids, await this.listClients(ids));
+  searchClients(search: ClientSearch): Promise<Client[]> {
+    return this.#reads.searchClients(search);
   }
 
-  async listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
-    checkClientId(id);
-    return contactsFromRows(await this.all<ContactDbRow>("listRecentClientContacts", () => recentContactsQuery(id, max)));
+  listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    return this.#reads.listRecentClientContacts(id, max);
   }
 
-  async countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
-    checkClientId(clientId);
-    const rows = await this.all<Parameters<typeof pendingByServiceFromRow>[0]>("countPendingByService", () =>
-      pendingByServiceQuery(clientId),
-    );
-    return rows.map(pendingByServiceFromRow);
+  countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    return this.#reads.countPendingByService(clientId);
   }
 
-  async listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
-    checkClientId(clientId);
-    const rows = await this.all<MessageDbRow>("listRecentFailedMessages", () =>
-      recentFailedMessagesQuery(clientId, contacts, max),
-    );
-    return rows.map(failedMessageFromRow);
+  listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    return this.#reads.listRecentFailedMessages(clientId, contacts, max);
   }
 
   async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
@@ -1087,11 +1067,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  async listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
-    const rows = await this.all<Parameters<typeof heartbeatFromRow>[0]>("listServerHeartbeats", () =>
-      listHeartbeatsQuery(afterMs),
-    );
-    return rows.map(heartbeatFromRow);
+  listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    return this.#reads.listServerHeartbeats(afterMs);
   }
 
   pruneServerHeartbeats(beforeMs: number): Promise<number> {
