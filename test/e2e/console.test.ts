@@ -47,6 +47,8 @@ describe("operator console in Chromium: one server, streaming clients", { timeou
   const streams: RawStream[] = [];
   const clients: RawClient[] = [];
   let poller: RawClient;
+  /** Script errors and console errors (a Content-Security-Policy violation shows as one). */
+  const pageErrors: string[] = [];
 
   before(async () => {
     const pki = testServerPki();
@@ -69,6 +71,12 @@ describe("operator console in Chromium: one server, streaming clients", { timeou
     browser = await launchBrowser();
     page = await browser.newPage();
     page.on("dialog", (d) => assert.fail(`a page opened a dialog: ${d.message()}`));
+    page.on("pageerror", (e) => pageErrors.push(`script error: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error" && !/Failed to load resource: the server responded with a status of 401/.test(m.text())) {
+        pageErrors.push(m.text());
+      }
+    });
   });
 
   after(async () => {
@@ -203,6 +211,10 @@ describe("operator console in Chromium: one server, streaming clients", { timeou
     assert.match(rows, /NoSuchService/, "the service a client named");
     assert.match(await visibleText(page.locator("table.broadcasts tbody")), /TestService → Announce\s+linux\s+\d+ \/ 100/);
     await browser.screenshot(page, "services");
+  });
+
+  it("ran every page without a script error or a Content-Security-Policy violation", () => {
+    assert.deepEqual(pageErrors, []);
   });
 });
 

@@ -30,7 +30,8 @@ export const STREAM_WINDOW_MS = 15 * 60_000;
 const SERVERS_WINDOW_MS = 86_400_000;
 /** Pending messages counted for the queues page; past this the counts are lower bounds. */
 export const QUEUE_ROWS_COUNTED = 100_000;
-const LIST_LIMIT = 50;
+/** Clients listed on the fleet page, recent or found. */
+export const LIST_LIMIT = 50;
 const LABELS_SHOWN = 50;
 const CONTACTS_SHOWN = 20;
 const FAILED_CONTACTS_SCANNED = 50;

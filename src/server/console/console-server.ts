@@ -17,7 +17,7 @@ import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import { LogThrottle } from "../security/log-throttle.js";
 import type { AdminTlsConfig } from "../security/admin-auth.js";
 import { InvalidArgumentError } from "../store/errors.js";
-import type { ConsoleData } from "./console-data.js";
+import { type ConsoleData, LIST_LIMIT } from "./console-data.js";
 import { html, type SafeHtml } from "./html.js";
 import { verifyLoginToken } from "./login-token.js";
 import { clientBody } from "./pages/client-page.js";
@@ -186,8 +186,13 @@ export async function startConsoleServer(opts: ConsoleServerOptions): Promise<Co
       const query =
         search && !search.error
           ? search.by === "id"
-            ? ({ by: "idPrefix", prefix: search.query, limit: 50 } as const)
-            : ({ by: "label", label: search.query, limit: 50, ...(search.service ? { serviceName: search.service } : {}) } as const)
+            ? ({ by: "idPrefix", prefix: search.query, limit: LIST_LIMIT } as const)
+            : ({
+                by: "label",
+                label: search.query,
+                limit: LIST_LIMIT,
+                ...(search.service ? { serviceName: search.service } : {}),
+              } as const)
           : undefined;
       return frame("Fleet", "fleet", who, async (now) => fleetBody(await opts.data.fleet(query), search, now));
     }

@@ -57,6 +57,7 @@ export function serversBody(servers: ServerView[], nowMs: number): SafeHtml {
     const last = r?.samples.at(-1);
     const notifyOk = r?.samples.reduce((n, x) => n + x.notifyOk, 0) ?? 0;
     const notifyFailed = r?.samples.reduce((n, x) => n + x.notifyFailed, 0) ?? 0;
+    const span = r ? duration(r.samples.length * r.intervalMs) : "";
     const lag = last?.lagP99Ms ?? 0;
     return html`<tr id="${s.id}" class="server">
       <td><span class="mono">${s.id}</span>${r ? html`<div class="muted small">pid ${r.pid} on ${r.host}, up ${duration((s.lastSeenMs ?? nowMs) - r.startedMs)}</div>` : ""}</td>
@@ -65,7 +66,7 @@ export function serversBody(servers: ServerView[], nowMs: number): SafeHtml {
       <td class="num">${last && s.state === "up" ? count(last.streams) : "–"}</td>
       <td class="num">${last && s.state === "up" ? rate(last.inPerS) : "–"}</td>
       <td class="num">${last && s.state === "up" ? rate(last.outPerS) : "–"}</td>
-      <td class="num">${r ? html`${count(notifyOk)} / <span class="${notifyFailed > 0 ? "bad-text" : ""}">${count(notifyFailed)}</span>` : "–"}</td>
+      <td class="num" title="over the last ${span}">${r ? html`${count(notifyOk)} / <span class="${notifyFailed > 0 ? "bad-text" : ""}">${count(notifyFailed)}</span>` : "–"}</td>
       <td class="num ${lagTone(lag)}">${last ? `${lag} ms` : "–"}</td>
       <td class="num">${count(s.recentStreamingClients)}</td>
       <td>${s.lastSeenMs !== undefined ? ago(s.lastSeenMs, nowMs) : "–"}</td>
@@ -93,7 +94,7 @@ ${table(
     "Streams",
     "In/s",
     "Out/s",
-    "Notifications ok / failed (10 min)",
+    "Notifications ok / failed (recent)",
     "Loop delay p99",
     `Clients streaming (${duration(STREAM_WINDOW_MS)})`,
     "Last heartbeat",
