@@ -427,10 +427,36 @@ export const MYSQL_MIGRATIONS: MysqlMigration[] = [
     }),
   },
   { version: 2, steps: VERSION_2 },
+  {
+    // The operator console: one row per server process, rewritten by its heartbeat
+    // (last_seen_time in Unix nanoseconds, report a JSON text), and an index for its label counts
+    // and searches. Fleetspeak's Go server ignores both.
+    version: 3,
+    steps: [
+      index("client_labels", "client_labels_label", ["service_name", "label"]),
+      {
+        what: "table server_heartbeats",
+        done: (s) => s.tables.has("server_heartbeats"),
+        sql: [
+          `CREATE TABLE IF NOT EXISTS server_heartbeats (
+            server_id VARCHAR(255) NOT NULL,
+            last_seen_time BIGINT NOT NULL,
+            report MEDIUMTEXT NOT NULL,
+            PRIMARY KEY (server_id)
+          ) ${TABLE_OPTIONS}`,
+        ],
+      },
+    ],
+  },
 ];
 
 /** What `migrate --to-fleetspeak` removes: this server's additions, newest first. */
 export const OUR_ADDITIONS: { what: string; present: (s: SchemaState) => boolean; drop: (s: SchemaState) => string[] }[] = [
+  {
+    what: "table server_heartbeats",
+    present: (s) => s.tables.has("server_heartbeats"),
+    drop: () => ["DROP TABLE server_heartbeats"],
+  },
   ...[PENDING_DESTINATION_TRIGGER, ALLOCATION_TRIGGER].map((name) => ({
     what: `trigger ${name}`,
     present: (s: SchemaState) => s.triggers.has(name),
@@ -442,6 +468,7 @@ export const OUR_ADDITIONS: { what: string; present: (s: SchemaState) => boolean
       ["messages", "messages_creation_time"],
       ["clients", "clients_last_contact_time"],
       ["client_resource_usage_records", "client_resource_usage_records_client"],
+      ["client_labels", "client_labels_label"],
     ] as const
   ).map(([table, name]) => ({
     what: `index ${name}`,

@@ -24,6 +24,21 @@ import type { ResourceUsageData } from "../../gen/fleetspeak_monitoring/resource
 import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
+import {
+  checkQueueRows,
+  clientCountsFromRow,
+  ConsoleReads,
+  countClientsQuery,
+  heartbeatValues,
+  labelCountFromRow,
+  labelCountsQuery,
+  pruneHeartbeatsQuery,
+  type Query,
+  QUEUE_COLUMNS,
+  serviceQueuesFromRows,
+  serviceQueuesQuery,
+  UPSERT_HEARTBEAT_SQL,
+} from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
 import { migrateMysql, readSchema, revertMysqlToFleetspeak } from "./mysql-migrate.js";
 import { FILL_PENDING_DESTINATIONS, PENDING_DESTINATION_TRIGGER, PENDING_WITHOUT_DESTINATION } from "./mysql-schema.js";
@@ -84,6 +99,13 @@ import type {
   CarriedMessage,
   ClaimOptions,
   ClientAck,
+  ClientCounts,
+  ClientSearch,
+  LabelCount,
+  PendingByService,
+  ServerHeartbeat,
+  ServiceQueue,
+  StreamHolderCount,
   MessageResultUpdate,
   ClientData,
   ContactRecord,
@@ -298,6 +320,10 @@ export class MysqlStore implements Store {
   private readonly where: string;
   private readonly maxRetries: number;
   private closed = false;
+  readonly #reads = new ConsoleReads(
+    (op, q) => this.readQuery(op, q),
+    (ids) => this.listClients(ids),
+  );
   /** How the database was found at open: made now, adopted from Fleetspeak (Go), upgraded, or current. */
   origin: "created" | "adopted" | "upgraded" | "current" = "current";
   private fillsDestinations = false;
@@ -1365,6 +1391,72 @@ export class MysqlStore implements Store {
       [service, name],
     );
     return row ? { data: row.data ?? new Uint8Array(0), modifiedMs: nsToMs(row.t) } : undefined;
+  }
+
+  // ---- console (SQL shared with SQLite: console-queries.ts) ----
+
+  private readQuery<T>(op: string, q: () => Query): Promise<T[]> {
+    let query: Query;
+    try {
+      query = q();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.read<(T & RowDataPacket)[]>(op, query.sql, query.params as Params);
+  }
+
+  async countClients(seenAfterMs: number[]): Promise<ClientCounts> {
+    const rows = await this.readQuery<Record<string, DbInt | null>>("countClients", () => countClientsQuery(seenAfterMs));
+    return clientCountsFromRow(rows[0]!, seenAfterMs.length);
+  }
+
+  async countClientsByLabel(max: number): Promise<LabelCount[]> {
+    return (await this.readQuery<LabelDbRow & { n: DbInt }>("countClientsByLabel", () => labelCountsQuery(max))).map(
+      labelCountFromRow,
+    );
+  }
+
+  countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    return this.#reads.countStreamHolders(seenAfterMs);
+  }
+
+  searchClients(search: ClientSearch): Promise<Client[]> {
+    return this.#reads.searchClients(search);
+  }
+
+  listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    return this.#reads.listRecentClientContacts(id, max);
+  }
+
+  countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    return this.#reads.countPendingByService(clientId);
+  }
+
+  listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    return this.#reads.listRecentFailedMessages(clientId, contacts, max);
+  }
+
+  async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
+    const rows = await this.readQuery<Parameters<typeof serviceQueuesFromRows>[0][number]>("listServiceQueues", () =>
+      serviceQueuesQuery(Date.now(), {
+        sql: `(SELECT ${QUEUE_COLUMNS} FROM pending_messages LIMIT ${checkQueueRows(maxRows)})`,
+        params: [],
+      }),
+    );
+    return serviceQueuesFromRows(rows);
+  }
+
+  async recordServerHeartbeat(heartbeat: ServerHeartbeat): Promise<void> {
+    await this.write("recordServerHeartbeat", UPSERT_HEARTBEAT_SQL, heartbeatValues(heartbeat));
+  }
+
+  listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    return this.#reads.listServerHeartbeats(afterMs);
+  }
+
+  async pruneServerHeartbeats(beforeMs: number): Promise<number> {
+    const { sql, params } = pruneHeartbeatsQuery(beforeMs);
+    return (await this.write("pruneServerHeartbeats", sql, params as Params)).affectedRows;
   }
 
   // ---- lifecycle ----
