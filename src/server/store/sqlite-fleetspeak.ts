@@ -145,11 +145,19 @@ function dropRenamed(db: Database.Database, tables: string[]): void {
 /**
  * Converts a file in Fleetspeak's (Go) layout to ours and records the newest schema version.
  * Broadcast allocations that a stopped Fleetspeak server left behind are folded into their
- * broadcasts (what they sent counts; what they reserved is free again).
+ * broadcasts (what they sent counts; what they reserved is free again). Returns the stored files
+ * whose names Fleetspeak kept as numbers ("service/name"): its files.name column is declared
+ * `TEST(256)`, which gives it numeric affinity, so "0123" was stored as 123 and the original
+ * spelling is lost (Fleetspeak served it under any spelling of the number; this server serves the
+ * name as converted, "123").
  */
-export function convertFromFleetspeak(db: Database.Database): void {
+export function convertFromFleetspeak(db: Database.Database): string[] {
   const o = (t: string) => `${OLD}${t}`;
+  let numericNames: string[] = [];
   convert(db, () => {
+    numericNames = (
+      db.prepare("SELECT service, name FROM files WHERE typeof(name) <> 'text'").all() as { service: string; name: unknown }[]
+    ).map((r) => `${r.service}/${String(r.name)}`);
     const present = TABLES.filter((t) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t));
     renameAway(db, present);
     for (const t of TABLES) if (!present.includes(t)) db.exec(FLEETSPEAK_SCHEMA[TABLES.indexOf(t)]!.replace(/^CREATE TABLE (\w+)/, `CREATE TABLE ${OLD}$1`));
@@ -203,6 +211,7 @@ export function convertFromFleetspeak(db: Database.Database): void {
     `);
     dropRenamed(db, TABLES);
   });
+  return numericNames;
 }
 
 /** Tables our migrations create that Fleetspeak's layout does not have. */
@@ -213,9 +222,15 @@ function ourOwnTables(): string[] {
   return [...new Set(names)].filter((t) => !TABLES.includes(t));
 }
 
-/** Converts a file in our layout back to Fleetspeak's (Go), which then runs on it as before. */
-export function convertToFleetspeak(db: Database.Database): void {
+/**
+ * Converts a file in our layout back to Fleetspeak's (Go), which then runs on it as before.
+ * Returns the stored files that Fleetspeak's layout cannot keep apart ("service/name"): names that
+ * are spellings of one number ("0123" and "123") become one row there (see convertFromFleetspeak);
+ * the most recently stored of them is kept.
+ */
+export function convertToFleetspeak(db: Database.Database): string[] {
   const o = (t: string) => `${OLD}${t}`;
+  let merged: string[] = [];
   convert(db, () => {
     const ours = TABLES.filter((t) => t !== "broadcast_allocations");
     renameAway(db, ours);
@@ -257,10 +272,19 @@ export function convertToFleetspeak(db: Database.Database): void {
         SELECT lower(hex(broadcast_id)), service_name, label FROM ${o("broadcast_labels")};
       INSERT INTO broadcast_sent (broadcast_id, client_id)
         SELECT lower(hex(broadcast_id)), lower(hex(client_id)) FROM ${o("broadcast_sent")};
-      INSERT INTO files (service, name, modified_time_nanos, data)
-        SELECT service, name, modified_time_nanos, data FROM ${o("files")};
+      INSERT OR REPLACE INTO files (service, name, modified_time_nanos, data)
+        SELECT service, name, modified_time_nanos, data FROM ${o("files")} ORDER BY modified_time_nanos;
     `);
+    merged = (
+      db
+        .prepare(
+          `SELECT o.service, o.name FROM ${o("files")} o WHERE NOT EXISTS (SELECT 1 FROM files f
+             WHERE f.service = o.service AND f.name = o.name AND f.modified_time_nanos = o.modified_time_nanos)`,
+        )
+        .all() as { service: string; name: string }[]
+    ).map((r) => `${r.service}/${r.name}`);
     dropRenamed(db, ours);
     for (const t of [...ourOwnTables(), "schema_version"]) db.exec(`DROP TABLE IF EXISTS ${t}`);
   });
+  return merged;
 }

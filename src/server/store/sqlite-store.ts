@@ -186,12 +186,16 @@ export class SqliteStore implements Store {
         if (layout === "fleetspeak") return `${store.path} is in Fleetspeak's layout already; nothing to do`;
         if (layout !== "ours") throw new SchemaVersionError(`${store.path} holds no database of this server to convert`);
         store.migrate();
-        convertToFleetspeak(store.db);
-        return `converted ${store.path} to Fleetspeak's (Go) SQLite layout; Fleetspeak's server can run on it now`;
+        const merged = convertToFleetspeak(store.db);
+        const said = `converted ${store.path} to Fleetspeak's (Go) SQLite layout; Fleetspeak's server can run on it now`;
+        if (merged.length === 0) return said;
+        return `${said}\nnote: Fleetspeak's SQLite datastore keeps file names that spell the same number as one file; the newer one was kept, these are gone: ${merged.join(", ")}`;
       }
       if (layout === "fleetspeak") {
-        convertFromFleetspeak(store.db);
-        return `converted ${store.path} from Fleetspeak's (Go) SQLite layout; this server can run on it now (fleetspeak-server migrate --to-fleetspeak converts it back)`;
+        const numeric = convertFromFleetspeak(store.db);
+        const said = `converted ${store.path} from Fleetspeak's (Go) SQLite layout; this server can run on it now (fleetspeak-server migrate --to-fleetspeak converts it back)`;
+        if (numeric.length === 0) return said;
+        return `${said}\nnote: Fleetspeak's SQLite datastore stored the names of these files as numbers, losing how they were written (e.g. "0123" became "123"): ${numeric.join(", ")}; they are served under these names now. Store any of them again under its real name with: fleetspeak-admin storefile SERVICE NAME FILE`;
       }
       store.migrate();
       return `${store.path} is up to date (schema version ${latestVersion(SQLITE_MIGRATIONS)})`;
