@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
@@ -30,6 +30,31 @@ import { type ManagedProcess, startServerProcess } from "../support/processes.js
 import { startProcessor, type TestProcessor } from "../support/processor-server.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
+const DEFAULT_COMPONENTS = "/etc/fleetspeak-server/server.components.config";
+
+/**
+ * The fleetspeak-server / fleetspeak-admin command lines that docs/upgrading.md gives in the
+ * section under `heading`, as argument lists (comments dropped): the test runs what the guide says.
+ */
+function documented(heading: string, tool: "fleetspeak-server" | "fleetspeak-admin"): string[][] {
+  const doc = readFileSync(join(ROOT, "docs/upgrading.md"), "utf8");
+  const start = doc.indexOf(`\n## ${heading}\n`);
+  assert.ok(start >= 0, `docs/upgrading.md has a section "${heading}"`);
+  const end = doc.indexOf("\n## ", start + 1);
+  const section = doc.slice(start, end < 0 ? undefined : end);
+  const commands = [...section.matchAll(/```sh\n([\s\S]*?)```/g)]
+    .flatMap((m) => m[1]!.split("\n"))
+    .map((l) => l.replace(/#.*$/, "").trim())
+    .filter((l) => l.startsWith(`${tool} `))
+    .map((l) => l.split(/\s+/).slice(1));
+  assert.ok(commands.length > 0, `docs/upgrading.md, "${heading}": no ${tool} command`);
+  return commands;
+}
+
+/** A documented command with the guide's paths and placeholders replaced by the test's. */
+function adapt(args: string[], replacements: Record<string, string>): string[] {
+  return args.map((a) => replacements[a] ?? a);
+}
 
 /** Our fleetspeak-server binary, run to its end. */
 function ourServerCli(args: string[]): { status: number | null; out: string } {
@@ -98,7 +123,8 @@ for (const v of variants) {
         const refused = ourServerCli(["-components_config", components(), "-services_config", services]);
         assert.equal(refused.status, 1, refused.out);
         assert.match(refused.out, /Fleetspeak's \(Go\) own SQLite datastore; stop Fleetspeak, back the file up, and convert it in place with: fleetspeak-server migrate/);
-        const converted = ourServerCli(["migrate", "-components_config", components()]);
+        const [migrate] = documented("Upgrading a single server (SQLite)", "fleetspeak-server");
+        const converted = ourServerCli(adapt(migrate!, { [DEFAULT_COMPONENTS]: components() }));
         assert.equal(converted.status, 0, converted.out);
         assert.match(converted.out, /converted .* from Fleetspeak's \(Go\) SQLite layout/);
         // Fleetspeak stored the file "0123" as the number 123 (its column's affinity): the
@@ -121,6 +147,23 @@ for (const v of variants) {
         await adminClient(fixture.deployment.adminAddress).storeFile({ serviceName: f.service, fileName: f.name, data: f.data });
       }
       assert.deepEqual(await checkFixture(fixture.deployment.adminAddress, expected, checkOptions("ours")), []);
+    });
+
+    it("answers the checks docs/upgrading.md gives (fleetspeak-admin listclients, pendingcount)", () => {
+      const owed = expected.clients.find((c) =>
+        expected.messages.some((m) => m.destination.clientId === c.clientId && m.status.kind === "pending"),
+      )!;
+      const pending = expected.messages.filter((m) => m.destination.clientId === owed.clientId && m.status.kind === "pending");
+      for (const args of documented(`Upgrading a single server (${v.backend === "mysql" ? "MySQL" : "SQLite"})`, "fleetspeak-admin")) {
+        const r = spawnSync(
+          process.execPath,
+          [join(ROOT, "bin/fleetspeak-admin.js"), "--admin_addr", fixture.deployment.adminAddress, ...adapt(args, { CLIENT_ID: owed.clientId })],
+          { encoding: "utf8", timeout: 60_000 },
+        );
+        assert.equal(r.status, 0, `${args.join(" ")}: ${r.stderr}`);
+        if (args[0] === "listclients") for (const c of expected.clients) assert.match(r.stdout, new RegExp(c.clientId));
+        if (args[0] === "pendingcount") assert.match(r.stdout, new RegExp(`\\b${pending.length}\\b`));
+      }
     });
 
     it("forwards the due server-bound message to the Processor, and only that one", async () => {
@@ -152,7 +195,8 @@ for (const v of variants) {
       assert.equal(await ours!.stop("SIGTERM", 20_000), 0, ours!.output().slice(-3000));
       ours = undefined;
       if (v.back === "migrate --to-fleetspeak") {
-        const back = ourServerCli(["migrate", "--to-fleetspeak", "-components_config", components()]);
+        const [command] = documented("Rolling back", "fleetspeak-server");
+        const back = ourServerCli(adapt(command!, { [DEFAULT_COMPONENTS]: components() }));
         assert.equal(back.status, 0, back.out);
       }
       go = await startGoFixtureServer(fixture.deployment, processor.address);
