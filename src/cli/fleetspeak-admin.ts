@@ -12,6 +12,7 @@ import { goStyleArgs } from "../common/go-flags.js";
 import { AddressError, formatHostPort, parseHostPort } from "../common/net-address.js";
 import { Admin } from "../gen/fleetspeak_server/admin_pb.js";
 import { COMMANDS, type CommandFlags, findCommand, NotKnownError, parseDuration, UsageError } from "./admin-commands.js";
+import { CONSOLE_TOKEN_USAGE, consoleToken } from "./console-token.js";
 
 const DEFAULT_ADMIN_ADDR = "localhost:6061";
 /** Fleetspeak's tool raises its receive limit so that ListClients of a large fleet fits. */
@@ -29,6 +30,7 @@ const USAGE = `usage: fleetspeak-admin [--admin_addr HOST:PORT] [--json] [--time
 
 commands:
 ${COMMANDS.map((c) => `  ${c.usage}\n      ${c.summary}${c.aliases ? ` (also: ${c.aliases.join(", ")})` : ""}`).join("\n")}
+  ${CONSOLE_TOKEN_USAGE}
 `;
 
 class ExitError extends Error {
@@ -99,6 +101,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const [name, ...args] = positionals;
   if (!name) throw new ExitError(`no command given; ${usageHint}`, 2);
+  if (name === "console-token") return printConsoleToken(values, args);
   const command = findCommand(name);
   if (!command) {
     throw new ExitError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(", ")}`, 2);
@@ -145,6 +148,27 @@ async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) throw new ExitError(e.message, 2);
     if (e instanceof NotKnownError) throw new ExitError(e.message, 1);
     throw new ExitError(describeRpcError(e, address, command.name, tls !== undefined), 1);
+  }
+}
+
+const CONSOLE_TOKEN_FLAGS = new Set(["components_config", "user", "valid_for"]);
+
+/** console-token works on a config file, not on the admin API: no connection is made. */
+function printConsoleToken(values: ReturnType<typeof parse>["values"], args: string[]): number {
+  for (const flag of Object.keys(values)) {
+    if (!CONSOLE_TOKEN_FLAGS.has(flag)) {
+      throw new ExitError(`console-token does not take --${flag}; usage: fleetspeak-admin ${CONSOLE_TOKEN_USAGE.split("\n")[0]}`, 2);
+    }
+  }
+  if (args.length > 0) throw new ExitError(`console-token takes no arguments; ${usageHint}`, 2);
+  try {
+    const { token, hint } = consoleToken(values);
+    process.stdout.write(`${token}\n`);
+    process.stderr.write(`fleetspeak-admin: ${hint}\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) throw new ExitError(e.message, 2);
+    throw e;
   }
 }
 
@@ -208,6 +232,9 @@ function parse(argv: string[]) {
       labels: { type: "string" },
       expires: { type: "string" },
       since: { type: "string" },
+      components_config: { type: "string" },
+      user: { type: "string" },
+      valid_for: { type: "string" },
     },
     allowPositionals: true,
     strict: true,

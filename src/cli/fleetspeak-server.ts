@@ -2,6 +2,7 @@
 // its components config, as Fleetspeak's. Flags are Go-style (-components_config FILE works).
 //   fleetspeak-server --components_config FILE --services_config FILE [--check]
 //   fleetspeak-server prune --older_than 720h [...]
+//   fleetspeak-server migrate [--to-fleetspeak] [...]
 import { parseArgs } from "node:util";
 import { goStyleArgs } from "../common/go-flags.js";
 import { createLogger, flushLogs, setLogLevel } from "../common/log.js";
@@ -18,6 +19,7 @@ import { startServer } from "../server/main.js";
 
 const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check]
        fleetspeak-server prune --older_than DURATION [--mysql_data_source_name DSN | --sqlite_path FILE]
+       fleetspeak-server migrate [--to-fleetspeak] [--components_config FILE | --mysql_data_source_name DSN | --sqlite_path FILE]
 
   --components_config  fleetspeak.components.Config, text format (default ${DEFAULT_COMPONENTS_CONFIG})
   --services_config    fleetspeak.server.ServerConfig, text format (default ${DEFAULT_SERVICES_CONFIG})
@@ -54,6 +56,10 @@ async function main(argv: string[]): Promise<void> {
   if (argv[0] === "prune") {
     const { runPrune } = await import("./prune.js");
     process.exit(await runPrune(argv.slice(1)));
+  }
+  if (argv[0] === "migrate") {
+    const { runMigrate } = await import("./migrate.js");
+    process.exit(await runMigrate(argv.slice(1)));
   }
   let values: Record<string, string | boolean | undefined>;
   try {

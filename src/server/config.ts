@@ -10,7 +10,7 @@ import { ConfigSchema as ComponentsConfigSchema } from "../gen/fleetspeak_compon
 import { file_fleetspeak_cpsservice_cpsservice } from "../gen/fleetspeak_cpsservice/cpsservice_pb.js";
 import { file_fleetspeak_grpcservice_grpcservice } from "../gen/fleetspeak_grpcservice/grpcservice_pb.js";
 import { type ServerConfig, ServerConfigSchema } from "../gen/fleetspeak_server/server_pb.js";
-import { parseMysqlDsn } from "../common/mysql-dsn.js";
+import { parseMysqlDsn, sqlitePathInDsn } from "../common/mysql-dsn.js";
 import { parseHostPort } from "../common/net-address.js";
 import { parseText } from "../common/textproto/index.js";
 import { frontendModeUsesTls } from "./frontend/client-identity.js";
@@ -141,7 +141,11 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
   } else if (cfg.adminConfig) {
     summary.push("notifications in-process only");
   }
-  if (cfg.mysqlDataSourceName) {
+  const sqliteInDsn = sqlitePathInDsn(cfg.mysqlDataSourceName);
+  if (sqliteInDsn !== undefined) {
+    if (sqliteInDsn === "") throw new ConfigError(`${path}: mysql_data_source_name "sqlite:" names no file; write "sqlite:/path/to/file"`);
+    summary.push(`datastore SQLite ${sqliteInDsn}`);
+  } else if (cfg.mysqlDataSourceName) {
     let o: ReturnType<typeof parseMysqlDsn>;
     try {
       o = parseMysqlDsn(cfg.mysqlDataSourceName);

@@ -18,6 +18,7 @@ import {
 import { Admin } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { Notifier } from "../notify/notifier.js";
 import type { Store } from "../store/store.js";
+import { Activity } from "./activity.js";
 
 /** What the message metrics say about a message; `describeMessage` fills it from a Message. */
 export interface MessageDescription {
@@ -100,6 +101,8 @@ export interface MetricsOptions {
 
 export class Metrics {
   readonly registry = new Registry();
+  /** The same events as plain counters, for the heartbeat (operator console). */
+  readonly activity = new Activity();
 
   readonly #ingested: Counter<(typeof INGEST_LABELS)[number]>;
   readonly #ingestedBytes: Counter<(typeof INGEST_LABELS)[number]>;
@@ -291,6 +294,10 @@ export class Metrics {
     };
     this.#ingested.inc(labels);
     this.#ingestedBytes.inc(labels, m.payloadBytes ?? 0);
+    if (!m.backlogged) {
+      this.activity.received++;
+      this.activity.service(m.destinationService).received++;
+    }
   }
 
   /** A message written to a client (poll answer or stream). */
@@ -303,6 +310,8 @@ export class Metrics {
     };
     this.#sent.inc(labels);
     this.#sentBytes.inc(labels, m.payloadBytes ?? 0);
+    this.activity.sent++;
+    this.activity.service(m.sourceService).sent++;
   }
 
   /** A message stored: forClient=false for a client's message saved after first processing. */
@@ -341,6 +350,7 @@ export class Metrics {
       },
       m.seconds,
     );
+    this.activity.service(m.destinationService).errors++;
   }
 
   /** A client message dropped because its service had too many in flight (retried later). */
@@ -410,6 +420,8 @@ export class Metrics {
 
   notificationSent(result: NotificationResult): void {
     this.#notificationsSent.inc({ result });
+    if (result === "ok") this.activity.notificationsOk++;
+    else this.activity.notificationsFailed++;
   }
 
   /** known=false: this server holds no stream of the client named in the notification. */

@@ -1,11 +1,15 @@
 // Picks the backend from the configuration: MySQL/MariaDB when a mysql_data_source_name is given,
 // otherwise the embedded SQLite file. Only the composition root (and the prune command) call this.
+import { sqlitePathInDsn } from "../../common/mysql-dsn.js";
 import { MysqlStore } from "./mysql-store.js";
 import { SqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
 
 export interface StoreSettings {
-  /** Go-style DSN, e.g. "fleetspeak:pw@tcp(db:3306)/fleetspeak". Takes precedence when non-empty. */
+  /**
+   * Go-style DSN, e.g. "fleetspeak:pw@tcp(db:3306)/fleetspeak". Takes precedence when non-empty;
+   * "sqlite:/path/file" names a SQLite file instead.
+   */
   mysqlDataSourceName?: string;
   /** Connections per process for MySQL. Default 20. */
   mysqlPoolSize?: number;
@@ -14,6 +18,8 @@ export interface StoreSettings {
 }
 
 export function openStore(s: StoreSettings): Promise<Store> {
+  const sqliteInDsn = s.mysqlDataSourceName ? sqlitePathInDsn(s.mysqlDataSourceName) : undefined;
+  if (sqliteInDsn !== undefined) return SqliteStore.open({ path: sqliteInDsn });
   if (s.mysqlDataSourceName) {
     return MysqlStore.fromDsn(s.mysqlDataSourceName, s.mysqlPoolSize === undefined ? {} : { poolSize: s.mysqlPoolSize });
   }
