@@ -4,7 +4,8 @@
 // other servers do at the same moment: claims lock the rows they take (a client's rows with
 // SELECT … FOR UPDATE, the shared server backlog with FOR UPDATE SKIP LOCKED so that servers
 // share it out) and reschedule them before committing; broadcast limits are a conditional
-// increment. Deadlocks and lock-wait timeouts are retried a bounded number of times;
+// increment. Conflicts (deadlocks, lock-wait timeouts, Galera certification failures) are retried
+// a bounded number of times, a COMMIT whose answer was lost is read back, never guessed;
 // a lost or refused connection becomes StoreUnavailableError naming the database server.
 import { randomInt } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
