@@ -59,7 +59,7 @@ import { invalidArgument, toConnectError } from "./admin-errors.js";
 import { Coalescer } from "../../common/coalescer.js";
 import { type Destination, DestinationCache, notificationTarget } from "./destination-cache.js";
 import { pushStream } from "./push-stream.js";
-import { retryWhileStoreUnavailable } from "../comms/store-retry.js";
+import { retryWhileStoreUnavailable } from "../store/store-retry.js";
 
 /** A notification that failed (refused, timed out): like "absent", the address may be out of date. */
 const NOT_REACHED = Symbol("not reached");

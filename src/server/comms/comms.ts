@@ -20,7 +20,7 @@ import { Coalescer } from "../../common/coalescer.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import type { CarriedLease, CarriedMessage, ClientData, Store } from "../store/store.js";
 import type { ClientCache } from "./client-cache.js";
-import { retryWhileStoreUnavailable, type StoreRetry } from "./store-retry.js";
+import type { StoreRetry } from "../store/store-retry.js";
 
 /** Fleetspeak's delivery lease: an unacknowledged message is offered again after this. */
 export const CLIENT_LEASE_MS = 15 * 60 * 1000;
@@ -45,7 +45,8 @@ export class ContactError extends Error {
 
 /** Where messages from clients go: the service manager. */
 export interface IncomingMessageHandler {
-  handleClientMessages(msgs: Message[], contactId?: string): Promise<void>;
+  /** With `retry`, a database step that fails because the database is unavailable is tried again as it says. */
+  handleClientMessages(msgs: Message[], contactId?: string, retry?: StoreRetry): Promise<void>;
 }
 
 /** Stores, as pending messages for the client, the broadcasts it is newly eligible for. */
@@ -213,7 +214,7 @@ export class Comms {
   /**
    * Validates a client's messages and hands the valid ones to the service manager. Invalid ones
    * are dropped with a log line, as Fleetspeak does (the contact still succeeds). With `retry`,
-   * a hand-over that fails because the database is unavailable is tried again as it says.
+   * storing them while the database is unavailable is tried again as it says.
    */
   async acceptMessages(contact: Contact, messages: Message[], retry?: StoreRetry): Promise<void> {
     if (messages.length === 0) return;
@@ -234,8 +235,7 @@ export class Comms {
     }
     if (valid.length === 0) return;
     this.opts.onIngested?.(valid, contact);
-    const handOver = () => this.opts.handler.handleClientMessages(valid, contact.contactId);
-    await (retry ? retryWhileStoreUnavailable(handOver, retry) : handOver());
+    await this.opts.handler.handleClientMessages(valid, contact.contactId, retry);
   }
 
   /** Adds a streaming frame's AllowedMessages deltas; returns true if a service went from 0 to >0. */

@@ -10,7 +10,7 @@ import { MAX_CONTACT_BYTES } from "../../common/limits.js";
 import type { Logger } from "../../common/log.js";
 import { type Comms, ContactError } from "../comms/comms.js";
 import type { Dispatcher } from "../comms/dispatcher.js";
-import { retryWhileStoreUnavailable, type StoreRetry } from "../comms/store-retry.js";
+import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import type { LogThrottle } from "../security/log-throttle.js";
 import { type StreamObserver, StreamSession, type StreamTimings } from "../comms/stream-session.js";

@@ -4,7 +4,7 @@
 // (Fleetspeak's client then waits min_failure_delay, 5 minutes by default), and all of them
 // reconnecting when the database is back costs the frontends a storm of TLS handshakes.
 import { setTimeout as sleep } from "node:timers/promises";
-import { StoreUnavailableError } from "../store/errors.js";
+import { StoreUnavailableError } from "./errors.js";
 
 /** Pauses grow from 250 ms by half each time, up to 5 s, jittered so that clients spread out. */
 export function storeRetryPauseMs(failures: number): number {
