@@ -248,6 +248,10 @@ export class AdminService implements AdminImpl {
       }
       m.creationTime ??= timestampFromMs(Date.now());
 
+      // A database that is briefly away (restarting, failing over) costs the caller a wait, not
+      // an error: reading the client and storing the same message again are harmless.
+      const started = performance.now();
+      const hold = { keepTrying: () => !ctx.signal.aborted && performance.now() - started < this.#storeHoldMs };
       const clientId = m.destination.clientId;
       let destination: Destination | undefined;
       let encoded: Uint8Array | undefined;
@@ -257,7 +261,7 @@ export class AdminService implements AdminImpl {
             `error parsing destination.client_id (${bytesToHex(clientId)}): ClientID must be 8 bytes, got ${clientId.length}`,
           );
         }
-        destination = await this.#destinationOf(clientId);
+        destination = await retryWhileStoreUnavailable(() => this.#destinationOf(clientId), hold);
         if (!destination) {
           throw new ConnectError(
             `expected 1 destination client result, got 0: client ${bytesToHex(clientId)} is not known` +
@@ -275,12 +279,7 @@ export class AdminService implements AdminImpl {
         }
       }
 
-      // A database that is briefly away (restarting, failing over) costs the caller a wait, not
-      // an error: storing the same message again is harmless (same ID, merge rules).
-      const started = performance.now();
-      await retryWhileStoreUnavailable(() => this.#writes.submit(m), {
-        keepTrying: () => !ctx.signal.aborted && performance.now() - started < this.#storeHoldMs,
-      });
+      await retryWhileStoreUnavailable(() => this.#writes.submit(m), hold);
 
       const target = destination && notificationTarget(destination, Date.now());
       if (target && !ctx.signal.aborted) await this.#notify(target, clientId, { message: m, encoded });

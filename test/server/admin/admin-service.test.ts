@@ -502,15 +502,17 @@ describe("admin service with the database down", () => {
       },
     });
     try {
-      const to = randomBytes(8);
-      await h.store.addClient(to, { key: randomBytes(91), labels: [], blacklisted: false });
-      await h.client.insertMessage(clientMessage(to));
+      const [known, unread] = [randomBytes(8), randomBytes(8)];
+      for (const id of [known, unread]) await h.store.addClient(id, { key: randomBytes(91), labels: [], blacklisted: false });
+      await h.client.insertMessage(clientMessage(known));
       proxy.setDown(true);
-      const held = h.client.insertMessage(clientMessage(to));
+      // One client's record was read already; the other's must be read while the database is away.
+      const held = [h.client.insertMessage(clientMessage(known)), h.client.insertMessage(clientMessage(unread))];
       await new Promise((r) => setTimeout(r, 700));
       proxy.setDown(false);
-      await held;
-      assert.equal((await h.client.getPendingMessageCount({ clientIds: [to] })).count, 2n);
+      await Promise.all(held);
+      assert.equal((await h.client.getPendingMessageCount({ clientIds: [known] })).count, 2n);
+      assert.equal((await h.client.getPendingMessageCount({ clientIds: [unread] })).count, 1n);
     } finally {
       await h.close();
     }
