@@ -73,6 +73,8 @@ export interface SetupResult {
   baselineLost: number;
   /** Servers that exited by themselves during the run (none should). */
   crashed: string[];
+  /** Failed InsertMessage calls of the whole run, by error. */
+  insertErrors: Record<string, number>;
   runs: FaultRun[];
   loadAverage: string;
 }
@@ -217,6 +219,7 @@ export async function runFaults(o: FaultRunOptions): Promise<SetupResult> {
       loadAverage: `${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}`,
       baselineLost: baseline.lost,
       crashed,
+      insertErrors: inserter.errors,
     };
   } finally {
     await inserter?.stop();
