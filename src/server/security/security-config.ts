@@ -4,7 +4,7 @@
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { AdminConfig, Config as ComponentsConfig } from "../../gen/fleetspeak_components/config_pb.js";
-import { parseHostPort } from "../../common/net-address.js";
+import { isLoopbackAddress } from "../../common/net-address.js";
 import type { AdminTlsConfig } from "./admin-auth.js";
 import { MIN_NOTIFICATION_SECRET_BYTES, NotificationSigner, NotificationVerifier } from "./notification-auth.js";
 
@@ -69,15 +69,6 @@ export function notificationAuthFromConfig(cfg: ComponentsConfig): NotificationA
   return { signer: new NotificationSigner(secrets[0]!), verifier: new NotificationVerifier(secrets) };
 }
 
-function isLoopback(address: string): boolean {
-  try {
-    const { host } = parseHostPort(address, { emptyHost: "" });
-    return host === "localhost" || host === "::1" || /^127\./.test(host);
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Checks the security fields; returns summary lines, and warnings for ports that accept anyone on
  * a non-loopback address.
@@ -92,7 +83,7 @@ export function checkSecurityConfig(cfg: ComponentsConfig): { summary: string[];
     } else if (tls) {
       summary.push("admin API: TLS without client authentication");
     }
-    if (!tls?.requireClientCert && !isLoopback(cfg.adminConfig.listenAddress)) {
+    if (!tls?.requireClientCert && !isLoopbackAddress(cfg.adminConfig.listenAddress)) {
       warnings.push(
         `admin_config: anyone who can reach ${cfg.adminConfig.listenAddress} can send messages to every client; set admin_config.client_ca_certificates (mutual TLS) or firewall the port (see docs/security.md)`,
       );
@@ -101,7 +92,7 @@ export function checkSecurityConfig(cfg: ComponentsConfig): { summary: string[];
   const auth = notificationAuthFromConfig(cfg);
   if (auth) {
     summary.push(`notifications signed with a shared secret (${cfg.notificationSharedSecret.length} configured)`);
-  } else if (cfg.notificationListenAddress && !isLoopback(cfg.notificationListenAddress)) {
+  } else if (cfg.notificationListenAddress && !isLoopbackAddress(cfg.notificationListenAddress)) {
     warnings.push(
       `notification_listen_address: anyone who can reach ${cfg.notificationListenAddress} can make this server look for messages for any client; set notification_shared_secret on every server or firewall the port (see docs/security.md)`,
     );
