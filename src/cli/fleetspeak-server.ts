@@ -15,22 +15,26 @@ import {
   loadServicesConfig,
 } from "../server/config.js";
 import { startServer } from "../server/main.js";
+import { probeMysql } from "../server/store/mysql-connection.js";
+import { parseMysqlDsn } from "../common/mysql-dsn.js";
 
-const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check]
+const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check [--connect]]
        fleetspeak-server prune --older_than DURATION [--mysql_data_source_name DSN | --sqlite_path FILE]
 
   --components_config  fleetspeak.components.Config, text format (default ${DEFAULT_COMPONENTS_CONFIG})
   --services_config    fleetspeak.server.ServerConfig, text format (default ${DEFAULT_SERVICES_CONFIG})
   --sqlite_path        database file used when the components config has no mysql_data_source_name
                        (default $FLEETSPEAK_SQLITE_PATH or /var/lib/fleetspeak-server/fleetspeak.sqlite)
-  --check              read and check both files, print what would run, and exit
+  --check              check both files as a start would (addresses, certificates and keys,
+                       files, the DSN), print what would run, and exit: 0 if it would start
+  --connect            with --check: also connect to the MySQL database and check its schema
   --log_level          trace, debug, info, warn, error (default info; or $FLEETSPEAK_LOG_LEVEL)
 Go/glog flags such as -logtostderr, -alsologtostderr, -v and -log_dir are accepted and ignored
 (logs always go to stderr as JSON lines).`;
 
 const GLOG_STRING_FLAGS = ["stderrthreshold", "log_dir", "v", "vmodule", "log_backtrace_at"];
 const GLOG_BOOL_FLAGS = ["logtostderr", "alsologtostderr"];
-const BOOL_FLAGS = new Set(["check", "help", ...GLOG_BOOL_FLAGS]);
+const BOOL_FLAGS = new Set(["check", "connect", "help", ...GLOG_BOOL_FLAGS]);
 
 /** Go booleans may be written -flag=true / -flag=false; parseArgs only knows --flag. */
 function normalizeBooleans(args: string[]): string[] {
@@ -67,6 +71,7 @@ async function main(argv: string[]): Promise<void> {
           default: process.env.FLEETSPEAK_SQLITE_PATH ?? "/var/lib/fleetspeak-server/fleetspeak.sqlite",
         },
         check: { type: "boolean", default: false },
+        connect: { type: "boolean", default: false },
         log_level: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
         ...Object.fromEntries(GLOG_STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
@@ -82,6 +87,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
+  if (values.connect && !values.check) die("--connect goes with --check: fleetspeak-server --check --connect");
   if (typeof values.log_level === "string") setLogLevel(values.log_level);
   const componentsPath = values.components_config as string;
   const servicesPath = values.services_config as string;
@@ -101,6 +107,13 @@ async function main(argv: string[]): Promise<void> {
     die((e as Error).message, 1);
   }
   if (values.check) {
+    if (values.connect && components.mysqlDataSourceName) {
+      try {
+        summary.push(await probeMysql(parseMysqlDsn(components.mysqlDataSourceName)));
+      } catch (e) {
+        die(`${componentsPath}: mysql_data_source_name: ${(e as Error).message}`, 1);
+      }
+    }
     process.stdout.write(`config OK: ${summary.join("; ")}\n`);
     return;
   }

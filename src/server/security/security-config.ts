@@ -1,9 +1,10 @@
 // The security options of the components config (this implementation's own fields, numbered from
 // 100): admin mutual TLS, signed notifications, frontend limits. Checked here with errors that
 // name the field, and turned into the options the components take.
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createPrivateKey } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { AdminConfig, Config as ComponentsConfig } from "../../gen/fleetspeak_components/config_pb.js";
+import { CertificateError, parsePemCertificates } from "../../common/certs.js";
 import { isLoopbackAddress } from "../../common/net-address.js";
 import type { AdminTlsConfig } from "./admin-auth.js";
 import { MIN_NOTIFICATION_SECRET_BYTES, NotificationSigner, NotificationVerifier } from "./notification-auth.js";
@@ -11,14 +12,11 @@ import { MIN_NOTIFICATION_SECRET_BYTES, NotificationSigner, NotificationVerifier
 export class SecurityConfigError extends Error {}
 
 function pemCertificates(text: string, field: string): void {
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0) throw new SecurityConfigError(`${field}: no "-----BEGIN CERTIFICATE-----" block found`);
-  for (const [i, b] of blocks.entries()) {
-    try {
-      new X509Certificate(b);
-    } catch (e) {
-      throw new SecurityConfigError(`${field}: certificate #${i + 1} cannot be parsed: ${(e as Error).message}`);
-    }
+  try {
+    parsePemCertificates(text, field);
+  } catch (e) {
+    if (e instanceof CertificateError) throw new SecurityConfigError(e.message);
+    throw e;
   }
 }
 

@@ -26,6 +26,7 @@ import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
 import { pendingMigrations } from "./migrations.js";
+import { mysqlConnectionOptions, mysqlWhere } from "./mysql-connection.js";
 import { MYSQL_MIGRATIONS } from "./mysql-schema.js";
 import {
   BROADCAST_COLUMNS,
@@ -266,7 +267,7 @@ export class MysqlStore implements Store {
     maxRetries: number,
     private readonly log: Logger,
   ) {
-    this.where = opts.socketPath ? `socket ${opts.socketPath}` : `${opts.host ?? "127.0.0.1"}:${opts.port ?? 3306}`;
+    this.where = mysqlWhere(opts);
     this.maxRetries = maxRetries;
   }
 
@@ -279,9 +280,7 @@ export class MysqlStore implements Store {
       );
     }
     const poolOptions: PoolOptions = {
-      user: c.user,
-      password: c.password,
-      database: c.database,
+      ...mysqlConnectionOptions(c),
       connectionLimit: options.poolSize ?? DEFAULT_POOL_SIZE,
       maxIdle: options.poolSize ?? DEFAULT_POOL_SIZE,
       idleTimeout: 60_000,
@@ -290,8 +289,6 @@ export class MysqlStore implements Store {
       supportBigNumbers: true,
       bigNumberStrings: true,
       dateStrings: true,
-      charset: c.charset ?? "utf8mb4",
-      connectTimeout: c.connectTimeoutMs ?? 10_000,
       enableKeepAlive: true,
       keepAliveInitialDelay: 30_000,
       // Hot transactions go out as one "START TRANSACTION; …; COMMIT" query (txBatch): one round
@@ -299,13 +296,6 @@ export class MysqlStore implements Store {
       // never spliced in as text, so this opens no injection path.
       multipleStatements: true,
     };
-    if (c.socketPath) poolOptions.socketPath = c.socketPath;
-    else {
-      poolOptions.host = c.host ?? "127.0.0.1";
-      poolOptions.port = c.port ?? 3306;
-    }
-    if (c.tls === "true") poolOptions.ssl = {};
-    else if (c.tls === "skip-verify" || c.tls === "preferred") poolOptions.ssl = { rejectUnauthorized: false };
     const pool = mysql.createPool(poolOptions);
     const log = options.logger ?? createLogger("store.mysql");
     // Claims are locking reads of (destination, due time) index ranges. READ COMMITTED keeps them
