@@ -148,6 +148,14 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
     for (const w of list) warnings.push(`${at(w.field)}: ${w.message}`);
   };
 
+  /** A listener's certificate chain and key: errors thrown, warnings kept, a summary line. */
+  const serverCertificate = (role: string, listen: string, [chainField, chainPem]: [string, string], [keyField, keyPem]: [string, string]) => {
+    const host = dialedHost(listen);
+    const cert = tls(() => checkServerTls({ chainPem, keyPem, chainField, keyField, ...(host ? { host } : {}) }));
+    warnAt(cert.warnings);
+    summary.push(`${role} certificate ${cert.description}`);
+  };
+
   if (!cfg.httpsConfig && !cfg.adminConfig) {
     throw new ConfigError(
       `${path}: neither https_config nor admin_config is set, so this server would do nothing; add https_config (frontend) and/or admin_config (admin server)`,
@@ -165,18 +173,7 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
     const extras = [mode, cfg.proxyProtocol ? "PROXY protocol" : "", h.disableStreaming ? "streaming disabled" : ""];
     summary.push(`frontend on ${h.listenAddress} (${extras.filter(Boolean).join(", ")})`);
     if (frontendModeUsesTls(h.frontendConfig)) {
-      const host = dialedHost(h.listenAddress);
-      const cert = tls(() =>
-        checkServerTls({
-          chainPem: h.certificates,
-          keyPem: h.key,
-          chainField: "https_config.certificates",
-          keyField: "https_config.key",
-          ...(host ? { host } : {}),
-        }),
-      );
-      warnAt(cert.warnings);
-      summary.push(`frontend certificate ${cert.description}`);
+      serverCertificate("frontend", h.listenAddress, ["https_config.certificates", h.certificates], ["https_config.key", h.key]);
     }
   } else if (cfg.proxyProtocol) {
     warnings.push(`${at("proxy_protocol")}: proxy_protocol is set but there is no https_config; it has no effect`);
@@ -187,18 +184,7 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
     address("admin_config.listen_address", a.listenAddress);
     summary.push(`admin server on ${a.listenAddress}`);
     if (a.tlsCertificates && a.tlsKey) {
-      const host = dialedHost(a.listenAddress);
-      const cert = tls(() =>
-        checkServerTls({
-          chainPem: a.tlsCertificates,
-          keyPem: a.tlsKey,
-          chainField: "admin_config.tls_certificates",
-          keyField: "admin_config.tls_key",
-          ...(host ? { host } : {}),
-        }),
-      );
-      warnAt(cert.warnings);
-      summary.push(`admin certificate ${cert.description}`);
+      serverCertificate("admin", a.listenAddress, ["admin_config.tls_certificates", a.tlsCertificates], ["admin_config.tls_key", a.tlsKey]);
     }
     if (a.clientCaCertificates) {
       const field = "admin_config.client_ca_certificates";
