@@ -55,10 +55,11 @@ function die(message: string, code = 2): never {
 }
 
 async function main(argv: string[]): Promise<void> {
-  if (argv[0] === "prune") {
+  if (argv[0] === "prune" || (argv[0] === "help" && argv[1] === "prune")) {
     const { runPrune } = await import("./prune.js");
-    process.exit(await runPrune(argv.slice(1)));
+    process.exit(await runPrune(argv[0] === "help" ? ["--help"] : argv.slice(1)));
   }
+  if (argv[0] === "help") argv = ["--help"];
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
@@ -81,7 +82,10 @@ async function main(argv: string[]): Promise<void> {
       strict: true,
     }));
   } catch (e) {
-    die(`${(e as Error).message}\n${USAGE}`);
+    // node's first sentence says what is wrong; the usage line says what would be right.
+    const what = (e as Error).message.split(". ")[0]!;
+    const hint = /Unexpected argument/.test(what) ? "; the only subcommand is prune" : "";
+    die(`${what}${hint}; ${USAGE.split("\n")[0]} (fleetspeak-server --help says more)`);
   }
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
