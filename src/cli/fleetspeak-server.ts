@@ -15,8 +15,7 @@ import {
   loadServicesConfig,
 } from "../server/config.js";
 import { startServer } from "../server/main.js";
-import { probeMysql } from "../server/store/mysql-connection.js";
-import { parseMysqlDsn } from "../common/mysql-dsn.js";
+import { probeStore } from "../server/store/open-store.js";
 
 const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check [--connect]]
        fleetspeak-server prune --older_than DURATION [--mysql_data_source_name DSN | --sqlite_path FILE]
@@ -111,9 +110,10 @@ async function main(argv: string[]): Promise<void> {
     die((e as Error).message, 1);
   }
   if (values.check) {
-    if (values.connect && components.mysqlDataSourceName) {
+    if (values.connect) {
       try {
-        summary.push(await probeMysql(parseMysqlDsn(components.mysqlDataSourceName)));
+        const answer = await probeStore({ mysqlDataSourceName: components.mysqlDataSourceName, sqlitePath });
+        if (answer) summary.push(answer);
       } catch (e) {
         die(`${componentsPath}: mysql_data_source_name: ${(e as Error).message}`, 1);
       }
