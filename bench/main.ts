@@ -3,6 +3,7 @@
 const scenarios: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   admin: () => import("./admin.js"),
   client: () => import("./client.js"),
+  console: () => import("./console.js"),
   hold: () => import("./hold.js"),
   ingest: () => import("./ingest.js"),
   mosquitto: () => import("./mosquitto.js"),

@@ -20,6 +20,7 @@ import {
   parseDuration,
   UsageError,
 } from "./admin-commands.js";
+import { CONSOLE_TOKEN_USAGE, consoleToken } from "./console-token.js";
 
 const DEFAULT_ADMIN_ADDR = "localhost:6061";
 /** Fleetspeak's tool raises its receive limit so that ListClients of a large fleet fits. */
@@ -37,6 +38,7 @@ const USAGE = `usage: fleetspeak-admin [--admin_addr HOST:PORT] [--json] [--time
 
 commands (fleetspeak-admin COMMAND --help for one):
 ${COMMANDS.map((c) => `  ${c.usage}\n      ${c.summary}${c.aliases ? ` (also: ${c.aliases.join(", ")})` : ""}`).join("\n")}
+  ${CONSOLE_TOKEN_USAGE}
 `;
 
 const GLOBAL_FLAGS_TEXT = "--admin_addr HOST:PORT, --json, --timeout DURATION, --ca_cert FILE, --client_cert FILE, --client_key FILE, --server_name NAME";
@@ -111,6 +113,11 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (!name) throw new ExitError(`no command given; ${usageHint}`, 2);
+  if (name === "console-token") {
+    if (!asksHelp) return printConsoleToken(values, args);
+    process.stdout.write(`usage: fleetspeak-admin ${CONSOLE_TOKEN_USAGE}\n`);
+    return 0;
+  }
   const command = findCommand(name);
   if (!command) {
     throw new ExitError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(", ")}`, 2);
@@ -161,6 +168,27 @@ async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) throw new ExitError(e.message, 2);
     if (e instanceof NotKnownError) throw new ExitError(e.message, 1);
     throw new ExitError(describeRpcError(e, address, command.name, tls !== undefined), 1);
+  }
+}
+
+const CONSOLE_TOKEN_FLAGS = new Set(["components_config", "user", "valid_for"]);
+
+/** console-token works on a config file, not on the admin API: no connection is made. */
+function printConsoleToken(values: ReturnType<typeof parse>["values"], args: string[]): number {
+  for (const flag of Object.keys(values)) {
+    if (!CONSOLE_TOKEN_FLAGS.has(flag)) {
+      throw new ExitError(`console-token does not take --${flag}; usage: fleetspeak-admin ${CONSOLE_TOKEN_USAGE.split("\n")[0]}`, 2);
+    }
+  }
+  if (args.length > 0) throw new ExitError(`console-token takes no arguments; ${usageHint}`, 2);
+  try {
+    const { token, hint } = consoleToken(values);
+    process.stdout.write(`${token}\n`);
+    process.stderr.write(`fleetspeak-admin: ${hint}\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) throw new ExitError(e.message, 2);
+    throw e;
   }
 }
 
@@ -224,6 +252,9 @@ function parse(argv: string[]) {
       labels: { type: "string" },
       expires: { type: "string" },
       since: { type: "string" },
+      components_config: { type: "string" },
+      user: { type: "string" },
+      valid_for: { type: "string" },
     },
     allowPositionals: true,
     strict: true,

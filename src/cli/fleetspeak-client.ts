@@ -1,6 +1,7 @@
 // fleetspeak-client: runs the client from Fleetspeak-format config files.
 //
 //   fleetspeak-client --config /etc/fleetspeak-client/client.config [--reset_state] [--std_forward]
+//   fleetspeak-client --config /etc/fleetspeak-client/client.config --print_client_id
 //
 // Go-style single-dash flags (-config FILE, -config=FILE) work too, and glog's flags
 // (-logtostderr, -alsologtostderr, -v …) are accepted so existing unit files run unchanged; logs
@@ -9,7 +10,7 @@
 // the client and starts it again from the re-read config. Exit codes: 1 bad config or state,
 // 7 the server sent Die, 2 no server contact for failure_suicide_time.
 import { parseArgs } from "node:util";
-import { type ClientExit, type RunningClient, startClient } from "../client/main.js";
+import { type ClientExit, clientIdOfConfig, type RunningClient, startClient } from "../client/main.js";
 import { goStyleArgs } from "../common/go-flags.js";
 import { createLogger, flushLogs, setLogLevel } from "../common/log.js";
 
@@ -17,11 +18,14 @@ const STOP_GRACE_MS = 10_000;
 const RELOAD_GRACE_MS = 60_000;
 
 const USAGE = `usage: fleetspeak-client --config FILE [--reset_state] [--std_forward]
+       fleetspeak-client --config FILE --print_client_id
 
   --config FILE     the client config (text fleetspeak.client.generic.Config)
   --reset_state     if the state file is unreadable, keep it aside and create a new identity
                     (a new ClientID) instead of refusing to start
   --std_forward     daemons inherit this process's stdin/stdout/stderr (for testing a daemon)
+  --print_client_id print the ClientID kept in the config's state file and exit (changes nothing;
+                    reads Fleetspeak's own client's state file as well)
 `;
 
 function parse(argv: string[]) {
@@ -32,6 +36,7 @@ function parse(argv: string[]) {
         config: { type: "string", default: "" },
         reset_state: { type: "boolean", default: false },
         std_forward: { type: "boolean", default: false },
+        print_client_id: { type: "boolean", default: false },
         profile_dir: { type: "string" },
         help: { type: "boolean", short: "h" },
         // glog flags, accepted for compatibility with Fleetspeak's command lines.
@@ -59,6 +64,15 @@ const flags = parse(argv);
 if (flags.help) {
   process.stdout.write(USAGE);
   process.exit(0);
+}
+if (flags.print_client_id) {
+  try {
+    process.stdout.write(`${clientIdOfConfig(flags.config ?? "")}\n`);
+    process.exit(0);
+  } catch (e) {
+    process.stderr.write(`fleetspeak-client: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
 }
 if (flags.v !== undefined && Number(flags.v) >= 1 && !process.env.FLEETSPEAK_LOG_LEVEL) setLogLevel("debug");
 

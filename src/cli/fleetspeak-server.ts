@@ -2,6 +2,7 @@
 // its components config, as Fleetspeak's. Flags are Go-style (-components_config FILE works).
 //   fleetspeak-server --components_config FILE --services_config FILE [--check]
 //   fleetspeak-server prune --older_than 720h [...]
+//   fleetspeak-server migrate [--to-fleetspeak] [...]
 import { parseArgs } from "node:util";
 import { goStyleArgs } from "../common/go-flags.js";
 import { createLogger, flushLogs, setLogLevel } from "../common/log.js";
@@ -19,6 +20,7 @@ import { probeStore } from "../server/store/open-store.js";
 
 const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check [--connect]]
        fleetspeak-server prune --older_than DURATION [--mysql_data_source_name DSN | --sqlite_path FILE]
+       fleetspeak-server migrate [--to-fleetspeak] [--components_config FILE | --mysql_data_source_name DSN | --sqlite_path FILE]
 
   --components_config  fleetspeak.components.Config, text format (default ${DEFAULT_COMPONENTS_CONFIG})
   --services_config    fleetspeak.server.ServerConfig, text format (default ${DEFAULT_SERVICES_CONFIG})
@@ -30,6 +32,12 @@ const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_c
   --log_level          trace, debug, info, warn, error (default info; or $FLEETSPEAK_LOG_LEVEL)
 Go/glog flags such as -logtostderr, -alsologtostderr, -v and -log_dir are accepted and ignored
 (logs always go to stderr as JSON lines).`;
+
+/** Subcommands, each with its own flags and --help; loaded only when asked for. */
+const SUBCOMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
+  prune: async () => (await import("./prune.js")).runPrune,
+  migrate: async () => (await import("./migrate.js")).runMigrate,
+};
 
 const GLOG_STRING_FLAGS = ["stderrthreshold", "log_dir", "v", "vmodule", "log_backtrace_at"];
 const GLOG_BOOL_FLAGS = ["logtostderr", "alsologtostderr"];
@@ -54,11 +62,14 @@ function die(message: string, code = 2): never {
 }
 
 async function main(argv: string[]): Promise<void> {
-  if (argv[0] === "prune" || (argv[0] === "help" && argv[1] === "prune")) {
-    const { runPrune } = await import("./prune.js");
-    process.exit(await runPrune(argv[0] === "help" ? ["--help"] : argv.slice(1)));
+  const [first, second] = argv;
+  // "fleetspeak-server SUB ..." and "fleetspeak-server help SUB" (its usage).
+  const sub = first === "help" && second !== undefined ? second : first;
+  if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) {
+    const run = await SUBCOMMANDS[sub]!();
+    process.exit(await run(first === "help" ? ["--help"] : argv.slice(1)));
   }
-  if (argv[0] === "help") argv = ["--help"];
+  if (first === "help") argv = ["--help"];
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
@@ -83,7 +94,7 @@ async function main(argv: string[]): Promise<void> {
   } catch (e) {
     // node's first sentence says what is wrong; the usage line says what would be right.
     const what = (e as Error).message.split(". ")[0]!;
-    const hint = /Unexpected argument/.test(what) ? "; the only subcommand is prune" : "";
+    const hint = /Unexpected argument/.test(what) ? `; subcommands: ${Object.keys(SUBCOMMANDS).join(", ")}` : "";
     die(`${what}${hint}; ${USAGE.split("\n")[0]} (fleetspeak-server --help says more)`);
   }
   if (values.help) {

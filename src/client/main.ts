@@ -14,7 +14,7 @@ import type { ServiceFactory } from "./services/service.js";
 import { socketFactory } from "./services/socket.js";
 import { stdinFactory } from "./services/stdin.js";
 import { REVOKED_FETCH_TIMEOUT_MS, SystemService } from "./services/system.js";
-import { ClientStateStore, serialKey } from "./state.js";
+import { ClientStateStore, clientIdOfStateFile, StateError, serialKey } from "./state.js";
 
 /** Fleetspeak's minimum time between two starts of a daemon. */
 export const DEFAULT_RESPAWN_DELAY_MS = 60_000;
@@ -58,6 +58,20 @@ export interface RunningClient {
   stop(): Promise<void>;
   /** Resolves when the client asks for its process to end; never rejects. */
   readonly exitRequested: Promise<ClientExit>;
+}
+
+/**
+ * The ClientID this config's state file holds, read without starting anything: an operator checks
+ * it before and after swapping the client binary (a Go client's state file works too).
+ */
+export function clientIdOfConfig(configFile: string): string {
+  const config = loadClientConfig(configFile);
+  if (config.stateFile === "") {
+    throw new StateError(
+      `${configFile}: filesystem_handler.state_file is empty, so the client keeps no identity (a new ClientID at every start)`,
+    );
+  }
+  return clientIdOfStateFile(config.stateFile);
 }
 
 export async function startClient(options: ClientOptions): Promise<RunningClient> {

@@ -5,15 +5,59 @@
 // Unlike Fleetspeak, which logs a broken state file and quietly makes a new key (and so a new
 // ClientID, orphaning the machine's history on the server), a state file that exists but cannot be
 // read is an error here; the operator chooses a new identity with --reset_state.
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+//
+// Fields this version does not know (another Fleetspeak version's) are written back unchanged, as
+// Fleetspeak's Go client does, so that going back to it loses nothing.
+import { create, fromBinary, toBinary, type UnknownField } from "@bufbuild/protobuf";
 import type { KeyObject } from "node:crypto";
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { clientIdOfKey, generateP256Key, keyFromSec1Der, keyToSec1Der } from "../common/certs.js";
 import { clientIdToHex } from "../common/ids.js";
 import type { Logger } from "../common/log.js";
-import { ClientStateSchema } from "../gen/fleetspeak_client/client_pb.js";
+import { type ClientState, ClientStateSchema } from "../gen/fleetspeak_client/client_pb.js";
 
 export class StateError extends Error {}
+
+/** The state file exists but holds no usable identity. */
+class CorruptStateError extends StateError {
+  constructor(
+    path: string,
+    readonly reason: string,
+  ) {
+    super(
+      `the client state file ${path} is corrupt (${reason}). It holds this machine's identity, so the client will not replace it silently: restore it from a backup, or start once with --reset_state to create a new identity (a new ClientID)`,
+    );
+  }
+}
+
+/** The state file's contents with its key parsed; undefined if there is no file. */
+function readStateFile(path: string): { state: ClientState; key: KeyObject } | undefined {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new StateError(`cannot read the client state file ${path}: ${(e as Error).message}`);
+  }
+  try {
+    const state = fromBinary(ClientStateSchema, bytes);
+    if (state.clientKey.length === 0) throw new Error("it holds no client_key");
+    return { state, key: keyFromSec1Der(state.clientKey, "client_key") };
+  } catch (e) {
+    throw new CorruptStateError(path, e instanceof Error ? e.message : String(e));
+  }
+}
+
+/** The ClientID kept in a state file, read without changing anything (for operators' checks). */
+export function clientIdOfStateFile(path: string): string {
+  const stored = readStateFile(path);
+  if (!stored) {
+    throw new StateError(
+      `the client state file ${path} does not exist: no client has run with this config yet (the first start creates it)`,
+    );
+  }
+  return clientIdToHex(clientIdOfKey(stored.key));
+}
 
 /** Canonical text of a certificate serial (big-endian magnitude bytes or Node's hex text). */
 export function serialKey(serial: Uint8Array | string): string {
@@ -21,7 +65,9 @@ export function serialKey(serial: Uint8Array | string): string {
   return hex === "" ? "0" : BigInt(`0x${hex}`).toString(16);
 }
 
+/** Minimal big-endian bytes, as Go's big.Int.Bytes() gives them (no bytes at all for 0). */
 function serialBytes(key: string): Uint8Array {
+  if (key === "0") return new Uint8Array(0);
   const hex = key.length % 2 ? `0${key}` : key;
   return Buffer.from(hex, "hex");
 }
@@ -39,6 +85,7 @@ export class ClientStateStore {
   private id: Buffer;
   private nonce = 0n;
   private readonly revoked = new Set<string>();
+  private unknownFields: UnknownField[] | undefined;
   private dirty = true;
   private timer: NodeJS.Timeout | undefined;
   private readonly rekeyListeners: Array<() => void> = [];
@@ -112,36 +159,22 @@ export class ClientStateStore {
   private load(): KeyObject | undefined {
     const path = this.opts.stateFile;
     if (path === "") return undefined;
-    let bytes: Buffer;
     try {
-      bytes = readFileSync(path);
+      const stored = readStateFile(path);
+      if (!stored) return undefined;
+      this.nonce = stored.state.sequencingNonce;
+      for (const s of stored.state.revokedCertSerials) this.revoked.add(serialKey(s));
+      this.unknownFields = stored.state.$unknown;
+      return stored.key;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw new StateError(`cannot read the client state file ${path}: ${(e as Error).message}`);
-    }
-    try {
-      const state = fromBinary(ClientStateSchema, bytes);
-      if (state.clientKey.length === 0) throw new Error("it holds no client_key");
-      const key = keyFromSec1Der(state.clientKey, "client_key");
-      this.nonce = state.sequencingNonce;
-      for (const s of state.revokedCertSerials) this.revoked.add(serialKey(s));
-      return key;
-    } catch (e) {
-      const reason = e instanceof Error ? e.message : String(e);
-      if (!this.opts.resetState) {
-        throw new StateError(
-          `the client state file ${path} is corrupt (${reason}). It holds this machine's identity, so the client will not replace it silently: restore it from a backup, or start once with --reset_state to create a new identity (a new ClientID)`,
-        );
-      }
+      if (!(e instanceof CorruptStateError) || !this.opts.resetState) throw e;
       const aside = `${path}.corrupt-${Date.now()}`;
       try {
         renameSync(path, aside);
       } catch {
         // The write below replaces it anyway; keeping a copy is a courtesy.
       }
-      this.opts.log.warn({ path, keptAs: aside, reason }, "--reset_state: replacing the corrupt state file");
-      this.nonce = 0n;
-      this.revoked.clear();
+      this.opts.log.warn({ path, keptAs: aside, reason: e.reason }, "--reset_state: replacing the corrupt state file");
       return undefined;
     }
   }
@@ -154,14 +187,13 @@ export class ClientStateStore {
       this.dirty = false;
       return;
     }
-    const bytes = toBinary(
-      ClientStateSchema,
-      create(ClientStateSchema, {
-        clientKey: keyToSec1Der(this.keyObject),
-        sequencingNonce: this.nonce,
-        revokedCertSerials: [...this.revoked].map(serialBytes),
-      }),
-    );
+    const state = create(ClientStateSchema, {
+      clientKey: keyToSec1Der(this.keyObject),
+      sequencingNonce: this.nonce,
+      revokedCertSerials: [...this.revoked].map(serialBytes),
+    });
+    state.$unknown = this.unknownFields;
+    const bytes = toBinary(ClientStateSchema, state);
     const tmp = `${path}.new`;
     try {
       rmSync(tmp, { force: true });

@@ -180,3 +180,13 @@ function applyParam(opts: MysqlConnectionOptions, key: string, value: string, wh
       opts.sessionVariables[key] = value;
   }
 }
+
+/**
+ * The SQLite file named by a mysql_data_source_name of the form "sqlite:/path/file", or
+ * undefined for a MySQL DSN. The Fleetspeak (Go) build that runs its own SQLite datastore in
+ * production-like setups selects it this way; accepting the same spelling lets its components
+ * config work here unchanged.
+ */
+export function sqlitePathInDsn(dsn: string): string | undefined {
+  return dsn.startsWith("sqlite:") ? dsn.slice("sqlite:".length) : undefined;
+}

@@ -11,7 +11,7 @@ import { ConfigSchema as ComponentsConfigSchema } from "../gen/fleetspeak_compon
 import { file_fleetspeak_cpsservice_cpsservice } from "../gen/fleetspeak_cpsservice/cpsservice_pb.js";
 import { file_fleetspeak_grpcservice_grpcservice } from "../gen/fleetspeak_grpcservice/grpcservice_pb.js";
 import { type ServerConfig, ServerConfigSchema } from "../gen/fleetspeak_server/server_pb.js";
-import { parseMysqlDsn } from "../common/mysql-dsn.js";
+import { parseMysqlDsn, sqlitePathInDsn } from "../common/mysql-dsn.js";
 import { isLoopbackHost, parseHostPort } from "../common/net-address.js";
 import { parseText, type TextPosition } from "../common/textproto/index.js";
 import { frontendModeUsesTls } from "./frontend/client-identity.js";
@@ -211,7 +211,13 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
   } else if (cfg.adminConfig) {
     summary.push("notifications in-process only");
   }
-  if (cfg.mysqlDataSourceName) {
+  const sqliteInDsn = sqlitePathInDsn(cfg.mysqlDataSourceName);
+  if (sqliteInDsn !== undefined) {
+    if (sqliteInDsn === "") fail("mysql_data_source_name", '"sqlite:" names no file; write "sqlite:/path/to/file"');
+    const problem = sqliteProblem(sqliteInDsn);
+    if (problem) fail("mysql_data_source_name", `${sqliteInDsn}: ${problem}`);
+    summary.push(`datastore SQLite ${sqliteInDsn}`);
+  } else if (cfg.mysqlDataSourceName) {
     let o: ReturnType<typeof parseMysqlDsn>;
     try {
       o = parseMysqlDsn(cfg.mysqlDataSourceName);

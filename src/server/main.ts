@@ -4,6 +4,8 @@ import type { Config as ComponentsConfig } from "../gen/fleetspeak_components/co
 import type { ServerConfig } from "../gen/fleetspeak_server/server_pb.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { startAdminServer } from "./admin/admin-server.js";
+import { ConsoleData } from "./console/console-data.js";
+import { startConsoleServer } from "./console/console-server.js";
 import { AdminService } from "./admin/admin-service.js";
 import { BroadcastManager } from "./comms/broadcasts.js";
 import { ClientCache } from "./comms/client-cache.js";
@@ -16,6 +18,7 @@ import { HttpNotificationListener } from "./notify/http-listener.js";
 import { HttpNotifier, LocalNotifier } from "./notify/http-notifier.js";
 import { LOCAL_NOTIFICATION_ADDRESS, type Notifier } from "./notify/notifier.js";
 import { startHealthCheck } from "./observe/health.js";
+import { HeartbeatWriter } from "./observe/heartbeat.js";
 import {
   describeMessage,
   instrumentAdminService,
@@ -24,7 +27,7 @@ import {
   Metrics,
 } from "./observe/metrics.js";
 import { startMetricsServer } from "./observe/metrics-server.js";
-import { adminTlsFromConfig, notificationAuthFromConfig } from "./security/security-config.js";
+import { adminTlsFromConfig, consoleFromConfig, notificationAuthFromConfig } from "./security/security-config.js";
 import { ServiceManager } from "./services/manager.js";
 import { openStore } from "./store/open-store.js";
 import type { Store } from "./store/store.js";
@@ -41,6 +44,8 @@ export interface ServerOptions {
   frontendLimits?: Partial<FrontendListenerLimits>;
   notifyTimeoutMs?: number;
   clientCacheTtlMs?: number;
+  /** How often this process writes its heartbeat row (operator console). Default 10 s. */
+  heartbeatIntervalMs?: number;
 }
 
 export interface RunningServer {
@@ -49,6 +54,7 @@ export interface RunningServer {
   metricsAddress?: string;
   frontendAddress?: string;
   adminAddress?: string;
+  consoleAddress?: string;
   notificationAddress?: string;
   healthAddress?: string;
   /** Connected streaming clients held by this process. */
@@ -224,6 +230,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       });
       stops.push(() => admin.close());
       running.adminAddress = admin.address;
+      const consoleSettings = consoleFromConfig(cfg.adminConfig);
+      if (consoleSettings) {
+        const web = await startConsoleServer({ ...consoleSettings, data: new ConsoleData(store), logger: createLogger("console") });
+        stops.push(() => web.close());
+        running.consoleAddress = web.address;
+      }
     }
 
     if (cfg.healthCheckConfig) {
@@ -245,10 +257,25 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       running.metricsAddress = server.address;
     }
     if (notificationAddress) running.notificationAddress = notificationAddress;
+    const heartbeat = new HeartbeatWriter({
+      store,
+      activity: metrics.activity,
+      connectedStreams: () => dispatcher.connectedCount,
+      identity: {
+        ...(running.frontendAddress ? { frontend: running.frontendAddress, streamingTo: streamingAddress } : {}),
+        ...(running.adminAddress ? { admin: running.adminAddress } : {}),
+        ...(running.consoleAddress ? { console: running.consoleAddress } : {}),
+      },
+      logger: createLogger("heartbeat"),
+      ...(opts.heartbeatIntervalMs !== undefined ? { intervalMs: opts.heartbeatIntervalMs } : {}),
+    });
+    await heartbeat.start();
+    stops.push(() => heartbeat.stop());
     log.info(
       {
         frontend: running.frontendAddress,
         admin: running.adminAddress,
+        console: running.consoleAddress,
         notifications: notificationAddress,
         store: store.backend,
       },

@@ -33,7 +33,7 @@ describe("help", () => {
   });
 
   it("fleetspeak-server answers an unknown word or flag with one line", () => {
-    for (const [arg, what] of [["check", /Unexpected argument 'check'; the only subcommand is prune/], ["--bogus", /Unknown option '--bogus'/]] as const) {
+    for (const [arg, what] of [["check", /Unexpected argument 'check'; subcommands: prune, migrate/], ["--bogus", /Unknown option '--bogus'/]] as const) {
       const r = run("fleetspeak-server", arg);
       assert.equal(r.code, 2);
       assert.equal(r.err.trimEnd().split("\n").length, 1, r.err);

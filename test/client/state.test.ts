@@ -70,4 +70,13 @@ describe("client state file", () => {
     assert.equal(serialKey(Buffer.from([0, 0xab])), serialKey("AB"));
     assert.equal(serialKey(new Uint8Array(0)), "0");
   });
+
+  it("writes serials as Go's big.Int.Bytes() gives them: minimal big-endian, no bytes for 0", () => {
+    const stateFile = join(tempDir(), "fleetspeak-client.state");
+    const s = new ClientStateStore({ stateFile, resetState: false, log });
+    s.addRevokedSerials([Buffer.from([0, 0, 0x7f]), new Uint8Array(0), Buffer.from([0x80, 0])]);
+    s.write();
+    const written = fromBinary(ClientStateSchema, readFileSync(stateFile)).revokedCertSerials;
+    assert.deepEqual(written.map((b) => Buffer.from(b).toString("hex")), ["7f", "", "8000"]);
+  });
 });

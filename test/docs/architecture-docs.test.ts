@@ -51,12 +51,15 @@ function sourceDirs(dir: string): string[] {
   ];
 }
 
-/** Every relative import of a source file (static, dynamic, type-only), as a repository path. */
-function importsOf(file: string): string[] {
+/**
+ * Every relative import of a source file (static, dynamic, re-exports), as a repository path;
+ * with `runtime`, leaving out `import type` statements, which vanish when compiled.
+ */
+function importsOf(file: string, runtime = false): string[] {
   const text = readFileSync(join(ROOT, file), "utf8");
-  return [...text.matchAll(/(?:\bfrom|\bimport)\s*\(?\s*"(\.{1,2}\/[^"]+)"/g)].map((m) =>
-    relative(ROOT, resolve(ROOT, dirname(file), m[1]!)).replace(/\.js$/, ".ts"),
-  );
+  return [...text.matchAll(/(import type\b[^;]*?|\bfrom|\bimport)\s*\(?\s*"(\.{1,2}\/[^"]+)"/g)]
+    .filter((m) => !(runtime && m[1]!.startsWith("import type")))
+    .map((m) => relative(ROOT, resolve(ROOT, dirname(file), m[2]!)).replace(/\.js$/, ".ts"));
 }
 
 const folderOf = (file: string) => `${dirname(file)}/`;
@@ -125,8 +128,8 @@ describe("docs/architecture.md", () => {
     assert.deepEqual(wrong, []);
   });
 
-  it("has no import cycles", () => {
-    const graph = new Map(OURS.map((f) => [f, importsOf(f)]));
+  it("has no import cycles at run time", () => {
+    const graph = new Map(OURS.map((f) => [f, importsOf(f, true)]));
     const state = new Map<string, "open" | "done">();
     const cycles: string[] = [];
     const visit = (f: string, path: string[]) => {

@@ -57,6 +57,7 @@ import {
 } from "../../src/gen/fleetspeak_client_generic/config_pb.js";
 import {
   AdminConfigSchema,
+  ConsoleConfigSchema,
   CleartextHeaderChecksumConfigSchema,
   CleartextHeaderConfigSchema,
   CleartextXfccConfigSchema,
@@ -320,6 +321,7 @@ const fullComponentsConfig: MessageInitShape<typeof ComponentsConfigSchema> = {
     tlsCertificates: "-----BEGIN CERTIFICATE-----",
     tlsKey: "-----BEGIN EC PRIVATE KEY-----",
     clientCaCertificates: "-----BEGIN CERTIFICATE-----",
+    console: { listenAddress: "127.0.0.1:6062", loginSecret: ["new-login-secret", "old-login-secret"] },
   },
   statsConfig: { address: "127.0.0.1:9092" },
   healthCheckConfig: { listenAddress: "127.0.0.1:9093" },
@@ -651,6 +653,7 @@ describe("fleetspeak.components", () => {
     roundtrip(HttpsConfigSchema, fullHttpsConfig);
     roundtrip(SpannerConfigSchema, fullComponentsConfig.spannerConfig!);
     roundtrip(AdminConfigSchema, fullComponentsConfig.adminConfig!);
+    roundtrip(ConsoleConfigSchema, fullComponentsConfig.adminConfig!.console!);
     roundtrip(FrontendLimitsSchema, fullHttpsConfig.limits!);
     roundtrip(StatsConfigSchema, { address: "a" });
     roundtrip(HealthCheckConfigSchema, { listenAddress: "a" });
@@ -674,6 +677,7 @@ describe("fleetspeak.components", () => {
     golden(ComponentsConfigSchema, { notificationSharedSecret: ["a", "b"] }, "a2060161 a2060162");
     golden(ComponentsConfigSchema, { notificationWithoutMessages: true }, "a80601");
     golden(AdminConfigSchema, { tlsCertificates: "c", tlsKey: "k", clientCaCertificates: "a" }, "a2060163 aa06016b b2060161");
+    golden(AdminConfigSchema, { console: { listenAddress: "a", loginSecret: ["s"] } }, "ba0606 0a0161 120173");
     golden(HttpsConfigSchema, { limits: { maxConnections: 1 } }, "a206020801");
     golden(FrontendLimitsSchema, { maxConnections: 1, maxPendingConnections: 2, maxBufferedRequestBytes: 3n, maxStreamFramesPerSecond: 4 }, "0801 1002 1803 2004");
     golden(GrpcConfigSchema, { clientCertificateFile: "c", clientKeyFile: "k" }, "a2060163 aa06016b");
@@ -951,6 +955,7 @@ const EXPECTED_TYPE_NAMES = [
   "fleetspeak.components.FrontendConfig",
   "fleetspeak.components.HttpsConfig",
   "fleetspeak.components.AdminConfig",
+  "fleetspeak.components.ConsoleConfig",
   "fleetspeak.components.FrontendLimits",
   "fleetspeak.components.StatsConfig",
   "fleetspeak.components.HealthCheckConfig",

@@ -53,11 +53,20 @@ export async function adminConnection(): Promise<Connection> {
   }
 }
 
-export async function createTestDatabase(): Promise<TestDatabase> {
+export interface TestDatabaseOptions {
+  /**
+   * The database's default collation; null leaves the server's default, as an operator's plain
+   * CREATE DATABASE does (what Fleetspeak's Go server then creates its tables with).
+   */
+  collation?: string | null;
+}
+
+export async function createTestDatabase(opts: TestDatabaseOptions = {}): Promise<TestDatabase> {
   const name = `fstest_${process.pid}_${randomBytes(4).toString("hex")}`;
+  const collation = opts.collation === undefined ? "utf8mb4_bin" : opts.collation;
   const admin = await adminConnection();
   try {
-    await admin.query(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+    await admin.query(`CREATE DATABASE \`${name}\`${collation === null ? "" : ` COLLATE ${collation}`}`);
   } finally {
     await admin.end();
   }

@@ -18,6 +18,7 @@ import {
 import { Admin } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { Notifier } from "../notify/notifier.js";
 import type { Store } from "../store/store.js";
+import { Activity } from "./activity.js";
 
 /** What the message metrics say about a message; `describeMessage` fills it from a Message. */
 export interface MessageDescription {
@@ -100,6 +101,8 @@ export interface MetricsOptions {
 
 export class Metrics {
   readonly registry = new Registry();
+  /** The same events as plain counters, for the heartbeat (operator console). */
+  readonly activity = new Activity();
 
   readonly #ingested: Counter<(typeof INGEST_LABELS)[number]>;
   readonly #ingestedBytes: Counter<(typeof INGEST_LABELS)[number]>;
@@ -284,6 +287,10 @@ export class Metrics {
     };
     this.#ingested.inc(labels);
     this.#ingestedBytes.inc(labels, m.payloadBytes ?? 0);
+    if (!m.backlogged) {
+      this.activity.received++;
+      this.activity.service(m.destinationService).received++;
+    }
   }
 
   /** A message written to a client (poll answer or stream). */
@@ -296,6 +303,8 @@ export class Metrics {
     };
     this.#sent.inc(labels);
     this.#sentBytes.inc(labels, m.payloadBytes ?? 0);
+    this.activity.sent++;
+    this.activity.service(m.sourceService).sent++;
   }
 
   /** A message stored: forClient=false for a client's message saved after first processing. */
@@ -334,6 +343,7 @@ export class Metrics {
       },
       m.seconds,
     );
+    this.activity.service(m.destinationService).errors++;
   }
 
   /** A client message dropped because its service had too many in flight (retried later). */
@@ -403,6 +413,8 @@ export class Metrics {
 
   notificationSent(result: NotificationResult): void {
     this.#notificationsSent.inc({ result });
+    if (result === "ok") this.activity.notificationsOk++;
+    else this.activity.notificationsFailed++;
   }
 
   /** known=false: this server holds no stream of the client named in the notification. */

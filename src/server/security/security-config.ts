@@ -5,7 +5,8 @@ import { createPrivateKey } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { AdminConfig, Config as ComponentsConfig } from "../../gen/fleetspeak_components/config_pb.js";
 import { CertificateError, parsePemCertificates } from "../../common/certs.js";
-import { isLoopbackAddress } from "../../common/net-address.js";
+import { isLoopbackAddress, parseHostPort } from "../../common/net-address.js";
+import { MIN_LOGIN_SECRET_BYTES } from "../console/login-token.js";
 import type { AdminTlsConfig } from "./admin-auth.js";
 import { MIN_NOTIFICATION_SECRET_BYTES, NotificationSigner, NotificationVerifier } from "./notification-auth.js";
 
@@ -48,6 +49,41 @@ export function adminTlsFromConfig(admin: AdminConfig): AdminTlsConfig | undefin
   return ca !== "" ? { cert, key, ca, requireClientCert: true } : { cert, key };
 }
 
+export interface ConsoleSettings {
+  listenAddress: string;
+  loginSecrets: string[];
+  /** The admin server's TLS, which the console shares. */
+  tls?: AdminTlsConfig;
+}
+
+/** admin_config.console, checked; undefined when the console is off. */
+export function consoleFromConfig(admin: AdminConfig): ConsoleSettings | undefined {
+  const c = admin.console;
+  if (!c) return undefined;
+  if (c.listenAddress === "") {
+    throw new SecurityConfigError('admin_config.console.listen_address is empty; give the console its own address, e.g. "127.0.0.1:6062"');
+  }
+  try {
+    parseHostPort(c.listenAddress, { emptyHost: "" });
+  } catch (e) {
+    throw new SecurityConfigError(`admin_config.console.listen_address: ${(e as Error).message}`);
+  }
+  for (const [i, secret] of c.loginSecret.entries()) {
+    if (Buffer.byteLength(secret, "utf8") < MIN_LOGIN_SECRET_BYTES) {
+      throw new SecurityConfigError(
+        `admin_config.console.login_secret #${i + 1} is shorter than ${MIN_LOGIN_SECRET_BYTES} bytes; use a random one, e.g. the output of "openssl rand -hex 32"`,
+      );
+    }
+  }
+  const tls = adminTlsFromConfig(admin);
+  if (c.loginSecret.length === 0 && !tls?.requireClientCert) {
+    throw new SecurityConfigError(
+      "admin_config.console: nobody could sign in; set console.login_secret (browsers sign in with a token from fleetspeak-admin console-token) and/or admin_config.client_ca_certificates (browsers present a client certificate)",
+    );
+  }
+  return { listenAddress: c.listenAddress, loginSecrets: [...c.loginSecret], ...(tls ? { tls } : {}) };
+}
+
 export interface NotificationAuth {
   signer: NotificationSigner;
   verifier: NotificationVerifier;
@@ -84,6 +120,19 @@ export function checkSecurityConfig(cfg: ComponentsConfig): { summary: string[];
     if (!tls?.requireClientCert && !isLoopbackAddress(cfg.adminConfig.listenAddress)) {
       warnings.push(
         `admin_config: anyone who can reach ${cfg.adminConfig.listenAddress} can send messages to every client; set admin_config.client_ca_certificates (mutual TLS) or firewall the port (see docs/security.md)`,
+      );
+    }
+  }
+  const consoleSettings = cfg.adminConfig ? consoleFromConfig(cfg.adminConfig) : undefined;
+  if (consoleSettings) {
+    const { tls, listenAddress, loginSecrets } = consoleSettings;
+    const ways = [loginSecrets.length > 0 ? "login tokens" : "", tls?.requireClientCert ? "client certificates" : ""];
+    summary.push(
+      `operator console on ${tls ? "https" : "http"}://${listenAddress} (sign-in: ${ways.filter(Boolean).join(", ")})`,
+    );
+    if (!tls && !isLoopbackAddress(listenAddress)) {
+      warnings.push(
+        `admin_config.console: login tokens and pages would cross the network to ${listenAddress} unencrypted; set admin_config.tls_certificates and tls_key (the console then speaks HTTPS) or listen on 127.0.0.1 (see docs/console.md)`,
       );
     }
   }

@@ -1,11 +1,10 @@
 // How this server connects to MySQL/MariaDB from a parsed mysql_data_source_name: the options the
 // store's pool uses, and a probe for `fleetspeak-server --check --connect` that asks the database
 // what the store would ask at start (does it answer, may this user in, is the schema one this
-// server can run on) without creating or migrating anything.
-import mysql, { type ConnectionOptions, type RowDataPacket } from "mysql2/promise";
+// server can run on or adopt) without creating or migrating anything.
+import mysql, { type ConnectionOptions, type PoolConnection, type RowDataPacket } from "mysql2/promise";
 import type { MysqlConnectionOptions } from "../../common/mysql-dsn.js";
-import { latestVersion } from "./migrations.js";
-import { MYSQL_MIGRATIONS } from "./mysql-schema.js";
+import { plannedMigration } from "./mysql-migrate.js";
 
 /** Where the database is, for messages: "host:port" or "socket /path". */
 export function mysqlWhere(c: MysqlConnectionOptions): string {
@@ -31,46 +30,31 @@ export function mysqlConnectionOptions(c: MysqlConnectionOptions): ConnectionOpt
   return o;
 }
 
-/** Connects once and describes what the store would find; throws an Error saying what to fix. */
+/** Connects once and describes what a start would find; throws an Error saying what to fix. */
 export async function probeMysql(c: MysqlConnectionOptions): Promise<string> {
-  const where = mysqlWhere(c);
-  let conn: mysql.Connection;
+  const where = `database ${c.database} at ${mysqlWhere(c)}`;
+  const pool = mysql.createPool({ ...mysqlConnectionOptions(c), connectTimeout: c.connectTimeoutMs ?? 5000, connectionLimit: 1 });
   try {
-    conn = await mysql.createConnection({ ...mysqlConnectionOptions(c), connectTimeout: c.connectTimeoutMs ?? 5000 });
-  } catch (e) {
-    const err = e as { errno?: number; code?: string; message: string };
-    const hint =
-      err.errno === 1045 || err.errno === 1044
-        ? "check the user and password in mysql_data_source_name and the user's grants"
-        : err.errno === 1049
-          ? `create it (CREATE DATABASE ${c.database} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin) or fix mysql_data_source_name`
-          : "check that the database server runs and that this machine may reach it";
-    throw new Error(`database ${c.database} at ${where} as ${JSON.stringify(c.user)}: ${err.code ?? "error"}: ${err.message}; ${hint}`);
-  }
-  try {
-    const [[server]] = await conn.query<RowDataPacket[]>("SELECT VERSION() AS v");
-    const [tables] = await conn.query<RowDataPacket[]>(
-      "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE()",
-    );
-    const names = new Set(tables.map((t) => String(t.name)));
-    const known = latestVersion(MYSQL_MIGRATIONS);
-    let schema: string;
-    if (names.has("schema_version")) {
-      const [[row]] = await conn.query<RowDataPacket[]>("SELECT MAX(version) AS v FROM schema_version");
-      const current = row!.v === null ? 0 : Number(row!.v);
-      if (current > known) {
-        throw new Error(`database ${c.database} at ${where} has schema version ${current} but this server knows up to ${known}; upgrade the server`);
-      }
-      schema = current === known ? `schema version ${current}` : `schema version ${current}, migrated to ${known} at start`;
-    } else if (names.has("messages")) {
-      throw new Error(
-        `database ${c.database} at ${where} holds Fleetspeak tables without a schema_version table (written by another Fleetspeak implementation?); point mysql_data_source_name at a new, empty database`,
-      );
-    } else {
-      schema = `empty, schema version ${known} created at start`;
+    let conn: PoolConnection;
+    try {
+      conn = await pool.getConnection();
+    } catch (e) {
+      const err = e as { errno?: number; code?: string; message: string };
+      const hint =
+        err.errno === 1045 || err.errno === 1044
+          ? "check the user and password in mysql_data_source_name and the user's grants"
+          : err.errno === 1049
+            ? `create it (CREATE DATABASE ${c.database} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin) or fix mysql_data_source_name`
+            : "check that the database server runs and that this machine may reach it";
+      throw new Error(`${where} as ${JSON.stringify(c.user)}: ${err.code ?? "error"}: ${err.message}; ${hint}`);
     }
-    return `database ${c.database} at ${where} answers (${server!.v}; ${schema})`;
+    try {
+      const [[server]] = await conn.query<RowDataPacket[]>("SELECT VERSION() AS v");
+      return `${where} answers (${server!.v}; ${await plannedMigration(conn, where)})`;
+    } finally {
+      conn.release();
+    }
   } finally {
-    await conn.end().catch(() => {});
+    await pool.end().catch(() => {});
   }
 }

@@ -24,12 +24,28 @@ import type { ResourceUsageData } from "../../gen/fleetspeak_monitoring/resource
 import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
+import {
+  checkQueueRows,
+  clientCountsFromRow,
+  ConsoleReads,
+  countClientsQuery,
+  heartbeatValues,
+  labelCountFromRow,
+  labelCountsQuery,
+  pruneHeartbeatsQuery,
+  type Query,
+  QUEUE_COLUMNS,
+  serviceQueuesFromRows,
+  serviceQueuesQuery,
+  UPSERT_HEARTBEAT_SQL,
+} from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
-import { pendingMigrations } from "./migrations.js";
+import { migrateMysql, readSchema, revertMysqlToFleetspeak } from "./mysql-migrate.js";
 import { mysqlConnectionOptions, mysqlWhere } from "./mysql-connection.js";
-import { MYSQL_MIGRATIONS } from "./mysql-schema.js";
+import { FILL_PENDING_DESTINATIONS, PENDING_DESTINATION_TRIGGER, PENDING_WITHOUT_DESTINATION } from "./mysql-schema.js";
 import {
   BROADCAST_COLUMNS,
+  BROADCAST_HAS_ROOM_SQL,
   type BroadcastDbRow,
   broadcastFromRow,
   broadcastValues,
@@ -84,6 +100,13 @@ import type {
   CarriedMessage,
   ClaimOptions,
   ClientAck,
+  ClientCounts,
+  ClientSearch,
+  LabelCount,
+  PendingByService,
+  ServerHeartbeat,
+  ServiceQueue,
+  StreamHolderCount,
   MessageResultUpdate,
   ClientData,
   ContactRecord,
@@ -92,6 +115,7 @@ import type {
   Store,
   StoredFile,
 } from "./store.js";
+import { BROADCAST_UNLIMITED } from "./store.js";
 
 export interface MysqlStoreOptions {
   connection: MysqlConnectionOptions;
@@ -99,12 +123,13 @@ export interface MysqlStoreOptions {
   poolSize?: number;
   /** How many times a transaction that hit a deadlock or lock-wait timeout is run again. Default 10. */
   maxRetries?: number;
+  /** Leave the schema as it is (for `migrate --to-fleetspeak`, which must not adopt first). Default false. */
+  skipMigration?: boolean;
   logger?: Logger;
 }
 
 const DEFAULT_POOL_SIZE = 20;
 const STREAM_PAGE = 1000;
-const MIGRATION_LOCK_TIMEOUT_S = 120;
 const EMPTY = Buffer.alloc(0);
 
 // Transient conflicts between transactions: run the transaction again.
@@ -113,6 +138,15 @@ const ER_LOCK_DEADLOCK = 1213;
 const ER_TOO_MANY_CONCURRENT_TRXS = 1637;
 const ER_DUP_ENTRY = 1062;
 const ER_NO_REFERENCED_ROW_2 = 1452;
+const ER_WARN_DATA_OUT_OF_RANGE = 1264;
+
+/**
+ * A link to a contact that cannot exist: no such row, or an ID beyond the column (Fleetspeak's
+ * schema keeps client_contact_id in a signed INT).
+ */
+function isUnknownContact(e: unknown): boolean {
+  return errno(e) === ER_NO_REFERENCED_ROW_2 || errno(e) === ER_WARN_DATA_OUT_OF_RANGE;
+}
 
 // Errors that say the database server cannot be used right now (as opposed to a bad statement).
 const UNAVAILABLE_ERRNOS = new Set([
@@ -218,6 +252,33 @@ function unknownContact(contact: bigint): NotFoundError {
   return new NotFoundError(`cannot link messages to contact ${contact.toString(16)}: no such contact or message`);
 }
 
+/** How long after its expiry a Fleetspeak (Go) allocation is taken as abandoned. */
+const ALLOCATION_EXPIRY_MARGIN_MS = 60_000;
+
+/**
+ * Removes the broadcast allocations matching `where` (on broadcast_allocations) and moves their
+ * counts into the broadcasts rows: sent += allocation sent, allocated -= allocation limit (never
+ * below 0), as Fleetspeak's CleanupAllocation does.
+ */
+async function foldAllocations(c: PoolConnection, where: string, params: unknown[]): Promise<void> {
+  const [rows] = await c.query<({ broadcast_id: Buffer; allocation_id: Buffer; sent: DbInt | null; message_limit: DbInt | null } & RowDataPacket)[]>(
+    `SELECT broadcast_id, allocation_id, sent, message_limit FROM broadcast_allocations WHERE ${where} FOR UPDATE`,
+    params,
+  );
+  for (const r of rows) {
+    const sent = BigInt(r.sent ?? 0);
+    const reserved = r.message_limit === null || BigInt(r.message_limit) === BROADCAST_UNLIMITED ? 0n : BigInt(r.message_limit);
+    await c.query(
+      `UPDATE broadcasts SET sent = sent + ?, allocated = IF(allocated > ?, allocated - ?, 0) WHERE broadcast_id = ?`,
+      [sent, reserved, reserved, r.broadcast_id],
+    );
+    await c.query("DELETE FROM broadcast_allocations WHERE broadcast_id = ? AND allocation_id = ?", [
+      r.broadcast_id,
+      r.allocation_id,
+    ]);
+  }
+}
+
 /** Thrown inside a transaction to roll it back and return a value. */
 class Rollback<T> {
   constructor(readonly value: T) {}
@@ -260,6 +321,14 @@ export class MysqlStore implements Store {
   private readonly where: string;
   private readonly maxRetries: number;
   private closed = false;
+  readonly #reads = new ConsoleReads(
+    (op, q) => this.readQuery(op, q),
+    (ids) => this.listClients(ids),
+  );
+  /** How the database was found at open: made now, adopted from Fleetspeak (Go), upgraded, or current. */
+  origin: "created" | "adopted" | "upgraded" | "current" = "current";
+  private fillsDestinations = false;
+  private lastFillMs = 0;
 
   private constructor(
     private readonly pool: Pool,
@@ -317,7 +386,8 @@ export class MysqlStore implements Store {
     });
     const store = new MysqlStore(pool, c, options.maxRetries ?? 10, log);
     try {
-      await store.migrate();
+      if (options.skipMigration) await store.ping();
+      else await store.migrate();
     } catch (e) {
       await pool.end().catch(() => {});
       throw e instanceof SchemaVersionError ? e : store.mapError("schema migration", e);
@@ -331,44 +401,48 @@ export class MysqlStore implements Store {
   }
 
   private async migrate(): Promise<void> {
-    const db = this.opts.database;
     const conn = await this.pool.getConnection();
     try {
-      const [[lock]] = await conn.query<RowDataPacket[]>(
-        "SELECT GET_LOCK(CONCAT('fleetspeak_schema_', SHA1(DATABASE())), ?) AS got",
-        [MIGRATION_LOCK_TIMEOUT_S],
-      );
-      if (num(lock!.got) !== 1) {
-        throw new StoreUnavailableError(
-          `waited ${MIGRATION_LOCK_TIMEOUT_S}s for another server to finish migrating the schema of database ${db} at ${this.where}; check for a stuck server process`,
-        );
+      this.origin = await migrateMysql({ conn, log: this.log, where: `database ${this.opts.database} at ${this.where}` });
+      this.fillsDestinations = !(await readSchema(conn)).triggers.has(PENDING_DESTINATION_TRIGGER);
+    } finally {
+      conn.release();
+    }
+    if (this.fillsDestinations) await this.fillPendingDestinations();
+  }
+
+  /**
+   * Where the database has no pending_messages_destination trigger (the database user may not
+   * create one), pending rows that Fleetspeak (Go) servers insert lack the destination columns
+   * that this server's claims look up: fill them in at start and at most once a second from the
+   * sweeps. Finding none is one index lookup.
+   */
+  private async fillPendingDestinations(): Promise<void> {
+    const now = Date.now();
+    if (!this.fillsDestinations || now - this.lastFillMs < 1000) return;
+    this.lastFillMs = now;
+    await this.onConnection(async (c) => {
+      for (;;) {
+        const [rows] = await c.query<({ message_id: Buffer } & RowDataPacket)[]>(PENDING_WITHOUT_DESTINATION, [1000]);
+        if (rows.length === 0) return;
+        await c.query(FILL_PENDING_DESTINATIONS, [rows.map((r) => r.message_id)]);
+        if (rows.length < 1000) return;
       }
-      try {
-        const [tables] = await conn.query<RowDataPacket[]>(
-          "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE()",
-        );
-        const names = new Set(tables.map((t) => String(t.name)));
-        if (!names.has("schema_version") && names.has("messages")) {
-          throw new SchemaVersionError(
-            `database ${db} at ${this.where} holds Fleetspeak tables without a schema_version table (written by another Fleetspeak implementation?); point mysql_data_source_name at a new, empty database`,
-          );
-        }
-        await conn.query("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL) ENGINE=InnoDB");
-        const [[row]] = await conn.query<RowDataPacket[]>("SELECT MAX(version) AS v FROM schema_version");
-        const current = row!.v === null ? 0 : num(row!.v);
-        for (const m of pendingMigrations(MYSQL_MIGRATIONS, current, db)) {
-          // MySQL commits DDL implicitly; every statement is idempotent, so a migration cut short
-          // is completed by the next start.
-          for (const s of m.statements) await conn.query(s);
-          await conn.beginTransaction();
-          await conn.query("DELETE FROM schema_version");
-          await conn.query("INSERT INTO schema_version (version) VALUES (?)", [m.version]);
-          await conn.commit();
-          this.log.info({ database: db, version: m.version }, "database schema migrated");
-        }
-      } finally {
-        await conn.query("SELECT RELEASE_LOCK(CONCAT('fleetspeak_schema_', SHA1(DATABASE())))").catch(() => {});
-      }
+    }).catch((e: unknown) => {
+      throw this.mapError("filling in pending message destinations", e);
+    });
+  }
+
+  /**
+   * Removes this server's additions to Fleetspeak's schema (`fleetspeak-server migrate
+   * --to-fleetspeak`); returns what was removed. The store must not be used afterwards.
+   */
+  async revertToFleetspeak(): Promise<string[]> {
+    const conn = await this.pool.getConnection();
+    try {
+      return await revertMysqlToFleetspeak({ conn, log: this.log, where: `database ${this.opts.database} at ${this.where}` });
+    } catch (e) {
+      throw this.mapError("migrate --to-fleetspeak", e);
     } finally {
       conn.release();
     }
@@ -580,7 +654,7 @@ export class MysqlStore implements Store {
       return;
     } catch (e) {
       const cause = e instanceof Error && e.cause !== undefined ? e.cause : e;
-      if (errno(cause) === ER_NO_REFERENCED_ROW_2 && contact !== undefined) throw unknownContact(contact);
+      if (isUnknownContact(cause) && contact !== undefined) throw unknownContact(contact);
       if (errno(cause) !== ER_DUP_ENTRY) throw e;
     }
     await this.tx("storeMessages", async (c) => {
@@ -623,7 +697,7 @@ export class MysqlStore implements Store {
       const [sql, values] = linkInsert(contact, ids);
       await c.query(sql, values);
     } catch (e) {
-      if (errno(e) === ER_NO_REFERENCED_ROW_2) throw unknownContact(contact);
+      if (isUnknownContact(e)) throw unknownContact(contact);
       throw e;
     }
   }
@@ -759,7 +833,7 @@ export class MysqlStore implements Store {
           else if (open) endInBackground(conn, "ROLLBACK");
           else conn.release();
         }
-        if (errno(e) === ER_NO_REFERENCED_ROW_2 && contact !== undefined) throw unknownContact(contact);
+        if (isUnknownContact(e) && contact !== undefined) throw unknownContact(contact);
         // A connection found dead before anything was locked can simply be replaced.
         const again = isRetryable(e) || (isConnectionError(e) && !open && attempt === 0);
         if (again && attempt < this.maxRetries) {
@@ -805,7 +879,7 @@ export class MysqlStore implements Store {
       results = await this.txBatch("leaseCarriedMessages", statements);
     } catch (e) {
       const cause = e instanceof Error && e.cause !== undefined ? e.cause : e;
-      if (errno(cause) === ER_NO_REFERENCED_ROW_2) {
+      if (isUnknownContact(cause)) {
         throw new NotFoundError("cannot link carried messages to their contact: no such contact");
       }
       throw e;
@@ -874,6 +948,7 @@ export class MysqlStore implements Store {
     for (const id of clientIds) checkClientId(id);
     const unique = [...new Set(clientIds.map(hex))];
     if (unique.length === 0) return [];
+    await this.fillPendingDestinations();
     // A semi-join that stops at each client's first due row (FirstMatch), where a DISTINCT over
     // an IN list would read every due row of every client.
     const rows = await this.read<({ id: string } & RowDataPacket)[]>(
@@ -889,6 +964,7 @@ export class MysqlStore implements Store {
   async claimServerMessages(limit: number, retryAtMs: (retryCount: number) => number): Promise<Message[]> {
     const n = Math.floor(limit);
     if (n <= 0) return [];
+    await this.fillPendingDestinations();
     return this.tx("claimServerMessages", async (c) => {
       type Picked = { message_id: Buffer; retry_count: DbInt } & RowDataPacket;
       const [picked] = await c.execute<Picked[]>(
@@ -1159,7 +1235,8 @@ export class MysqlStore implements Store {
     const values = broadcastValues(b, limit);
     await this.tx("createBroadcast", async (c) => {
       try {
-        await c.execute(`INSERT INTO broadcasts (${BROADCAST_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)`, values);
+        // sent and allocated are named: Fleetspeak's own schema gives them no default.
+        await c.execute(`INSERT INTO broadcasts (${BROADCAST_COLUMNS}, sent, allocated) VALUES (?,?,?,?,?,?,?,?,?,0,0)`, values);
       } catch (e) {
         if (errno(e) === ER_DUP_ENTRY) throw new InvalidArgumentError(`broadcast ${hex(b.broadcastId)} already exists`);
         throw e;
@@ -1176,11 +1253,15 @@ export class MysqlStore implements Store {
     for (const id of ids) checkId(id, 8, "broadcast ID");
     if (ids.length === 0) return;
     await this.tx("disableBroadcasts", async (c) => {
+      // Fleetspeak (Go) servers may hold allocations of these broadcasts: fold them in as they
+      // would (their sends count, their reservations go), so that they can send no more.
+      await foldAllocations(c, "broadcast_id IN (?)", [ids.map(buf)]);
       await c.query("UPDATE broadcasts SET message_limit = 0 WHERE broadcast_id IN (?)", [ids.map(buf)]);
     });
   }
 
   async listActiveBroadcasts(): Promise<ActiveBroadcast[]> {
+    await this.foldFinishedAllocations();
     const rows = await this.read<(BroadcastDbRow & RowDataPacket)[]>(
       "listActiveBroadcasts",
       `SELECT ${BROADCAST_COLUMNS}, sent FROM broadcasts WHERE sent < message_limit AND ${NOT_EXPIRED_SQL}`,
@@ -1233,7 +1314,7 @@ export class MysqlStore implements Store {
       }
       if (sent.affectedRows === 0) throw new Rollback(false);
       const [counted] = await c.execute<ResultSetHeader>(
-        `UPDATE broadcasts SET sent = sent + 1 WHERE broadcast_id = ? AND sent < message_limit AND ${NOT_EXPIRED_SQL}`,
+        `UPDATE broadcasts SET sent = sent + 1 WHERE broadcast_id = ? AND ${BROADCAST_HAS_ROOM_SQL} AND ${NOT_EXPIRED_SQL}`,
         [buf(broadcastId), ...notExpiredParams(now)],
       );
       if (counted.affectedRows === 0) throw new Rollback(false);
@@ -1241,6 +1322,29 @@ export class MysqlStore implements Store {
       if (row.result === undefined) await this.insertPending(c, [row], () => msToUs(now));
       return true;
     });
+  }
+
+  /**
+   * Folds into their broadcasts the allocations of Fleetspeak (Go) servers that can send no more,
+   * as Go's own cleanup would (what they sent counts; what they reserved is free again):
+   * - full ones (sent = limit: Go refuses to send under them), early: a Go server computes its
+   *   next allocation from max(sent, allocated), before it cleans up the full one, and so can go
+   *   past the limit by a whole allocation when the full one's sends are not in `sent` yet;
+   * - expired ones that a server which died, or was replaced by this one, never cleaned up. A Go
+   *   server neither keeps nor uses an allocation past its expiry; the margin covers clocks that
+   *   differ between servers.
+   * A Go server that later cleans up a folded allocation finds it gone, which it takes as done.
+   */
+  private async foldFinishedAllocations(): Promise<void> {
+    const where = "(sent >= message_limit OR expiration_time_seconds < ?)";
+    const cutoffS = Math.floor((Date.now() - ALLOCATION_EXPIRY_MARGIN_MS) / 1000);
+    const [finished] = await this.readExpanded<({ n: DbInt } & RowDataPacket)[]>(
+      "listActiveBroadcasts",
+      `SELECT COUNT(*) AS n FROM broadcast_allocations WHERE ${where}`,
+      [cutoffS],
+    );
+    if (num(finished!.n) === 0) return;
+    await this.tx("listActiveBroadcasts", (c) => foldAllocations(c, where, [cutoffS]));
   }
 
   // ---- files ----
@@ -1277,6 +1381,72 @@ export class MysqlStore implements Store {
       [service, name],
     );
     return row ? { data: row.data ?? new Uint8Array(0), modifiedMs: nsToMs(row.t) } : undefined;
+  }
+
+  // ---- console (SQL shared with SQLite: console-queries.ts) ----
+
+  private readQuery<T>(op: string, q: () => Query): Promise<T[]> {
+    let query: Query;
+    try {
+      query = q();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.read<(T & RowDataPacket)[]>(op, query.sql, query.params as Params);
+  }
+
+  async countClients(seenAfterMs: number[]): Promise<ClientCounts> {
+    const rows = await this.readQuery<Record<string, DbInt | null>>("countClients", () => countClientsQuery(seenAfterMs));
+    return clientCountsFromRow(rows[0]!, seenAfterMs.length);
+  }
+
+  async countClientsByLabel(max: number): Promise<LabelCount[]> {
+    return (await this.readQuery<LabelDbRow & { n: DbInt }>("countClientsByLabel", () => labelCountsQuery(max))).map(
+      labelCountFromRow,
+    );
+  }
+
+  countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    return this.#reads.countStreamHolders(seenAfterMs);
+  }
+
+  searchClients(search: ClientSearch): Promise<Client[]> {
+    return this.#reads.searchClients(search);
+  }
+
+  listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    return this.#reads.listRecentClientContacts(id, max);
+  }
+
+  countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    return this.#reads.countPendingByService(clientId);
+  }
+
+  listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    return this.#reads.listRecentFailedMessages(clientId, contacts, max);
+  }
+
+  async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
+    const rows = await this.readQuery<Parameters<typeof serviceQueuesFromRows>[0][number]>("listServiceQueues", () =>
+      serviceQueuesQuery(Date.now(), {
+        sql: `(SELECT ${QUEUE_COLUMNS} FROM pending_messages LIMIT ${checkQueueRows(maxRows)})`,
+        params: [],
+      }),
+    );
+    return serviceQueuesFromRows(rows);
+  }
+
+  async recordServerHeartbeat(heartbeat: ServerHeartbeat): Promise<void> {
+    await this.write("recordServerHeartbeat", UPSERT_HEARTBEAT_SQL, heartbeatValues(heartbeat));
+  }
+
+  listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    return this.#reads.listServerHeartbeats(afterMs);
+  }
+
+  async pruneServerHeartbeats(beforeMs: number): Promise<number> {
+    const { sql, params } = pruneHeartbeatsQuery(beforeMs);
+    return (await this.write("pruneServerHeartbeats", sql, params as Params)).affectedRows;
   }
 
   // ---- lifecycle ----

@@ -1,14 +1,17 @@
 // Picks the backend from the configuration: MySQL/MariaDB when a mysql_data_source_name is given,
 // otherwise the embedded SQLite file. Only the composition root and the command line (prune,
 // --check --connect) call this; nothing else knows which backend runs.
-import { parseMysqlDsn } from "../../common/mysql-dsn.js";
+import { parseMysqlDsn, sqlitePathInDsn } from "../../common/mysql-dsn.js";
 import { probeMysql } from "./mysql-connection.js";
 import { MysqlStore } from "./mysql-store.js";
 import { SqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
 
 export interface StoreSettings {
-  /** Go-style DSN, e.g. "fleetspeak:pw@tcp(db:3306)/fleetspeak". Takes precedence when non-empty. */
+  /**
+   * Go-style DSN, e.g. "fleetspeak:pw@tcp(db:3306)/fleetspeak". Takes precedence when non-empty;
+   * "sqlite:/path/file" names a SQLite file instead.
+   */
   mysqlDataSourceName?: string;
   /** Connections per process for MySQL. Default 20. */
   mysqlPoolSize?: number;
@@ -17,6 +20,8 @@ export interface StoreSettings {
 }
 
 export function openStore(s: StoreSettings): Promise<Store> {
+  const sqliteInDsn = s.mysqlDataSourceName ? sqlitePathInDsn(s.mysqlDataSourceName) : undefined;
+  if (sqliteInDsn !== undefined) return SqliteStore.open({ path: sqliteInDsn });
   if (s.mysqlDataSourceName) {
     return MysqlStore.fromDsn(s.mysqlDataSourceName, s.mysqlPoolSize === undefined ? {} : { poolSize: s.mysqlPoolSize });
   }
@@ -28,5 +33,6 @@ export function openStore(s: StoreSettings): Promise<Store> {
  * its schema is one this server runs on (throws with what to fix); nothing for SQLite, a file.
  */
 export async function probeStore(s: StoreSettings): Promise<string | undefined> {
-  return s.mysqlDataSourceName ? probeMysql(parseMysqlDsn(s.mysqlDataSourceName)) : undefined;
+  if (!s.mysqlDataSourceName || sqlitePathInDsn(s.mysqlDataSourceName) !== undefined) return undefined;
+  return probeMysql(parseMysqlDsn(s.mysqlDataSourceName));
 }

@@ -618,6 +618,13 @@ export function broadcastFromRow(r: BroadcastDbRow, labels: Label[]): Broadcast 
   return b;
 }
 
+/**
+ * The broadcast condition of saveBroadcastMessage: room left under the limit after what was sent
+ * and what Fleetspeak (Go) servers hold in allocations (broadcasts.allocated; always 0 where only
+ * this server runs).
+ */
+export const BROADCAST_HAS_ROOM_SQL = "sent + allocated < message_limit";
+
 /** The expiry test in SQL, with the current time as two parameters (seconds, nanos). */
 export const NOT_EXPIRED_SQL =
   "(expiration_time_seconds IS NULL OR expiration_time_seconds > ? OR " +

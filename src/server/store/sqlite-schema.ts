@@ -120,4 +120,17 @@ export const SQLITE_MIGRATIONS: Migration[] = [
       )`,
     ],
   },
+  {
+    // The operator console: one row per server process, rewritten by its heartbeat, and an index
+    // for its label counts and searches.
+    version: 2,
+    statements: [
+      "CREATE INDEX IF NOT EXISTS client_labels_label ON client_labels(service_name, label)",
+      `CREATE TABLE IF NOT EXISTS server_heartbeats (
+        server_id TEXT NOT NULL PRIMARY KEY,
+        last_seen_time INTEGER NOT NULL,
+        report TEXT NOT NULL
+      )`,
+    ],
+  },
 ];

@@ -11,8 +11,24 @@ import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
 import { Coalescer } from "../../common/coalescer.js";
+import {
+  checkQueueRows,
+  clientCountsFromRow,
+  ConsoleReads,
+  countClientsQuery,
+  heartbeatValues,
+  labelCountFromRow,
+  pruneHeartbeatsQuery,
+  type Query,
+  QUEUE_COLUMNS,
+  serviceQueuesFromRows,
+  serviceQueuesQuery,
+  topLabels,
+  UPSERT_HEARTBEAT_SQL,
+} from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
-import { pendingMigrations } from "./migrations.js";
+import { latestVersion, pendingMigrations } from "./migrations.js";
+import { convertFromFleetspeak, convertToFleetspeak, sqliteLayout } from "./sqlite-fleetspeak.js";
 import {
   BROADCAST_COLUMNS,
   type BroadcastDbRow,
@@ -70,6 +86,13 @@ import type {
   CarriedMessage,
   ClaimOptions,
   ClientAck,
+  ClientCounts,
+  ClientSearch,
+  LabelCount,
+  PendingByService,
+  ServerHeartbeat,
+  ServiceQueue,
+  StreamHolderCount,
   MessageResultUpdate,
   ClientData,
   ContactRecord,
@@ -89,6 +112,8 @@ export interface SqliteStoreOptions {
 /** IDs as a JSON list of hex strings: one statement matches any number of them. */
 const IN_IDS = "(SELECT unhex(value) FROM json_each(?))";
 const STREAM_PAGE = 1000;
+/** Rows per page of the console's whole-table passes (inPages): a few milliseconds each. */
+const CONSOLE_PAGE = 2000;
 const EMPTY = Buffer.alloc(0);
 
 function idList(ids: Uint8Array[]): string {
@@ -111,6 +136,10 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
   private closed = false;
+  readonly #reads = new ConsoleReads(
+    (op, q) => this.all(op, q),
+    (ids) => this.listClients(ids),
+  );
 
   private constructor(
     private readonly path: string,
@@ -145,13 +174,53 @@ export class SqliteStore implements Store {
     return store;
   }
 
+  /**
+   * `fleetspeak-server migrate`: converts a file that Fleetspeak (Go) made to this server's layout
+   * (in one transaction), or brings one of ours up to date. Says which it did.
+   */
+  static async migrateFile(path: string, toFleetspeak: boolean): Promise<string> {
+    const store = new SqliteStore(resolve(path), 5000);
+    try {
+      const layout = sqliteLayout(store.db);
+      if (toFleetspeak) {
+        if (layout === "fleetspeak") return `${store.path} is in Fleetspeak's layout already; nothing to do`;
+        if (layout !== "ours") throw new SchemaVersionError(`${store.path} holds no database of this server to convert`);
+        store.migrate();
+        convertToFleetspeak(store.db);
+        return `converted ${store.path} to Fleetspeak's (Go) SQLite layout; Fleetspeak's server can run on it now`;
+      }
+      if (layout === "fleetspeak") {
+        convertFromFleetspeak(store.db);
+        return `converted ${store.path} from Fleetspeak's (Go) SQLite layout; this server can run on it now (fleetspeak-server migrate --to-fleetspeak converts it back)`;
+      }
+      store.migrate();
+      return `${store.path} is up to date (schema version ${latestVersion(SQLITE_MIGRATIONS)})`;
+    } catch (e) {
+      if (e instanceof SchemaVersionError) throw e;
+      throw new StoreUnavailableError(`cannot convert ${store.path}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      store.db.close();
+    }
+  }
+
   private migrate(): void {
-    this.db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
     this.db
       .transaction(() => {
+        const layout = sqliteLayout(this.db);
+        if (layout === "fleetspeak") {
+          throw new SchemaVersionError(
+            `${this.path} is a database of Fleetspeak's (Go) own SQLite datastore; stop Fleetspeak, back the file up, and convert it in place with: fleetspeak-server migrate --sqlite_path ${this.path} (fleetspeak-server migrate --to-fleetspeak --sqlite_path ${this.path} converts it back)`,
+          );
+        }
+        if (layout === "unknown") {
+          throw new SchemaVersionError(
+            `${this.path} holds tables named like Fleetspeak's but was made by neither Fleetspeak nor this server; point the server at another file`,
+          );
+        }
+        this.db.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
         const row = this.db.prepare("SELECT MAX(version) AS v FROM schema_version").get() as { v: DbInt | null };
         const current = row.v === null ? 0 : num(row.v);
-        const todo = pendingMigrations(SQLITE_MIGRATIONS, current, this.path);
+        const todo = pendingMigrations(SQLITE_MIGRATIONS, current, `database ${this.path}`);
         for (const m of todo) {
           for (const s of m.statements) this.db.exec(s);
         }
@@ -881,6 +950,131 @@ export class SqliteStore implements Store {
       ) as { modified_time_nanos: DbInt; data: Buffer | null } | undefined;
       if (!row) return undefined;
       return { data: row.data ?? new Uint8Array(0), modifiedMs: nsToMs(row.modified_time_nanos) };
+    });
+  }
+
+  // ---- console (SQL shared with MySQL: console-queries.ts) ----
+
+  private all<T>(op: string, q: () => Query): Promise<T[]> {
+    return this.run(op, () => {
+      const { sql, params } = q();
+      return this.stmt(sql).all(...params) as T[];
+    });
+  }
+
+  /**
+   * Runs a query over a whole table page by page (keyset pages of CONSOLE_PAGE rows after the
+   * last key of the page before), yielding to the event loop in between: better-sqlite3 holds
+   * the process while a statement runs, and one pass over a large fleet at once would stall
+   * every client of this server for a second or more. Counts made this way may be off by the
+   * few rows that change during the pass.
+   */
+  private async inPages(op: string, page: (after: Buffer) => { rows: number; last?: Buffer }): Promise<void> {
+    let after: Buffer = EMPTY;
+    for (;;) {
+      const { rows, last } = await this.run(op, () => page(after));
+      if (rows < CONSOLE_PAGE || last === undefined) return;
+      after = last;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  async countClients(seenAfterMs: number[]): Promise<ClientCounts> {
+    const counts: ClientCounts = { total: 0, seenAfter: seenAfterMs.map(() => 0) };
+    const source = `(SELECT client_id, last_contact_time FROM clients WHERE client_id > ? ORDER BY client_id LIMIT ${CONSOLE_PAGE})`;
+    const q = countClientsQuery(seenAfterMs, source);
+    await this.inPages("countClients", (after) => {
+      const row = this.stmt(q.sql).get(...q.params, after) as Record<string, DbInt | Buffer | null>;
+      const page = clientCountsFromRow(row, seenAfterMs.length);
+      counts.total += page.total;
+      page.seenAfter.forEach((n, i) => {
+        counts.seenAfter[i]! += n;
+      });
+      return { rows: page.total, ...(row.last ? { last: row.last as Buffer } : {}) };
+    });
+    return counts;
+  }
+
+  async countClientsByLabel(max: number): Promise<LabelCount[]> {
+    const tally = new Map<string, LabelCount>();
+    await this.inPages("countClientsByLabel", (after) => {
+      // A page is the labels of the next CONSOLE_PAGE clients (a client's labels never straddle two pages).
+      const end = this.stmt(`SELECT client_id FROM clients WHERE client_id > ? ORDER BY client_id LIMIT 1 OFFSET ${CONSOLE_PAGE - 1}`)
+        .pluck()
+        .get(after) as Buffer | undefined;
+      const rows = (
+        end === undefined
+          ? this.stmt("SELECT service_name, label, COUNT(*) AS n FROM client_labels WHERE client_id > ? GROUP BY service_name, label").all(after)
+          : this.stmt(
+              "SELECT service_name, label, COUNT(*) AS n FROM client_labels WHERE client_id > ? AND client_id <= ? GROUP BY service_name, label",
+            ).all(after, end)
+      ) as Array<LabelDbRow & { n: DbInt }>;
+      for (const r of rows) {
+        const key = `${r.service_name}\u0000${r.label}`;
+        const c = tally.get(key);
+        if (c) c.clients += num(r.n);
+        else tally.set(key, labelCountFromRow(r));
+      }
+      return end === undefined ? { rows: 0 } : { rows: CONSOLE_PAGE, last: end };
+    });
+    return topLabels([...tally.values()], max);
+  }
+
+  countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]> {
+    return this.#reads.countStreamHolders(seenAfterMs);
+  }
+
+  searchClients(search: ClientSearch): Promise<Client[]> {
+    return this.#reads.searchClients(search);
+  }
+
+  listRecentClientContacts(id: Uint8Array, max: number): Promise<ClientContact[]> {
+    return this.#reads.listRecentClientContacts(id, max);
+  }
+
+  countPendingByService(clientId: Uint8Array): Promise<PendingByService[]> {
+    return this.#reads.countPendingByService(clientId);
+  }
+
+  listRecentFailedMessages(clientId: Uint8Array, contacts: number, max: number): Promise<Message[]> {
+    return this.#reads.listRecentFailedMessages(clientId, contacts, max);
+  }
+
+  async listServiceQueues(maxRows: number): Promise<ServiceQueue[]> {
+    type Row = Parameters<typeof serviceQueuesFromRows>[0][number] & { last: Buffer };
+    const all: Row[] = [];
+    const now = Date.now();
+    const limit = checkQueueRows(maxRows);
+    let counted = 0;
+    await this.inPages("listServiceQueues", (after) => {
+      const q = serviceQueuesQuery(now, {
+        sql: `(SELECT ${QUEUE_COLUMNS} FROM pending_messages WHERE message_id > ? ORDER BY message_id LIMIT ${Math.min(CONSOLE_PAGE, limit - counted)})`,
+        params: [after],
+      });
+      const rows = this.stmt(q.sql).all(...q.params) as Row[];
+      all.push(...rows);
+      const n = rows.reduce((sum, r) => sum + num(r.n), 0);
+      counted += n;
+      const last = rows.reduce<Buffer | undefined>((m, r) => (m === undefined || Buffer.compare(r.last, m) > 0 ? r.last : m), undefined);
+      return { rows: counted < limit ? n : 0, ...(last ? { last } : {}) };
+    });
+    return serviceQueuesFromRows(all);
+  }
+
+  recordServerHeartbeat(heartbeat: ServerHeartbeat): Promise<void> {
+    return this.run("recordServerHeartbeat", () => {
+      this.stmt(UPSERT_HEARTBEAT_SQL).run(...heartbeatValues(heartbeat));
+    });
+  }
+
+  listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]> {
+    return this.#reads.listServerHeartbeats(afterMs);
+  }
+
+  pruneServerHeartbeats(beforeMs: number): Promise<number> {
+    return this.run("pruneServerHeartbeats", () => {
+      const { sql, params } = pruneHeartbeatsQuery(beforeMs);
+      return this.stmt(sql).run(...params).changes;
     });
   }
 

@@ -248,7 +248,100 @@ export interface FileStore {
   readFile(service: string, name: string): Promise<StoredFile | undefined>;
 }
 
-export interface Store extends MessageStore, ClientStore, BroadcastStore, FileStore {
+/** How many clients there are, and how many were seen recently. */
+export interface ClientCounts {
+  total: number;
+  /** For each time asked about, in the same order: clients whose last contact was after it. */
+  seenAfter: number[];
+}
+
+export interface LabelCount {
+  label: Label;
+  clients: number;
+}
+
+/** Clients whose last contact was a stream held by the server at this notification address. */
+export interface StreamHolderCount {
+  /** Notification address (clients.last_contact_streaming_to), e.g. "10.0.0.5:8081" or "local". */
+  address: string;
+  clients: number;
+}
+
+/** Which clients the console lists: the most recently seen, or a search. */
+export type ClientSearch =
+  | { by: "recent"; limit: number }
+  /** IDs starting with these hex digits (1 to 16), in ID order. */
+  | { by: "idPrefix"; prefix: string; limit: number }
+  /** Clients carrying this label (of any service unless serviceName is given), in ID order. */
+  | { by: "label"; label: string; serviceName?: string; limit: number };
+
+/** One client's pending messages to one of its services. */
+export interface PendingByService {
+  service: string;
+  count: number;
+  /** Creation time of the oldest, ms. */
+  oldestMs: number;
+  /** When the next one is due (now or in the past: it goes out on the next contact), ms. */
+  nextDueMs: number;
+}
+
+/** What waits in the queues of one service name. */
+export interface ServiceQueue {
+  service: string;
+  /** Messages from clients for this server service, due for processing now. */
+  serverDueNow: number;
+  /** Messages from clients for this server service waiting for a retry (the backlog). */
+  serverDueLater: number;
+  /** Messages for clients' services of this name that the clients have not acknowledged yet. */
+  clientPending: number;
+}
+
+/** The latest heartbeat of one server process. */
+export interface ServerHeartbeat {
+  serverId: string;
+  /** When it was written, ms (the writing server's clock). */
+  timeMs: number;
+  /** The process's report, JSON text (src/server/console/heartbeat.ts); stored as given. */
+  report: string;
+}
+
+/**
+ * What the operator console reads, and the heartbeat each server writes for it. Each query is
+ * bounded (a limit, one client's rows, or one index pass); docs/console.md says what each costs.
+ */
+export interface ConsoleStore {
+  /** Clients in total and seen after each of these times; one pass over the last-contact index. */
+  countClients(seenAfterMs: number[]): Promise<ClientCounts>;
+  /** Clients per label, most common first, at most `limit` labels. Reads every label row. */
+  countClientsByLabel(limit: number): Promise<LabelCount[]>;
+  /** Clients seen after `seenAfterMs` whose last contact was a stream, per notification address. */
+  countStreamHolders(seenAfterMs: number): Promise<StreamHolderCount[]>;
+  /** Clients (with labels), as listClients returns them; at most search.limit. */
+  searchClients(search: ClientSearch): Promise<Client[]>;
+  /** The client's latest contacts, newest first. */
+  listRecentClientContacts(id: Uint8Array, limit: number): Promise<ClientContact[]>;
+  /** The client's pending messages per destination service. */
+  countPendingByService(clientId: Uint8Array): Promise<PendingByService[]>;
+  /**
+   * Failed messages exchanged in the client's latest `contacts` contacts (messages it sent that a
+   * server service refused, messages to it that it reported failed), newest contact first, at
+   * most `limit`, without payloads.
+   */
+  listRecentFailedMessages(clientId: Uint8Array, contacts: number, limit: number): Promise<Message[]>;
+  /**
+   * Pending messages per service name, counting at most `maxRows` pending messages (the sums
+   * then add up to maxRows: a lower bound).
+   */
+  listServiceQueues(maxRows: number): Promise<ServiceQueue[]>;
+  /** Writes this server's heartbeat (replacing its previous one). */
+  recordServerHeartbeat(heartbeat: ServerHeartbeat): Promise<void>;
+  /** Heartbeats written after `afterMs`, by server ID. */
+  listServerHeartbeats(afterMs: number): Promise<ServerHeartbeat[]>;
+  /** Deletes heartbeats written before `beforeMs`; returns how many. */
+  pruneServerHeartbeats(beforeMs: number): Promise<number>;
+}
+
+export interface Store extends MessageStore, ClientStore, BroadcastStore, FileStore, ConsoleStore {
   /** "sqlite" or "mysql", for logs and metrics. */
   readonly backend: string;
   /** Cheap liveness check (health endpoint, readiness). */

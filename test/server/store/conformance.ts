@@ -1130,6 +1130,222 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
       });
     });
 
+    describe("console: fleet counts", () => {
+      const s = useStore(makeStore);
+
+      it("counts clients in total and seen after each given time, in one answer", async () => {
+        assert.deepEqual(await s().countClients([0]), { total: 0, seenAfter: [0] });
+        const t0 = Date.now() - 1;
+        const old = await newClient(s());
+        await sleep(5);
+        const t1 = Date.now();
+        await sleep(5);
+        await newClient(s());
+        const recent = await newClient(s());
+        await s().recordClientContact({ clientId: recent, sentNonce: 1n, receivedNonce: 2n, address: "a:1" });
+        assert.deepEqual(await s().countClients([t0, t1, Date.now() + 60_000]), { total: 3, seenAfter: [3, 2, 0] });
+        await s().recordClientContact({ clientId: old, sentNonce: 1n, receivedNonce: 2n, address: "a:1" });
+        assert.deepEqual(await s().countClients([t1]), { total: 3, seenAfter: [3] });
+        assert.deepEqual(await s().countClients([]), { total: 3, seenAfter: [] });
+      });
+    });
+
+    describe("console: labels and stream holders", () => {
+      const s = useStore(makeStore);
+
+      it("counts clients per label, most common first, up to the limit", async () => {
+        await newClient(s(), [label("client", "linux"), label("client", "web")]);
+        await newClient(s(), [label("client", "linux"), label("admin", "web")]);
+        await newClient(s(), [label("client", "linux")]);
+        const counts = await s().countClientsByLabel(10);
+        assert.deepEqual(
+          counts.map((c) => [c.label.serviceName, c.label.label, c.clients]),
+          [
+            ["client", "linux", 3],
+            ["admin", "web", 1],
+            ["client", "web", 1],
+          ],
+        );
+        assert.equal((await s().countClientsByLabel(1)).length, 1);
+        await assert.rejects(s().countClientsByLabel(0), InvalidArgumentError);
+      });
+
+      it("counts recent streaming clients per notification address, leaving out pollers and older contacts", async () => {
+        const [a, b, c, d] = [await newClient(s()), await newClient(s()), await newClient(s()), await newClient(s())];
+        await s().recordClientContact({ clientId: a, sentNonce: 0n, receivedNonce: 0n, address: "x:1", streamingTo: "fe1:8081" });
+        await sleep(5);
+        const after = Date.now();
+        await sleep(5);
+        await s().recordClientContact({ clientId: b, sentNonce: 0n, receivedNonce: 0n, address: "x:2", streamingTo: "fe1:8081" });
+        await s().recordClientContact({ clientId: c, sentNonce: 0n, receivedNonce: 0n, address: "x:3", streamingTo: "fe2:8081" });
+        await s().recordClientContact({ clientId: d, sentNonce: 0n, receivedNonce: 0n, address: "x:4" });
+        assert.deepEqual(await s().countStreamHolders(after), [
+          { address: "fe1:8081", clients: 1 },
+          { address: "fe2:8081", clients: 1 },
+        ]);
+        assert.deepEqual(await s().countStreamHolders(0), [
+          { address: "fe1:8081", clients: 2 },
+          { address: "fe2:8081", clients: 1 },
+        ]);
+      });
+    });
+
+    describe("console: finding clients", () => {
+      const s = useStore(makeStore);
+      const idA = Buffer.from("abcd000000000001", "hex");
+      const idB = Buffer.from("abcd0000000000ff", "hex");
+      const idC = Buffer.from("abce000000000000", "hex");
+
+      before(async () => {
+        for (const [id, labels] of [
+          [idB, [label("client", "<script>"), label("client", "linux")]],
+          [idA, [label("client", "linux")]],
+          [idC, [label("admin", "linux")]],
+        ] as const) {
+          await s().addClient(id, { key: randomBytes(91), labels: [...labels], blacklisted: false });
+          await sleep(5);
+        }
+      });
+
+      it("lists the most recently seen clients first, with their labels", async () => {
+        await s().recordClientContact({ clientId: idA, sentNonce: 0n, receivedNonce: 0n, address: "1.2.3.4:5" });
+        const got = await s().searchClients({ by: "recent", limit: 2 });
+        assert.deepEqual(got.map((c) => hex(c.clientId)), [hex(idA), hex(idC)]);
+        assert.equal(got[0]!.lastContactAddress, "1.2.3.4:5");
+        assert.deepEqual(got[0]!.labels.map((l) => l.label), ["linux"]);
+      });
+
+      it("finds clients by ID prefix in ID order, odd-length prefixes included", async () => {
+        const by = async (prefix: string, limit = 10) =>
+          (await s().searchClients({ by: "idPrefix", prefix, limit })).map((c) => hex(c.clientId));
+        assert.deepEqual(await by("abcd"), [hex(idA), hex(idB)]);
+        assert.deepEqual(await by("ABC"), [hex(idA), hex(idB), hex(idC)]);
+        assert.deepEqual(await by("abc", 1), [hex(idA)]);
+        assert.deepEqual(await by(hex(idB)), [hex(idB)]);
+        assert.deepEqual(await by("0"), []);
+        await assert.rejects(s().searchClients({ by: "idPrefix", prefix: "xyz", limit: 10 }), InvalidArgumentError);
+        await assert.rejects(s().searchClients({ by: "idPrefix", prefix: "", limit: 10 }), InvalidArgumentError);
+      });
+
+      it("finds clients by label, of any service or of one, byte for byte", async () => {
+        const by = async (l: string, serviceName?: string) =>
+          (await s().searchClients({ by: "label", label: l, limit: 10, ...(serviceName ? { serviceName } : {}) })).map(
+            (c) => hex(c.clientId),
+          );
+        assert.deepEqual(await by("linux"), [hex(idA), hex(idB), hex(idC)]);
+        assert.deepEqual(await by("linux", "admin"), [hex(idC)]);
+        assert.deepEqual(await by("<script>"), [hex(idB)]);
+        assert.deepEqual(await by("LINUX"), []);
+      });
+
+      it("lists a client's latest contacts, newest first", async () => {
+        for (const n of [1, 2, 3]) {
+          await s().recordClientContact({ clientId: idC, sentNonce: BigInt(n), receivedNonce: 0n, address: `h:${n}` });
+        }
+        const got = await s().listRecentClientContacts(idC, 2);
+        assert.deepEqual(got.map((c) => c.observedAddress), ["h:3", "h:2"]);
+        assert.deepEqual(got.map((c) => c.sentNonce), [3n, 2n]);
+        await assert.rejects(s().listRecentClientContacts(idC, 100_000), InvalidArgumentError);
+      });
+    });
+
+    describe("console: one client's messages", () => {
+      const s = useStore(makeStore);
+
+      it("counts a client's pending messages per service with the oldest and the next due", async () => {
+        const c = await newClient(s());
+        const oldMs = Date.now() - 3_600_000;
+        const a1 = msg({ to: c, service: "a", createdMs: oldMs });
+        const a2 = msg({ to: c, service: "a" });
+        const b1 = msg({ to: c, service: "b" });
+        const before = Date.now();
+        await s().storeMessages([a1, a2, b1, msg({ service: "a" })]);
+        const got = await s().countPendingByService(c);
+        assert.deepEqual(
+          got.map((p) => [p.service, p.count]),
+          [
+            ["a", 2],
+            ["b", 1],
+          ],
+        );
+        assert.equal(got[0]!.oldestMs, Math.floor(oldMs / 1000) * 1000);
+        assert.ok(got[0]!.nextDueMs >= before - 1 && got[0]!.nextDueMs <= Date.now());
+        await s().ackClientMessages([{ clientId: c, ids: [a1.messageId, b1.messageId] }], Date.now());
+        assert.deepEqual(
+          (await s().countPendingByService(c)).map((p) => [p.service, p.count]),
+          [["a", 1]],
+        );
+      });
+
+      it("lists failed messages of the client's latest contacts with their reasons, newest contact first", async () => {
+        const c = await newClient(s());
+        const contact = (n: number) => s().recordClientContact({ clientId: c, sentNonce: BigInt(n), receivedNonce: 0n, address: "a:1" });
+        const first = await contact(1);
+        const early = msg({ from: c, to: new Uint8Array(0), result: failure("early failure") });
+        await s().storeMessages([early], { contactId: first });
+        const second = await contact(2);
+        const failed = msg({ from: c, to: new Uint8Array(0), service: "GRR" });
+        const fine = msg({ from: c, to: new Uint8Array(0), result: ok() });
+        await s().storeMessages([failed, fine], { contactId: second });
+        await s().setMessageResult(new Uint8Array(0), failed.messageId, failure("processor said no"));
+        const got = await s().listRecentFailedMessages(c, 10, 10);
+        assert.deepEqual(ids(got), ids([failed, early]));
+        assert.equal(hex(got[0]!.messageId), hex(failed.messageId), "newest contact first");
+        assert.equal(got[0]!.result?.failedReason, "processor said no");
+        assert.equal(got[0]!.destination?.serviceName, "GRR");
+        assert.equal(got[0]!.data, undefined, "no payloads");
+        assert.deepEqual(ids(await s().listRecentFailedMessages(c, 1, 10)), ids([failed]), "only the latest contact");
+        assert.equal((await s().listRecentFailedMessages(c, 10, 1)).length, 1);
+        assert.deepEqual(await s().listRecentFailedMessages(clientId(), 10, 10), []);
+      });
+    });
+
+    describe("console: service queues", () => {
+      const s = useStore(makeStore);
+
+      it("counts pending messages per service: server-bound due now and later, client-bound", async () => {
+        const now = Date.now();
+        await s().storeMessages([msg({ to: new Uint8Array(0), service: "GRR" })], { serverDueMs: now - 1000 });
+        await s().storeMessages(
+          [msg({ to: new Uint8Array(0), service: "GRR" }), msg({ to: new Uint8Array(0), service: "GRR" })],
+          { serverDueMs: now + 600_000 },
+        );
+        await s().storeMessages([msg({ service: "GRR" }), msg({ service: "other" }), msg({ service: "other", result: ok() })]);
+        assert.deepEqual(await s().listServiceQueues(1000), [
+          { service: "GRR", serverDueNow: 1, serverDueLater: 2, clientPending: 1 },
+          { service: "other", serverDueNow: 0, serverDueLater: 0, clientPending: 1 },
+        ]);
+        const capped = await s().listServiceQueues(2);
+        const counted = capped.reduce((n, q) => n + q.serverDueNow + q.serverDueLater + q.clientPending, 0);
+        assert.equal(counted, 2, "reads at most maxRows pending messages");
+      });
+    });
+
+    describe("console: server heartbeats", () => {
+      const s = useStore(makeStore);
+
+      it("keeps one heartbeat per server, lists recent ones by server ID and prunes old ones", async () => {
+        const now = Date.now();
+        await s().recordServerHeartbeat({ serverId: "fe-2:4443", timeMs: now - 1000, report: '{"n":1}' });
+        await s().recordServerHeartbeat({ serverId: "fe-1:4443", timeMs: now - 600_000, report: "{}" });
+        await s().recordServerHeartbeat({ serverId: "fe-2:4443", timeMs: now, report: '{"n":2}' });
+        assert.deepEqual(await s().listServerHeartbeats(now - 3_600_000), [
+          { serverId: "fe-1:4443", timeMs: now - 600_000, report: "{}" },
+          { serverId: "fe-2:4443", timeMs: now, report: '{"n":2}' },
+        ]);
+        assert.deepEqual(
+          (await s().listServerHeartbeats(now - 60_000)).map((h) => h.serverId),
+          ["fe-2:4443"],
+        );
+        assert.equal(await s().pruneServerHeartbeats(now - 60_000), 1);
+        assert.deepEqual(
+          (await s().listServerHeartbeats(0)).map((h) => h.serverId),
+          ["fe-2:4443"],
+        );
+        await assert.rejects(s().recordServerHeartbeat({ serverId: "", timeMs: now, report: "{}" }), InvalidArgumentError);
+      });
+    });
+
     describe("health", () => {
       const s = useStore(makeStore);
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SchemaVersionError, StoreUnavailableError } from "../../../src/server/store/errors.js";
+import { latestVersion } from "../../../src/server/store/migrations.js";
+import { MYSQL_MIGRATIONS } from "../../../src/server/store/mysql-schema.js";
 import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { adminConnection, createTestDatabase } from "../../support/mariadb.js";
 import { defineStoreConformance } from "./conformance.js";
@@ -26,7 +28,7 @@ describe("MysqlStore", () => {
       const admin = await adminConnection();
       const [rows] = await admin.query(`SELECT version FROM \`${db.name}\`.schema_version`);
       await admin.end();
-      assert.deepEqual(rows, [{ version: 1 }]);
+      assert.deepEqual(rows, [{ version: latestVersion(MYSQL_MIGRATIONS) }]);
       await Promise.all(stores.map((s) => s.close()));
     } finally {
       await db.drop();
@@ -42,9 +44,11 @@ describe("MysqlStore", () => {
       await admin.end();
       await assert.rejects(MysqlStore.fromDsn(db.dsn, { poolSize: 1 }), (e: Error) => {
         assert.ok(e instanceof SchemaVersionError);
-        assert.equal(
+        assert.match(
           e.message,
-          `database ${db.name} has schema version 999 but this server knows up to 1; upgrade the server`,
+          new RegExp(
+            `^database ${db.name} at \\S+ has schema version 999 but this server knows up to ${latestVersion(MYSQL_MIGRATIONS)}; upgrade the server$`,
+          ),
         );
         return true;
       });
@@ -53,13 +57,16 @@ describe("MysqlStore", () => {
     }
   });
 
-  it("refuses a database holding another implementation's Fleetspeak tables", async () => {
+  it("refuses a database whose tables are named like Fleetspeak's but are not", async () => {
     const db = await createTestDatabase();
     try {
       const admin = await adminConnection();
       await admin.query(`CREATE TABLE \`${db.name}\`.messages (message_id BINARY(32) PRIMARY KEY)`);
       await admin.end();
-      await assert.rejects(MysqlStore.fromDsn(db.dsn, { poolSize: 1 }), /without a schema_version table/);
+      await assert.rejects(
+        MysqlStore.fromDsn(db.dsn, { poolSize: 1 }),
+        /holds tables named like Fleetspeak's that are not Fleetspeak's: missing columns in messages \(source_client_id, .*annotations\)\. Point mysql_data_source_name at/,
+      );
     } finally {
       await db.drop();
     }

@@ -4,6 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import Database from "better-sqlite3";
+import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { LabelSchema, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
 import { SchemaVersionError } from "../../../src/server/store/errors.js";
 import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 import { defineStoreConformance } from "./conformance.js";
@@ -58,5 +61,40 @@ describe("SqliteStore", () => {
     const store = await SqliteStore.open({ path: join(root, "closed.sqlite") });
     await store.close();
     await assert.rejects(store.ping(), { name: "StoreUnavailableError" });
+  });
+
+  it("counts clients, labels and queues over more rows than one page exactly (the console reads them in pages)", async () => {
+    const store = await SqliteStore.open({ path: join(root, "pages.sqlite") });
+    const n = 4500;
+    const ids: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const id = randomBytes(8);
+      ids.push(id);
+      const parity = create(LabelSchema, { serviceName: "client", label: i % 2 === 0 ? "even" : "odd" });
+      await store.addClient(id, { key: randomBytes(91), labels: [create(LabelSchema, { serviceName: "client", label: "all" }), parity], blacklisted: false });
+    }
+    assert.deepEqual(await store.countClients([0]), { total: n, seenAfter: [n] });
+    assert.deepEqual(
+      (await store.countClientsByLabel(10)).map((c) => [c.label.label, c.clients]),
+      [
+        ["all", n],
+        ["even", n / 2],
+        ["odd", n / 2],
+      ],
+    );
+    const msg = (to: Buffer) =>
+      create(MessageSchema, {
+        messageId: randomBytes(32),
+        source: { serviceName: "bulk" },
+        destination: { clientId: to, serviceName: "bulk" },
+        messageType: "T",
+        creationTime: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: 0 },
+      });
+    await store.storeMessages(ids.map(msg));
+    const queue = (count: number) => [{ service: "bulk", serverDueNow: 0, serverDueLater: 0, clientPending: count }];
+    assert.deepEqual(await store.listServiceQueues(10_000), queue(n));
+    assert.deepEqual(await store.listServiceQueues(2200), queue(2200));
+    assert.deepEqual(await store.listServiceQueues(4000), queue(4000));
+    await store.close();
   });
 });
