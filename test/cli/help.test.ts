@@ -23,13 +23,17 @@ describe("help", () => {
     }
   });
 
-  it("fleetspeak-server prune --help, and help prune, print prune's usage", () => {
+  it("fleetspeak-server's subcommands (prune, migrate) and fleetspeak-admin console-token answer --help and help SUB", () => {
     for (const args of [["prune", "--help"], ["prune", "-h"], ["help", "prune"]]) {
       const r = run("fleetspeak-server", ...args);
       assert.equal(r.code, 0, r.err);
       assert.match(r.out, /^usage: fleetspeak-server prune \(-mysql_data_source_name DSN \| -sqlite_path FILE\)/);
     }
     assert.match(run("fleetspeak-server", "help").out, /^usage: fleetspeak-server \[--components_config FILE\]/);
+    for (const args of [["migrate", "--help"], ["help", "migrate"]]) {
+      assert.match(run("fleetspeak-server", ...args).out, /^usage: fleetspeak-server migrate /);
+    }
+    assert.match(run("fleetspeak-admin", "console-token", "--help").out, /^usage: fleetspeak-admin console-token /);
   });
 
   it("fleetspeak-server answers an unknown word or flag with one line", () => {
