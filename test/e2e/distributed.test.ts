@@ -41,6 +41,8 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
   let db: MariadbInstance;
   let processor: TestProcessor;
   const frontends: ManagedProcess[] = [];
+  /** The frontends' metrics addresses (stats_config.address). */
+  const frontendStats: string[] = [];
   const admins: ManagedProcess[] = [];
   let haproxy: ManagedProcess;
   const clients: RunningClient[] = [];
@@ -83,6 +85,7 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
       c.notificationPublicAddress = `127.0.0.1:${ports.notify[i]}`;
       c.healthCheckConfig!.listenAddress = `127.0.0.1:${ports.feHealth[i]}`;
       c.statsConfig!.address = `127.0.0.1:${await freePort()}`;
+      frontendStats.push(c.statsConfig!.address);
       assert.equal(c.proxyProtocol, true, "the example frontend expects PROXY protocol");
       frontends.push(
         await startServerProcess({ name: `frontend-${i + 1}`, components: printText(ComponentsConfigSchema, c), services: servicesText }),
@@ -212,7 +215,20 @@ config {
     }
   }
 
+  /** A counter summed over both frontends' /metrics (every label combination matching `labels`). */
+  async function frontendCounter(name: string, labels: string): Promise<number> {
+    let total = 0;
+    for (const address of frontendStats) {
+      const text = await (await fetch(`http://${address}/metrics`)).text();
+      for (const line of text.split("\n")) {
+        if (line.startsWith(`${name}{`) && line.includes(labels)) total += Number(line.split(" ").pop());
+      }
+    }
+    return total;
+  }
+
   it("delivers every inserted message to its client at once and every client message to the Processor", async () => {
+    const notifiedBefore = await frontendCounter("fleetspeak_notifications_received_total", 'known="true"');
     const tags = await insertRound("r1");
     const outputs = await outputsFor(tags);
     const delays: number[] = [];
@@ -224,7 +240,10 @@ config {
     const p50 = percentile(delays, 50);
     const p99 = percentile(delays, 99);
     console.log(`# InsertMessage -> client receipt over notifications: p50 ${p50} ms, p99 ${p99} ms (n=${delays.length}) all: ${delays.join(",")}`);
-    assert.ok(p99 < 2000, `delivery should be immediate (notification path); p99 was ${p99} ms`);
+    // "At once" is the notification path (the delays above are for reading; bench/ measures them):
+    // every message made an admin server notify the frontend holding its client's stream.
+    const notified = (await frontendCounter("fleetspeak_notifications_received_total", 'known="true"')) - notifiedBefore;
+    assert.ok(notified >= tags.length, `${notified} notifications reached the frontend holding the stream, for ${tags.length} messages`);
   });
 
   it("records the clients' own addresses (from PROXY headers), not HAProxy's, and which frontend holds each", async () => {

@@ -73,8 +73,10 @@ const FLEETSPEAK_SCHEMA = [
     broadcast_id TEXT(32) NOT NULL, client_id TEXT(16) NOT NULL, PRIMARY KEY (client_id, broadcast_id),
     FOREIGN KEY (broadcast_id) REFERENCES broadcasts(broadcast_id), FOREIGN KEY (client_id) REFERENCES clients(client_id))
     WITHOUT ROWID`,
+  // TEST(256), not TEXT: Fleetspeak's declaration, typo included; it gives the column numeric
+  // affinity, which decides how Fleetspeak finds files whose names look like numbers.
   `CREATE TABLE files(
-    service TEXT(128) NOT NULL, name TEXT(256) NOT NULL, modified_time_nanos INT8 NOT NULL, data BLOB,
+    service TEXT(128) NOT NULL, name TEST(256) NOT NULL, modified_time_nanos INT8 NOT NULL, data BLOB,
     PRIMARY KEY (service, name))`,
 ];
 
@@ -115,27 +117,53 @@ export function sqliteLayout(db: Database.Database): SqliteLayout {
   return idType?.toUpperCase().startsWith("TEXT") && !pendingHasForServer ? "fleetspeak" : "unknown";
 }
 
-/** Runs fn in one IMMEDIATE transaction with foreign key enforcement off, then checks every key. */
-function convert(db: Database.Database, fn: () => void): void {
+/**
+ * Runs fn in one IMMEDIATE transaction with foreign key enforcement off, then checks every key.
+ * Returns false, doing nothing, when the file is no longer in the `from` layout once the
+ * transaction holds it (another process converted it meanwhile).
+ */
+function convert(db: Database.Database, from: SqliteLayout, fn: () => void): boolean {
   registerNonceFunctions(db);
   db.pragma("foreign_keys = OFF");
   try {
-    db.transaction(() => {
+    const converted = db.transaction(() => {
+      if (sqliteLayout(db) !== from) return false;
       fn();
       const broken = db.pragma("foreign_key_check") as { table: string; parent: string }[];
       if (broken.length > 0) {
         const where = [...new Set(broken.map((b) => `${b.table} → ${b.parent}`))].join(", ");
         throw new Error(`${broken.length} rows refer to rows that do not exist (${where}); nothing was changed`);
       }
+      return true;
     }).immediate();
+    if (converted) db.pragma("wal_checkpoint(TRUNCATE)");
+    return converted;
   } finally {
     db.pragma("foreign_keys = ON");
   }
-  db.pragma("wal_checkpoint(TRUNCATE)");
 }
 
 function renameAway(db: Database.Database, tables: string[]): void {
   for (const t of tables) db.exec(`ALTER TABLE ${t} RENAME TO ${OLD}${t}`);
+}
+
+/**
+ * Checks that every row of the renamed tables made it into the new ones (a pending row whose
+ * message is missing, say, would not): a conversion keeps everything or changes nothing.
+ * `fewer` allows some tables to shrink by a given number of rows (rows merged on purpose).
+ */
+function checkEveryRowCopied(db: Database.Database, tables: string[], fewer: Record<string, number> = {}): void {
+  const lost: string[] = [];
+  for (const t of tables) {
+    const count = (name: string) => Number((db.prepare(`SELECT COUNT(*) AS n FROM ${name}`).get() as { n: number | bigint }).n);
+    const missing = count(`${OLD}${t}`) - (fewer[t] ?? 0) - count(t);
+    if (missing > 0) lost.push(`${missing} of ${t}`);
+  }
+  if (lost.length > 0) {
+    throw new Error(
+      `rows that cannot be converted (they refer to rows that do not exist, or repeat a key): ${lost.join(", ")}; nothing was changed`,
+    );
+  }
 }
 
 function dropRenamed(db: Database.Database, tables: string[]): void {
@@ -145,11 +173,20 @@ function dropRenamed(db: Database.Database, tables: string[]): void {
 /**
  * Converts a file in Fleetspeak's (Go) layout to ours and records the newest schema version.
  * Broadcast allocations that a stopped Fleetspeak server left behind are folded into their
- * broadcasts (what they sent counts; what they reserved is free again).
+ * broadcasts (what they sent counts; what they reserved is free again). Returns undefined when
+ * another process converted the file first; otherwise the stored files whose names Fleetspeak
+ * kept as numbers ("service/name"): its files.name column is declared
+ * `TEST(256)`, which gives it numeric affinity, so "0123" was stored as 123 and the original
+ * spelling is lost (Fleetspeak served it under any spelling of the number; this server serves the
+ * name as converted, "123").
  */
-export function convertFromFleetspeak(db: Database.Database): void {
+export function convertFromFleetspeak(db: Database.Database): string[] | undefined {
   const o = (t: string) => `${OLD}${t}`;
-  convert(db, () => {
+  let numericNames: string[] = [];
+  const converted = convert(db, "fleetspeak", () => {
+    numericNames = (
+      db.prepare("SELECT service, name FROM files WHERE typeof(name) <> 'text'").all() as { service: string; name: unknown }[]
+    ).map((r) => `${r.service}/${String(r.name)}`);
     const present = TABLES.filter((t) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t));
     renameAway(db, present);
     for (const t of TABLES) if (!present.includes(t)) db.exec(FLEETSPEAK_SCHEMA[TABLES.indexOf(t)]!.replace(/^CREATE TABLE (\w+)/, `CREATE TABLE ${OLD}$1`));
@@ -201,8 +238,13 @@ export function convertFromFleetspeak(db: Database.Database): void {
       INSERT INTO files (service, name, modified_time_nanos, data)
         SELECT service, name, modified_time_nanos, data FROM ${o("files")};
     `);
+    checkEveryRowCopied(
+      db,
+      TABLES.filter((t) => t !== "broadcast_allocations"),
+    );
     dropRenamed(db, TABLES);
   });
+  return converted ? numericNames : undefined;
 }
 
 /** Tables our migrations create that Fleetspeak's layout does not have. */
@@ -213,10 +255,17 @@ function ourOwnTables(): string[] {
   return [...new Set(names)].filter((t) => !TABLES.includes(t));
 }
 
-/** Converts a file in our layout back to Fleetspeak's (Go), which then runs on it as before. */
-export function convertToFleetspeak(db: Database.Database): void {
+/**
+ * Converts a file in our layout back to Fleetspeak's (Go), which then runs on it as before.
+ * Returns undefined when another process converted the file first; otherwise the stored files
+ * that Fleetspeak's layout cannot keep apart ("service/name"): names that
+ * are spellings of one number ("0123" and "123") become one row there (see convertFromFleetspeak);
+ * the most recently stored of them is kept.
+ */
+export function convertToFleetspeak(db: Database.Database): string[] | undefined {
   const o = (t: string) => `${OLD}${t}`;
-  convert(db, () => {
+  let merged: string[] = [];
+  const converted = convert(db, "ours", () => {
     const ours = TABLES.filter((t) => t !== "broadcast_allocations");
     renameAway(db, ours);
     for (const s of FLEETSPEAK_SCHEMA) db.exec(s);
@@ -257,10 +306,20 @@ export function convertToFleetspeak(db: Database.Database): void {
         SELECT lower(hex(broadcast_id)), service_name, label FROM ${o("broadcast_labels")};
       INSERT INTO broadcast_sent (broadcast_id, client_id)
         SELECT lower(hex(broadcast_id)), lower(hex(client_id)) FROM ${o("broadcast_sent")};
-      INSERT INTO files (service, name, modified_time_nanos, data)
-        SELECT service, name, modified_time_nanos, data FROM ${o("files")};
+      INSERT OR REPLACE INTO files (service, name, modified_time_nanos, data)
+        SELECT service, name, modified_time_nanos, data FROM ${o("files")} ORDER BY modified_time_nanos;
     `);
+    merged = (
+      db
+        .prepare(
+          `SELECT o.service, o.name FROM ${o("files")} o WHERE NOT EXISTS (SELECT 1 FROM files f
+             WHERE f.service = o.service AND f.name = o.name AND f.modified_time_nanos = o.modified_time_nanos)`,
+        )
+        .all() as { service: string; name: string }[]
+    ).map((r) => `${r.service}/${r.name}`);
+    checkEveryRowCopied(db, ours, { files: merged.length });
     dropRenamed(db, ours);
     for (const t of [...ourOwnTables(), "schema_version"]) db.exec(`DROP TABLE IF EXISTS ${t}`);
   });
+  return converted ? merged : undefined;
 }

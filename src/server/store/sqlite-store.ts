@@ -180,24 +180,32 @@ export class SqliteStore implements Store {
    */
   static async migrateFile(path: string, toFleetspeak: boolean): Promise<string> {
     const store = new SqliteStore(resolve(path), 5000);
+    const where = store.path;
     try {
       const layout = sqliteLayout(store.db);
       if (toFleetspeak) {
-        if (layout === "fleetspeak") return `${store.path} is in Fleetspeak's layout already; nothing to do`;
-        if (layout !== "ours") throw new SchemaVersionError(`${store.path} holds no database of this server to convert`);
+        if (layout === "fleetspeak") return `${where} is in Fleetspeak's layout already; nothing to do`;
+        if (layout !== "ours") throw new SchemaVersionError(`${where} holds no database of this server to convert`);
         store.migrate();
-        convertToFleetspeak(store.db);
-        return `converted ${store.path} to Fleetspeak's (Go) SQLite layout; Fleetspeak's server can run on it now`;
+        const merged = convertToFleetspeak(store.db);
+        if (merged === undefined) return `${where} was converted to Fleetspeak's layout by another process meanwhile`;
+        const said = `converted ${where} to Fleetspeak's (Go) SQLite layout; Fleetspeak's server can run on it now`;
+        if (merged.length === 0) return said;
+        return `${said}\nnote: Fleetspeak's SQLite datastore keeps file names that spell the same number as one file; the newer one was kept, these are gone: ${merged.join(", ")}`;
       }
       if (layout === "fleetspeak") {
-        convertFromFleetspeak(store.db);
-        return `converted ${store.path} from Fleetspeak's (Go) SQLite layout; this server can run on it now (fleetspeak-server migrate --to-fleetspeak converts it back)`;
+        const numeric = convertFromFleetspeak(store.db);
+        if (numeric !== undefined) {
+          const said = `converted ${where} from Fleetspeak's (Go) SQLite layout; this server can run on it now (fleetspeak-server migrate --to-fleetspeak converts it back)`;
+          if (numeric.length === 0) return said;
+          return `${said}\nnote: Fleetspeak's SQLite datastore stored the names of these files as numbers, losing how they were written (e.g. "0123" became "123"): ${numeric.join(", ")}; they are served under these names now. Store any of them again under its real name with: fleetspeak-admin storefile SERVICE NAME FILE`;
+        }
       }
       store.migrate();
-      return `${store.path} is up to date (schema version ${latestVersion(SQLITE_MIGRATIONS)})`;
+      return `${where} is up to date (schema version ${latestVersion(SQLITE_MIGRATIONS)})`;
     } catch (e) {
       if (e instanceof SchemaVersionError) throw e;
-      throw new StoreUnavailableError(`cannot convert ${store.path}: ${(e as Error).message}`, { cause: e });
+      throw new StoreUnavailableError(`cannot convert ${where}: ${(e as Error).message}`, { cause: e });
     } finally {
       store.db.close();
     }
