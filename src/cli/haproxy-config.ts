@@ -1,6 +1,11 @@
 // The HAProxy config of a distributed deployment: TCP mode in front of both tiers, PROXY v2 to the
 // frontends, HTTP health checks against each server's health_check_config listener.
 //
+// A server answering 503 (it cannot reach the database) gets no new connections. But when every
+// server of a tier answers 503, the database itself is away, and refusing every client would only
+// add a second outage: then the same servers, unchecked (`backup`, all of them by
+// `option allbackups`), take the connections, and hold new contacts until the database is back.
+//
 // No global maxconn on purpose: HAProxy then sizes it from the open-file limit it runs under
 // (about half of it, each connection holding a descriptor on either side), so the config starts
 // wherever it is run. A fixed maxconn above that limit refuses to start ("Cannot raise FD limit").
@@ -54,11 +59,19 @@ function tierLines(t: HaproxyTier): string[] {
     `backend ${t.backendName}`,
     `  balance ${t.balance}`,
   ];
-  if (t.servers.some((s) => s.healthPort !== undefined)) {
+  const checked = t.servers.some((s) => s.healthPort !== undefined);
+  if (checked) {
     lines.push("  # 200 while the server reaches its database, 503 otherwise (health_check_config).");
     lines.push("  option httpchk GET /");
+    lines.push("  # When all of them answer 503 (the database is down), use them all, unchecked.");
+    lines.push("  option allbackups");
   }
   for (const s of t.servers) lines.push(serverLine(s, t.sendProxy));
+  if (checked) {
+    for (const s of t.servers) {
+      lines.push(`  server ${s.name}-unchecked ${s.address}${t.sendProxy ? " send-proxy-v2" : ""} backup`);
+    }
+  }
   return lines;
 }
 
@@ -76,6 +89,10 @@ export function renderHaproxyConfig(deployment: string, tiers: HaproxyTier[]): s
     "  # A server going down or up, and why, is logged.",
     "  option log-health-checks",
     "  timeout connect 5s",
+    "  # A connection refused by a server that is stopping (or just died, before the health checks",
+    "  # notice) is tried again on another server instead of failing the client.",
+    "  retries 3",
+    "  option redispatch 1",
     "  # Streams last 10 minutes; never cut them short.",
     "  timeout client 20m",
     "  timeout server 20m",

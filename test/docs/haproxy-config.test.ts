@@ -1,16 +1,20 @@
 // deploy/haproxy/haproxy.cfg (what fleetspeak-config writes for deploy/examples/distributed.config)
 // is started, not only checked with `haproxy -c`: as it is, in a network namespace of its own (so
 // its fixed ports are free), under a small open-file limit and under this machine's. It sets no
-// maxconn, so HAProxy sizes it from the limit; a fixed one above the limit does not start.
+// maxconn, so HAProxy sizes it from the limit; a fixed one above the limit does not start. And its
+// health checks do what the docs say, against real servers answering 200 or 503.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
+import { createServer as createHttpServer } from "node:http";
+import { type AddressInfo, connect, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { HAPROXY_BIN } from "../support/haproxy.js";
+import { renderHaproxyConfig } from "../../src/cli/haproxy-config.js";
+import { freePort, HAPROXY_BIN } from "../support/haproxy.js";
+import { type ManagedProcess, startHaproxyProcess } from "../support/processes.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const CONFIG = join(ROOT, "deploy/haproxy/haproxy.cfg");
@@ -89,9 +93,66 @@ describe("deploy/haproxy/haproxy.cfg", () => {
   it("health-checks the frontends and the admin servers over HTTP on their health_check_config port", () => {
     const text = readFileSync(CONFIG, "utf8");
     const servers = text.split("\n").filter((l) => l.trim().startsWith("server "));
-    assert.equal(servers.length, 4);
-    for (const s of servers) assert.match(s, / check port 8080 /);
+    assert.equal(servers.filter((s) => / check port 8080 /.test(s)).length, 4);
+    assert.equal(servers.filter((s) => / backup$/.test(s)).length, 4, "each server also as an unchecked backup");
     assert.equal(text.match(/^ {2}option httpchk GET \/$/gm)?.length, 2);
+    assert.equal(text.match(/^ {2}option allbackups$/gm)?.length, 2);
     assert.doesNotMatch(text, /^\s*maxconn/m);
+  });
+});
+
+describe("the HAProxy config fleetspeak-config writes, against servers that answer their health checks", () => {
+  const servers: Server[] = [];
+  let haproxy: ManagedProcess | undefined;
+  after(async () => {
+    await haproxy?.stop();
+    for (const s of servers) s.close();
+  });
+
+  /** A server that says its name to each connection, and a health endpoint answering `health()`. */
+  async function backend(name: string, health: () => number) {
+    const tcp = createServer((c) => {
+      // HAProxy's own probes and the readiness check hang up without reading.
+      c.on("error", () => {});
+      c.end(name);
+    });
+    const http = createHttpServer((_req, res) => res.writeHead(health()).end());
+    servers.push(tcp, http);
+    const port = async (s: Server) => {
+      await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+      return (s.address() as AddressInfo).port;
+    };
+    return { name, address: `127.0.0.1:${await port(tcp)}`, healthPort: await port(http) };
+  }
+  const answer = (port: number) =>
+    new Promise<string>((resolveAnswer, reject) => {
+      let text = "";
+      const c = connect(port, "127.0.0.1");
+      c.on("data", (d) => {
+        text += d.toString();
+      });
+      c.on("end", () => resolveAnswer(text));
+      c.on("error", reject);
+    });
+
+  it("sends clients only to the servers that reach the database, and to all of them when none does", async () => {
+    const status = { "frontend-1": 200, "frontend-2": 503 };
+    const tier = [
+      await backend("frontend-1", () => status["frontend-1"]),
+      await backend("frontend-2", () => status["frontend-2"]),
+    ];
+    const port = await freePort();
+    const config = renderHaproxyConfig("a test", [
+      { title: "t", listenName: "clients", backendName: "frontends", bind: `127.0.0.1:${port}`, balance: "leastconn", sendProxy: false, servers: tier },
+    ]).replace(/inter 2s/g, "inter 100ms");
+    haproxy = await startHaproxyProcess("haproxy", config, [port]);
+    await haproxy.waitFor(/Server frontends\/frontend-2 is DOWN/);
+    for (let i = 0; i < 6; i++) assert.equal(await answer(port), "frontend-1");
+
+    status["frontend-1"] = 503;
+    await haproxy.waitFor(/Server frontends\/frontend-1 is DOWN.*Running on backup/);
+    const answers = new Set<string>();
+    for (let i = 0; i < 6; i++) answers.add(await answer(port));
+    assert.deepEqual([...answers].sort(), ["frontend-1", "frontend-2"]);
   });
 });

@@ -110,10 +110,10 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
       .replace(/^ {2}log .*$/m, "")
       .replace("bind :4443", `bind 127.0.0.1:${ports.lbClients}`)
       .replace("bind :4444", `bind 127.0.0.1:${ports.lbAdmin}`)
-      .replace("frontend-1.internal:4443", `127.0.0.1:${ports.fe[0]} source 127.0.0.9`)
-      .replace("frontend-2.internal:4443", `127.0.0.1:${ports.fe[1]} source 127.0.0.9`)
-      .replace("admin-1.internal:4444", `127.0.0.1:${ports.admin[0]}`)
-      .replace("admin-2.internal:4444", `127.0.0.1:${ports.admin[1]}`)
+      .replaceAll("frontend-1.internal:4443", `127.0.0.1:${ports.fe[0]} source 127.0.0.9`)
+      .replaceAll("frontend-2.internal:4443", `127.0.0.1:${ports.fe[1]} source 127.0.0.9`)
+      .replaceAll("admin-1.internal:4444", `127.0.0.1:${ports.admin[0]}`)
+      .replaceAll("admin-2.internal:4444", `127.0.0.1:${ports.admin[1]}`)
       // HTTP health checks go to each server's health_check_config port.
       .replace(/(server (frontend|admin)-(\d) .*check port )8080/g, (_, head: string, role: string, n: string) =>
         `${head}${(role === "frontend" ? ports.feHealth : ports.adminHealth)[Number(n) - 1]}`)
