@@ -1,24 +1,29 @@
 // ingest: client messages per second one frontend process takes in, stores and forwards to the
 // integrator (a Processor gRPC server standing in for GRR).
 //   npm run bench -- ingest [--clients 100] [--batch 10] [--window 1] [--backends sqlite,mariadb]
+//                           [--schema ours|fleetspeak]
 // C streaming clients each keep --window frames of --batch messages (--size bytes of payload) in
 // flight and send the next frame as soon as the server acknowledges one (closed loop: the highest
 // rate the server sustains). After --warmup seconds, counts for --seconds: messages acknowledged
 // to clients (= stored: the server acks a frame once its messages are processed and stored) and
 // messages the Processor received, then how long the forwarding backlog takes to drain.
-// On MariaDB a fresh database on 127.0.0.1:3306 (root) is used and dropped.
+// On MariaDB a fresh database on 127.0.0.1:3306 (root) is used and dropped. --schema fleetspeak:
+// the database (or SQLite file) is first made by the real Fleetspeak (Go) server and adopted.
 // --processor raw (default): a bare node:http2 Processor in its own process that counts calls
 // (bench/loadgen/processor.ts); --processor connect: test/support/processor-server.ts in this
 // process (connect-node, records every message; it costs about a core at ~2,600 calls/s here, so
 // it caps the figure). --max-parallelism sets the GRPC service's max_parallelism: Fleetspeak's
 // default (0 = 100 messages in flight) sends what exceeds it to the backlog, retried 1–2 minutes
 // later, so the default here (1000) keeps the in-flight messages (clients × window × batch) under it.
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { createTestDatabase, type TestDatabase } from "../test/support/mariadb.js";
 import { startProcessor, type TestProcessor } from "../test/support/processor-server.js";
 import { Fleet } from "./loadgen/fleet.js";
+import { parseSchemaOrigin, prepareDatabase, type SchemaOrigin } from "./loadgen/schema.js";
 import { startCountingProcessor } from "./loadgen/processor.js";
 import { benchPki } from "./loadgen/identities.js";
 import { mainThreadProfile, selfTimeByModule, topFunctions } from "./loadgen/profile.js";
@@ -41,6 +46,8 @@ interface Options {
   warmup: number;
   maxParallelism: number;
   processor: "raw" | "connect";
+  /** Who made the database: a new one (ours) or one Fleetspeak (Go) made and ours adopted. */
+  schema: SchemaOrigin;
   cpuProf: boolean;
   log: (s: string) => void;
 }
@@ -84,7 +91,10 @@ async function measure(backend: Backend, o: Options): Promise<IngestFigures> {
       processor = { address: p.address, count: async () => p.processed.length, stop: () => p.close() };
     }
     if (backend === "mariadb") db = await createTestDatabase();
+    const dir = mkdtempSync(join(tmpdir(), `fs-bench-ingest-${backend}-`));
+    await prepareDatabase(o.schema, db ? { mysqlDsn: db.dsn } : { dir });
     server = await startBenchServer({
+      dir,
       name: `frontend-${backend}`,
       frontend: {},
       services: grpcServices("GRR", processor.address, o.maxParallelism),
@@ -174,6 +184,7 @@ export async function run(args: string[]): Promise<void> {
       "max-parallelism": { type: "string", default: "1000" },
       processor: { type: "string", default: "raw" },
       backends: { type: "string", default: BACKENDS.join(",") },
+      schema: { type: "string", default: "ours" },
       "cpu-prof": { type: "boolean", default: false },
     },
     strict: true,
@@ -187,6 +198,7 @@ export async function run(args: string[]): Promise<void> {
     warmup: Number(values.warmup),
     maxParallelism: Number(values["max-parallelism"]),
     processor: values.processor === "connect" ? "connect" : "raw",
+    schema: parseSchemaOrigin(values.schema!),
     cpuProf: values["cpu-prof"] ?? false,
     log: (s) => console.error(`ingest: ${s}`),
   };
@@ -217,7 +229,7 @@ export async function run(args: string[]): Promise<void> {
         gitCommit(),
         machine(),
         `\`${command("ingest", args)}\``,
-        r.backend,
+        o.schema === "fleetspeak" ? `${r.backend} (adopted from Fleetspeak)` : r.backend,
         String(r.storedPerSec),
         String(r.forwardedPerSec),
         `${r.ratioToGoal}×`,

@@ -1,6 +1,9 @@
 // push: the delay from InsertMessage to the client, with C connected streaming clients and R
 // messages per second inserted through the admin API.
 //   npm run bench -- push [--clients 2000] [--rate 500] [--seconds 30] [--setups sqlite,split,split-nonotify]
+//                         [--schema ours|fleetspeak]
+// --schema fleetspeak: the database is first made by the real Fleetspeak (Go) server and adopted
+// (MySQL in place at start, the SQLite file converted by migrate), as after an in-place upgrade.
 // Setups:
 //   sqlite          one process, frontend + admin, SQLite (notifications stay in-process);
 //   split           MariaDB, 2 frontend-only servers (notification listeners, proxy_protocol) and
@@ -11,8 +14,9 @@
 // Each message carries the time its InsertMessage call started; the client notes when it arrived.
 // A warm-up of --warmup seconds at the same rate comes first and is not counted. Mosquitto with
 // the same clients and rate (one publisher, QoS 1) is measured in the same run.
-import { readFileSync } from "node:fs";
-import { loadavg } from "node:os";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../test/support/haproxy.js";
 import { createTestDatabase, type TestDatabase } from "../test/support/mariadb.js";
@@ -20,6 +24,7 @@ import { type ManagedProcess, startHaproxyProcess } from "../test/support/proces
 import { Fleet } from "./loadgen/fleet.js";
 import { benchPki, clientIdentities } from "./loadgen/identities.js";
 import { insertAtRate, type LeanAdmin, leanAdmin } from "./loadgen/inserter.js";
+import { parseSchemaOrigin, prepareDatabase, type SchemaOrigin } from "./loadgen/schema.js";
 import { mainThreadProfile, topFunctions } from "./loadgen/profile.js";
 import { allProcessCpu, busyPercent, cpuSeconds, machineCpu, topCpuUsers } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, printResult, rounded, type Summary, summarize, today } from "./loadgen/report.js";
@@ -38,6 +43,8 @@ interface Options {
   seconds: number;
   warmup: number;
   workers?: number;
+  /** Who made the database: a new one (ours) or one Fleetspeak (Go) made and ours adopted. */
+  schema: SchemaOrigin;
   cpuProf: boolean;
   log: (s: string) => void;
 }
@@ -80,7 +87,10 @@ function profileFlags(o: Options, name: string, dirs: Map<string, string>): stri
 }
 
 async function sqliteTopology(o: Options, profDirs: Map<string, string>): Promise<Topology> {
+  const dir = mkdtempSync(join(tmpdir(), "fs-bench-push-sqlite-"));
+  await prepareDatabase(o.schema, { dir });
   const server = await startBenchServer({
+    dir,
     name: "server",
     frontend: {},
     admin: true,
@@ -117,6 +127,7 @@ class SplitTopology implements Topology {
 
   async start(notify: boolean): Promise<void> {
     this.db = await createTestDatabase();
+    await prepareDatabase(this.o.schema, { mysqlDsn: this.db.dsn });
     for (const i of [1, 2]) {
       this.frontends.push(
         await startBenchServer({
@@ -310,6 +321,7 @@ export async function run(args: string[]): Promise<void> {
       setups: { type: "string", default: SETUPS.join(",") },
       workers: { type: "string" },
       peer: { type: "string", default: "mosquitto" },
+      schema: { type: "string", default: "ours" },
       "cpu-prof": { type: "boolean", default: false },
     },
     strict: true,
@@ -320,6 +332,7 @@ export async function run(args: string[]): Promise<void> {
     seconds: Number(values.seconds),
     warmup: Number(values.warmup),
     ...(values.workers ? { workers: Number(values.workers) } : {}),
+    schema: parseSchemaOrigin(values.schema!),
     cpuProf: values["cpu-prof"] ?? false,
     log: (s) => console.error(`push: ${s}`),
   };
@@ -380,7 +393,7 @@ export async function run(args: string[]): Promise<void> {
         gitCommit(),
         machine(),
         `\`${command("push", args)}\``,
-        r.setup,
+        o.schema === "fleetspeak" ? `${r.setup} (adopted from Fleetspeak)` : r.setup,
         String(r.clients),
         String(r.rate),
         String(r.latencyMs.p50),

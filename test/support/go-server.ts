@@ -4,8 +4,10 @@ import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { RowDataPacket } from "mysql2/promise";
 import { fleetspeakGo } from "./fleetspeak-go.js";
 import { freePort } from "./haproxy.js";
+import { adminConnection, dsnForDatabase } from "./mariadb.js";
 import { type ManagedProcess, manage } from "./processes.js";
 
 export interface GoDeployment {
@@ -88,4 +90,38 @@ export async function createGoSchema(datastore: string): Promise<void> {
 /** The components config fleetspeak_config wrote, e.g. to start our server on the same file. */
 export function goComponentsConfig(d: GoDeployment): string {
   return readFileSync(d.componentsConfigPath, "utf8");
+}
+
+let goMysqlSchema: Promise<string[]> | undefined;
+
+/**
+ * SHOW CREATE TABLE of every table Fleetspeak's (Go) server creates on the test MariaDB, in a
+ * database made with the server's default character set (as an operator's CREATE DATABASE makes
+ * it). Made once per test process; replay them (with foreign key checks off) to get a database
+ * exactly as Fleetspeak left it, without starting its server again.
+ */
+export function goMysqlSchemaStatements(): Promise<string[]> {
+  goMysqlSchema ??= (async () => {
+    const name = `fstest_goschema_${process.pid}`;
+    const admin = await adminConnection();
+    try {
+      await admin.query(`CREATE DATABASE \`${name}\``);
+      await createGoSchema(dsnForDatabase("root@tcp(127.0.0.1:3306)/", name));
+      const [tables] = await admin.query<RowDataPacket[]>(
+        "SELECT table_name AS t FROM information_schema.tables WHERE table_schema = ?",
+        [name],
+      );
+      const out: string[] = [];
+      for (const { t } of tables) {
+        const [[row]] = await admin.query<RowDataPacket[]>(`SHOW CREATE TABLE \`${name}\`.\`${t}\``);
+        out.push(String(row!["Create Table"]));
+      }
+      if (out.length !== 12) throw new Error(`Fleetspeak's server made ${out.length} tables, not its 12`);
+      return out;
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS \`${name}\``);
+      await admin.end();
+    }
+  })();
+  return goMysqlSchema;
 }

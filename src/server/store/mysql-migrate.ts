@@ -15,7 +15,8 @@ import type { PoolConnection, RowDataPacket } from "mysql2/promise";
 import type { Logger } from "../../common/log.js";
 import { SchemaVersionError, StoreUnavailableError } from "./errors.js";
 import { latestVersion, pendingMigrations } from "./migrations.js";
-import { FLEETSPEAK_TABLES, MYSQL_MIGRATIONS, OUR_ADDITIONS, REQUIRED_COLUMNS } from "./mysql-schema.js";
+import { FLEETSPEAK_TABLES } from "./fleetspeak-tables.js";
+import { MYSQL_MIGRATIONS, OUR_ADDITIONS, REQUIRED_COLUMNS } from "./mysql-schema.js";
 
 export interface ColumnInfo {
   type: string;

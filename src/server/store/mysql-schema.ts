@@ -169,22 +169,6 @@ const VERSION_1: string[] = [
       ) ${TABLE_OPTIONS}`,
 ];
 
-/** The tables of Fleetspeak's schema; any of them without a schema_version table marks a database Fleetspeak made. */
-export const FLEETSPEAK_TABLES = [
-  "clients",
-  "client_labels",
-  "client_contacts",
-  "client_resource_usage_records",
-  "messages",
-  "pending_messages",
-  "client_contact_messages",
-  "broadcasts",
-  "broadcast_labels",
-  "broadcast_allocations",
-  "broadcast_sent",
-  "files",
-];
-
 /** Fleetspeak's columns that this server reads or writes, per table. */
 export const REQUIRED_COLUMNS: Record<string, string[]> = {
   clients: [

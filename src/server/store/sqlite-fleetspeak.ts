@@ -9,23 +9,8 @@
 // --to-fleetspeak` converts it back. Each runs in one transaction: a conversion cut short (a
 // crash, a full disk) leaves the file as it was.
 import type Database from "better-sqlite3";
+import { FLEETSPEAK_TABLES } from "./fleetspeak-tables.js";
 import { SQLITE_MIGRATIONS } from "./sqlite-schema.js";
-
-/** Fleetspeak's SQLite tables, in an order where every table comes after those it refers to. */
-const TABLES = [
-  "clients",
-  "client_labels",
-  "client_contacts",
-  "client_resource_usage_records",
-  "messages",
-  "pending_messages",
-  "client_contact_messages",
-  "broadcasts",
-  "broadcast_labels",
-  "broadcast_allocations",
-  "broadcast_sent",
-  "files",
-];
 
 /** Fleetspeak's SQLite schema, as its server creates it (the layout it reads). */
 const FLEETSPEAK_SCHEMA = [
@@ -107,7 +92,7 @@ export function sqliteLayout(db: Database.Database): SqliteLayout {
     (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map((r) => r.name),
   );
   if (tables.has("schema_version")) return "ours";
-  if (!TABLES.some((t) => tables.has(t))) return "empty";
+  if (!FLEETSPEAK_TABLES.some((t) => tables.has(t))) return "empty";
   if (!tables.has("clients")) return "unknown";
   const idType = (db.prepare("SELECT type FROM pragma_table_info('clients') WHERE name = 'client_id'").get() as
     | { type: string }
@@ -143,7 +128,7 @@ function convert(db: Database.Database, from: SqliteLayout, fn: () => void): boo
   }
 }
 
-function renameAway(db: Database.Database, tables: string[]): void {
+function renameAway(db: Database.Database, tables: readonly string[]): void {
   for (const t of tables) db.exec(`ALTER TABLE ${t} RENAME TO ${OLD}${t}`);
 }
 
@@ -166,7 +151,7 @@ function checkEveryRowCopied(db: Database.Database, tables: string[], fewer: Rec
   }
 }
 
-function dropRenamed(db: Database.Database, tables: string[]): void {
+function dropRenamed(db: Database.Database, tables: readonly string[]): void {
   for (const t of tables) db.exec(`DROP TABLE ${OLD}${t}`);
 }
 
@@ -187,9 +172,12 @@ export function convertFromFleetspeak(db: Database.Database): string[] | undefin
     numericNames = (
       db.prepare("SELECT service, name FROM files WHERE typeof(name) <> 'text'").all() as { service: string; name: unknown }[]
     ).map((r) => `${r.service}/${String(r.name)}`);
-    const present = TABLES.filter((t) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t));
+    const present = FLEETSPEAK_TABLES.filter((t) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(t));
     renameAway(db, present);
-    for (const t of TABLES) if (!present.includes(t)) db.exec(FLEETSPEAK_SCHEMA[TABLES.indexOf(t)]!.replace(/^CREATE TABLE (\w+)/, `CREATE TABLE ${OLD}$1`));
+    // A table an older Fleetspeak did not create yet is copied from as an empty one.
+    FLEETSPEAK_TABLES.forEach((t, i) => {
+      if (!present.includes(t)) db.exec(FLEETSPEAK_SCHEMA[i]!.replace(/^CREATE TABLE (\w+)/, `CREATE TABLE ${OLD}$1`));
+    });
     db.exec("CREATE TABLE schema_version (version INTEGER NOT NULL)");
     for (const m of SQLITE_MIGRATIONS) for (const s of m.statements) db.exec(s);
     db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(SQLITE_MIGRATIONS[SQLITE_MIGRATIONS.length - 1]!.version);
@@ -240,9 +228,9 @@ export function convertFromFleetspeak(db: Database.Database): string[] | undefin
     `);
     checkEveryRowCopied(
       db,
-      TABLES.filter((t) => t !== "broadcast_allocations"),
+      FLEETSPEAK_TABLES.filter((t) => t !== "broadcast_allocations"),
     );
-    dropRenamed(db, TABLES);
+    dropRenamed(db, FLEETSPEAK_TABLES);
   });
   return converted ? numericNames : undefined;
 }
@@ -252,7 +240,7 @@ function ourOwnTables(): string[] {
   const names = SQLITE_MIGRATIONS.flatMap((m) =>
     m.statements.flatMap((s) => /^\s*CREATE TABLE (?:IF NOT EXISTS )?(\w+)/.exec(s)?.[1] ?? []),
   );
-  return [...new Set(names)].filter((t) => !TABLES.includes(t));
+  return [...new Set(names)].filter((t) => !FLEETSPEAK_TABLES.includes(t));
 }
 
 /**
@@ -266,7 +254,7 @@ export function convertToFleetspeak(db: Database.Database): string[] | undefined
   const o = (t: string) => `${OLD}${t}`;
   let merged: string[] = [];
   const converted = convert(db, "ours", () => {
-    const ours = TABLES.filter((t) => t !== "broadcast_allocations");
+    const ours = FLEETSPEAK_TABLES.filter((t) => t !== "broadcast_allocations");
     renameAway(db, ours);
     for (const s of FLEETSPEAK_SCHEMA) db.exec(s);
     db.exec(`

@@ -8,48 +8,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after } from "node:test";
 import Database from "better-sqlite3";
-import type { RowDataPacket } from "mysql2/promise";
 import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
-import { createGoSchema } from "../../support/go-server.js";
-import { adminConnection, createTestDatabase, dsnForDatabase } from "../../support/mariadb.js";
+import { createGoSchema, goMysqlSchemaStatements } from "../../support/go-server.js";
+import { adminConnection, createTestDatabase } from "../../support/mariadb.js";
 import { defineStoreConformance } from "./conformance.js";
 
 const root = mkdtempSync(join(tmpdir(), "fs-adopted-"));
 after(() => rmSync(root, { recursive: true, force: true }));
 
-let mysqlSchema: Promise<string[]> | undefined;
-
-/** SHOW CREATE TABLE of every table Fleetspeak's (Go) server creates on MariaDB, made once. */
-function goMysqlSchema(): Promise<string[]> {
-  mysqlSchema ??= (async () => {
-    const name = `fstest_go_${process.pid}`;
-    const admin = await adminConnection();
-    try {
-      // The server's default character set, as an operator's CREATE DATABASE would give.
-      await admin.query(`CREATE DATABASE \`${name}\``);
-      await createGoSchema(dsnForDatabase("root@tcp(127.0.0.1:3306)/", name));
-      const [tables] = await admin.query<RowDataPacket[]>(
-        "SELECT table_name AS t FROM information_schema.tables WHERE table_schema = ?",
-        [name],
-      );
-      const out: string[] = [];
-      for (const { t } of tables) {
-        const [[row]] = await admin.query<RowDataPacket[]>(`SHOW CREATE TABLE \`${name}\`.\`${t}\``);
-        out.push(String(row!["Create Table"]));
-      }
-      assert.equal(out.length, 12, "Fleetspeak's MySQL schema has 12 tables");
-      return out;
-    } finally {
-      await admin.query(`DROP DATABASE IF EXISTS \`${name}\``);
-      await admin.end();
-    }
-  })();
-  return mysqlSchema;
-}
-
 defineStoreConformance("mysql, adopted from Fleetspeak (Go)", async () => {
-  const schema = await goMysqlSchema();
+  const schema = await goMysqlSchemaStatements();
   const db = await createTestDatabase();
   const admin = await adminConnection();
   try {

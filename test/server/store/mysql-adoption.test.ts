@@ -13,11 +13,11 @@ import { BroadcastSchema } from "../../../src/gen/fleetspeak_server/broadcasts_p
 import { latestVersion } from "../../../src/server/store/migrations.js";
 import { MYSQL_MIGRATIONS } from "../../../src/server/store/mysql-schema.js";
 import { MysqlStore } from "../../../src/server/store/mysql-store.js";
-import { createGoSchema } from "../../support/go-server.js";
-import { adminConnection, createTestDatabase, dsnForDatabase, type TestDatabase } from "../../support/mariadb.js";
+import { goMysqlSchemaStatements } from "../../support/go-server.js";
+import { adminConnection, createTestDatabase, type TestDatabase } from "../../support/mariadb.js";
 
 const LATEST = latestVersion(MYSQL_MIGRATIONS);
-const goSchema: string[] = [];
+let goSchema: string[] = [];
 
 /** A new database holding exactly the tables Fleetspeak's (Go) server created. */
 async function goMadeDatabase(): Promise<TestDatabase & { admin: Connection }> {
@@ -71,23 +71,7 @@ async function addClient(store: MysqlStore): Promise<Buffer> {
 }
 
 before(async () => {
-  const name = `fstest_goschema_${process.pid}`;
-  const admin = await adminConnection();
-  try {
-    await admin.query(`CREATE DATABASE \`${name}\``);
-    await createGoSchema(dsnForDatabase("root@tcp(127.0.0.1:3306)/", name));
-    const [tables] = await admin.query<RowDataPacket[]>(
-      "SELECT table_name AS t FROM information_schema.tables WHERE table_schema = ?",
-      [name],
-    );
-    for (const { t } of tables) {
-      const [[row]] = await admin.query<RowDataPacket[]>(`SHOW CREATE TABLE \`${name}\`.\`${t}\``);
-      goSchema.push(String(row!["Create Table"]));
-    }
-  } finally {
-    await admin.query(`DROP DATABASE IF EXISTS \`${name}\``);
-    await admin.end();
-  }
+  goSchema = await goMysqlSchemaStatements();
 });
 
 describe("adopting a MySQL database made by Fleetspeak (Go)", () => {
