@@ -276,7 +276,7 @@ export async function migrateMysql(ctx: MigrateContext): Promise<"created" | "ad
         "adopting a database made by Fleetspeak (Go): adding this server's columns, indexes and trigger (all additive; Fleetspeak keeps working on it)",
       );
     }
-    await conn.query("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL) ENGINE=InnoDB");
+    await conn.query("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL, PRIMARY KEY (version)) ENGINE=InnoDB");
     const current = await recordedVersion(conn);
     const todo = pendingMigrations(MYSQL_MIGRATIONS, current, ctx.where);
     for (const m of todo) {
