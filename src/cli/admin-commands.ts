@@ -46,6 +46,20 @@ export interface CommandOutput {
   json: unknown;
 }
 
+/** Each command flag: its value's name ("" for a switch) and what it does. */
+const FLAG_HELP: Record<keyof CommandFlags, [string, string]> = {
+  data_text: ["TEXT", "the payload, as text (a google.protobuf.StringValue; its bytes as they are with --type_url)"],
+  data_hex: ["HEX", "the payload, as bytes in hex (a google.protobuf.BytesValue; the bytes as they are with --type_url)"],
+  type_url: ["URL", "send the payload's bytes as they are, in a google.protobuf.Any of this type URL"],
+  source: ["SERVICE", "the sending service (default: the destination service)"],
+  offset: ["N", "skip the first N messages"],
+  limit: ["N", "at most N messages"],
+  data: ["", "show each message's payload type and size"],
+  labels: ["L1,L2", "only clients with all these labels (client labels; service:label for labels of other services)"],
+  expires: ["DURATION", "stop the broadcast after this long (e.g. 24h, 30m; default never)"],
+  since: ["DURATION", "reports from this long ago until now (default 24h)"],
+};
+
 export interface Command {
   name: string;
   aliases?: string[];
@@ -53,6 +67,8 @@ export interface Command {
   summary: string;
   /** Command-specific flags it accepts. */
   flags: Array<keyof CommandFlags>;
+  /** Where a flag means something else for this command than FLAG_HELP says. */
+  flagHelp?: Partial<Record<keyof CommandFlags, string>>;
   minArgs: number;
   maxArgs?: number;
   run(admin: AdminClient, args: string[], flags: CommandFlags): Promise<CommandOutput>;
@@ -380,6 +396,7 @@ export const COMMANDS: Command[] = [
       "createbroadcast SERVICE TYPE [--data_text TEXT | --data_hex HEX] [--type_url URL] [--labels L1,L2] [--limit N] [--expires 24h]",
     summary: "send a message to a service on every client with the labels (client labels; service:label for others)",
     flags: ["data_text", "data_hex", "type_url", "labels", "limit", "expires"],
+    flagHelp: { limit: "reach at most N clients (default no limit)" },
     minArgs: 2,
     maxArgs: 2,
     async run(admin, [service, type], flags) {
@@ -496,6 +513,22 @@ export const COMMANDS: Command[] = [
     },
   },
 ];
+
+/** `fleetspeak-admin COMMAND --help`: the command's usage, what it does, and its flags. */
+export function commandHelp(c: Command, globalFlags: string): string {
+  const lines = [`usage: fleetspeak-admin [global flags] ${c.usage}`, "", `${c.summary}.`];
+  if (c.aliases) lines.push(`Also called: ${c.aliases.join(", ")}.`);
+  if (c.flags.length > 0) {
+    const rows = c.flags.map((f) => {
+      const [value, help] = FLAG_HELP[f];
+      return [`--${f}${value ? ` ${value}` : ""}`, c.flagHelp?.[f] ?? help] as const;
+    });
+    const width = Math.max(...rows.map(([flag]) => flag.length));
+    lines.push("", ...rows.map(([flag, help]) => `  ${flag.padEnd(width)}  ${help}`));
+  }
+  lines.push("", `global flags: ${globalFlags} (fleetspeak-admin --help says more)`);
+  return `${lines.join("\n")}\n`;
+}
 
 export function findCommand(name: string): Command | undefined {
   return COMMANDS.find((c) => c.name === name || c.aliases?.includes(name));

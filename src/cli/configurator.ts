@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { createSecureContext } from "node:tls";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import type { KeyObject, X509Certificate } from "node:crypto";
 import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
 import {
@@ -28,8 +28,12 @@ import { parseText, printText, TextFormatError } from "../common/textproto/index
 import { type Config as ClientConfig, ConfigSchema as ClientConfigSchema } from "../gen/fleetspeak_client_generic/config_pb.js";
 import { ConfigSchema as ComponentsConfigSchema } from "../gen/fleetspeak_components/config_pb.js";
 import { type Config, ConfigSchema } from "../gen/fleetspeak_config/config_pb.js";
+import { ServerConfigSchema } from "../gen/fleetspeak_server/server_pb.js";
+import { serverConfigRegistry } from "../server/config.js";
+import { ConfiguratorError } from "./configurator-error.js";
+import { type DistributedPlan, planDistributed } from "./distributed.js";
 
-export class ConfiguratorError extends Error {}
+export { ConfiguratorError };
 
 /** Where Fleetspeak's packages keep the configurator's input. */
 export const DEFAULT_CONFIGURATOR_CONFIG = "/etc/fleetspeak-server/configurator.config";
@@ -88,7 +92,8 @@ export function loadConfiguratorConfig(path: string): Config {
     throw new ConfiguratorError(`unable to read configuration file [${path}]: ${(e as Error).message}`);
   }
   try {
-    return parseText(ConfigSchema, text, { fileName: path });
+    // The registry resolves the Any configs of distributed.services_config.
+    return parseText(ConfigSchema, text, { fileName: path, registry: serverConfigRegistry });
   } catch (e) {
     if (e instanceof TextFormatError) {
       throw new ConfiguratorError(`not a valid fleetspeak.config.Config: ${e.message}`);
@@ -140,7 +145,7 @@ function publicHosts(cfg: Config, source: string): string[] {
 }
 
 /** Checks everything that can be checked before a file is written. */
-function validate(cfg: Config, source: string): string[] {
+function validate(cfg: Config, source: string): { hosts: string[]; plan?: DistributedPlan } {
   const need = (value: string, field: string, why: string) => {
     if (!value) throw new ConfiguratorError(`${source}: ${field} not set; ${why}`);
   };
@@ -151,11 +156,13 @@ function validate(cfg: Config, source: string): string[] {
   }
   need(cfg.trustedCertFile, "trusted_cert_file", "name the CA certificate file (it is created if missing)");
   need(cfg.serverCertFile, "server_cert_file", "name the server certificate file (it is created if missing)");
-  need(
-    cfg.serverComponentConfigurationFile,
-    "server_component_configuration_file",
-    "name the file to write the server components config to (e.g. /etc/fleetspeak-server/server.components.config)",
-  );
+  if (!cfg.distributed) {
+    need(
+      cfg.serverComponentConfigurationFile,
+      "server_component_configuration_file",
+      "name the file to write the server components config to (e.g. /etc/fleetspeak-server/server.components.config)",
+    );
+  }
   const https = cfg.componentsConfig?.httpsConfig;
   if (!cfg.componentsConfig) {
     throw new ConfiguratorError(`${source}: components_config is required; it is the template of the server components config`);
@@ -182,7 +189,13 @@ function validate(cfg: Config, source: string): string[] {
       `${source}: public_host_port is empty, so the client configs (${clientOutputs.map((p) => p.field).join(", ")}) would name no server; add public_host_port: "<host clients dial>:<port>"`,
     );
   }
-  return hosts;
+  if (!cfg.distributed) return { hosts };
+  if (hosts.length === 0) {
+    throw new ConfiguratorError(
+      `${source}: public_host_port is empty, so the distributed client config would name no server; add public_host_port: "<load balancer host>:<port>"`,
+    );
+  }
+  return { hosts, plan: planDistributed(cfg, source) };
 }
 
 interface LoadedCa {
@@ -296,20 +309,22 @@ function clientConfig(cfg: Config, caPem: string, persistence: Persistence): Cli
  */
 export function runConfigurator(cfg: Config, source: string): ConfiguratorReport {
   const report: ConfiguratorReport = { actions: [], warnings: [] };
-  const hosts = validate(cfg, source);
+  const { hosts, plan } = validate(cfg, source);
   const ca = loadOrCreateCa(cfg, report);
   const server = loadOrCreateServerCert(cfg, ca, hosts, report);
 
-  const components = clone(ComponentsConfigSchema, cfg.componentsConfig!);
-  components.httpsConfig!.certificates = server.certPem;
-  components.httpsConfig!.key = server.keyPem;
-  writeFile(
-    cfg.serverComponentConfigurationFile,
-    printText(ComponentsConfigSchema, components),
-    0o600,
-    "server component configuration file",
-  );
-  report.actions.push(`wrote server components config ${cfg.serverComponentConfigurationFile} (mode 0600)`);
+  if (cfg.serverComponentConfigurationFile) {
+    const components = clone(ComponentsConfigSchema, cfg.componentsConfig!);
+    components.httpsConfig!.certificates = server.certPem;
+    components.httpsConfig!.key = server.keyPem;
+    writeFile(
+      cfg.serverComponentConfigurationFile,
+      printText(ComponentsConfigSchema, components),
+      0o600,
+      "server component configuration file",
+    );
+    report.actions.push(`wrote server components config ${cfg.serverComponentConfigurationFile} (mode 0600)`);
+  }
 
   for (const p of CLIENT_PLATFORMS) {
     const path = p.path(cfg);
@@ -318,5 +333,34 @@ export function runConfigurator(cfg: Config, source: string): ConfiguratorReport
     writeFile(path, printText(ClientConfigSchema, out), 0o644, `${p.platform} client configuration file`);
     report.actions.push(`wrote ${p.platform} client config ${path}`);
   }
+  if (plan) writeDistributed(cfg, plan, server, ca.pem, report);
   return report;
+}
+
+/** One folder per machine, with where each goes on it in the report. */
+function writeDistributed(
+  cfg: Config,
+  plan: DistributedPlan,
+  server: { certPem: string; keyPem: string },
+  caPem: string,
+  report: ConfiguratorReport,
+): void {
+  const dir = plan.outputDirectory;
+  const services = printText(ServerConfigSchema, plan.services, { registry: serverConfigRegistry });
+  for (const s of plan.servers) {
+    if (s.components.httpsConfig) {
+      s.components.httpsConfig.certificates = server.certPem;
+      s.components.httpsConfig.key = server.keyPem;
+    }
+    const folder = join(dir, s.machine.name);
+    writeFile(join(folder, "server.components.config"), printText(ComponentsConfigSchema, s.components), 0o600, `${s.role} components config`);
+    writeFile(join(folder, "server.services.config"), services, 0o644, "services config");
+    report.actions.push(`wrote ${folder}/: ${s.role} ${s.machine.name}; copy both files to ${s.machine.host}:/etc/fleetspeak-server/`);
+  }
+  writeFile(join(dir, "load-balancer", "haproxy.cfg"), plan.haproxy, 0o644, "HAProxy config");
+  report.actions.push(`wrote ${join(dir, "load-balancer", "haproxy.cfg")}; copy it to the load balancer's /etc/haproxy/haproxy.cfg`);
+  const linux = CLIENT_PLATFORMS[0]!;
+  writeFile(join(dir, "client", "client.config"), printText(ClientConfigSchema, clientConfig(cfg, caPem, linux.persistence)), 0o644, "client config");
+  report.actions.push(`wrote ${join(dir, "client", "client.config")}; copy it to /etc/fleetspeak-client/client.config on each Linux client`);
+  report.warnings.push(...plan.warnings);
 }

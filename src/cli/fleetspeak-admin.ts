@@ -11,7 +11,15 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { goStyleArgs } from "../common/go-flags.js";
 import { AddressError, formatHostPort, parseHostPort } from "../common/net-address.js";
 import { Admin } from "../gen/fleetspeak_server/admin_pb.js";
-import { COMMANDS, type CommandFlags, findCommand, NotKnownError, parseDuration, UsageError } from "./admin-commands.js";
+import {
+  COMMANDS,
+  type CommandFlags,
+  commandHelp,
+  findCommand,
+  NotKnownError,
+  parseDuration,
+  UsageError,
+} from "./admin-commands.js";
 import { CONSOLE_TOKEN_USAGE, consoleToken } from "./console-token.js";
 
 const DEFAULT_ADMIN_ADDR = "localhost:6061";
@@ -28,10 +36,12 @@ const USAGE = `usage: fleetspeak-admin [--admin_addr HOST:PORT] [--json] [--time
   --client_key FILE
   --server_name NAME      the name in the admin server's certificate, when it differs from the host
 
-commands:
+commands (fleetspeak-admin COMMAND --help for one):
 ${COMMANDS.map((c) => `  ${c.usage}\n      ${c.summary}${c.aliases ? ` (also: ${c.aliases.join(", ")})` : ""}`).join("\n")}
   ${CONSOLE_TOKEN_USAGE}
 `;
+
+const GLOBAL_FLAGS_TEXT = "--admin_addr HOST:PORT, --json, --timeout DURATION, --ca_cert FILE, --client_cert FILE, --client_key FILE, --server_name NAME";
 
 class ExitError extends Error {
   constructor(
@@ -95,16 +105,26 @@ async function main(argv: string[]): Promise<number> {
     throw new ExitError(`${(e as Error).message.split(". ")[0]}; ${usageHint}`, 2);
   }
   const { values, positionals } = parsed;
-  if (values.help || positionals[0] === "help") {
+  // "help", "--help", "help COMMAND" and "COMMAND --help" all answer.
+  const asksHelp = values.help || positionals[0] === "help";
+  const [name, ...args] = positionals[0] === "help" ? positionals.slice(1) : positionals;
+  if (asksHelp && !name) {
     process.stdout.write(USAGE);
     return 0;
   }
-  const [name, ...args] = positionals;
   if (!name) throw new ExitError(`no command given; ${usageHint}`, 2);
-  if (name === "console-token") return printConsoleToken(values, args);
+  if (name === "console-token") {
+    if (!asksHelp) return printConsoleToken(values, args);
+    process.stdout.write(`usage: fleetspeak-admin ${CONSOLE_TOKEN_USAGE}\n`);
+    return 0;
+  }
   const command = findCommand(name);
   if (!command) {
     throw new ExitError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(", ")}`, 2);
+  }
+  if (asksHelp) {
+    process.stdout.write(commandHelp(command, GLOBAL_FLAGS_TEXT));
+    return 0;
   }
   for (const flag of Object.keys(values)) {
     if (GLOBAL_FLAGS.has(flag)) continue;

@@ -1,6 +1,7 @@
 // fleetspeak-config: Fleetspeak's configurator. From one text-format fleetspeak.config.Config it
 // creates the CA and server certificate where missing and writes the server components config and
-// the client configs (see configurator.ts for the procedure).
+// the client configs (see configurator.ts for the procedure), and a distributed deployment's
+// files (distributed.ts).
 //   fleetspeak-config --config /etc/fleetspeak-server/configurator.config
 // Go-style flags work too (-config FILE); -config_file is accepted as an alias.
 import { parseArgs } from "node:util";
@@ -16,7 +17,10 @@ const USAGE = `usage: fleetspeak-config --config FILE
 
   --config FILE   text-format fleetspeak.config.Config (template: ${DEFAULT_CONFIGURATOR_CONFIG});
                   creates the CA and the server certificate where missing, then writes the server
-                  components config and the client configs named in it.`;
+                  components config and the client configs named in it; with a distributed
+                  section, also every frontend's and admin server's configs, the HAProxy config
+                  and the client config, one folder per machine (docs/scaling.md).
+                  Everything is checked before the first file is written.`;
 
 function fail(message: string, code: number): never {
   process.stderr.write(`fleetspeak-config: ${message}\n`);

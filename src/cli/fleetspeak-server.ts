@@ -16,8 +16,9 @@ import {
   loadServicesConfig,
 } from "../server/config.js";
 import { startServer } from "../server/main.js";
+import { probeStore } from "../server/store/open-store.js";
 
-const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check]
+const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check [--connect]]
        fleetspeak-server prune --older_than DURATION [--mysql_data_source_name DSN | --sqlite_path FILE]
        fleetspeak-server migrate [--to-fleetspeak] [--components_config FILE | --mysql_data_source_name DSN | --sqlite_path FILE]
 
@@ -25,14 +26,22 @@ const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_c
   --services_config    fleetspeak.server.ServerConfig, text format (default ${DEFAULT_SERVICES_CONFIG})
   --sqlite_path        database file used when the components config has no mysql_data_source_name
                        (default $FLEETSPEAK_SQLITE_PATH or /var/lib/fleetspeak-server/fleetspeak.sqlite)
-  --check              read and check both files, print what would run, and exit
+  --check              check both files as a start would (addresses, certificates and keys,
+                       files, the DSN), print what would run, and exit: 0 if it would start
+  --connect            with --check: also connect to the MySQL database and check its schema
   --log_level          trace, debug, info, warn, error (default info; or $FLEETSPEAK_LOG_LEVEL)
 Go/glog flags such as -logtostderr, -alsologtostderr, -v and -log_dir are accepted and ignored
 (logs always go to stderr as JSON lines).`;
 
+/** Subcommands, each with its own flags and --help; loaded only when asked for. */
+const SUBCOMMANDS: Record<string, () => Promise<(argv: string[]) => Promise<number>>> = {
+  prune: async () => (await import("./prune.js")).runPrune,
+  migrate: async () => (await import("./migrate.js")).runMigrate,
+};
+
 const GLOG_STRING_FLAGS = ["stderrthreshold", "log_dir", "v", "vmodule", "log_backtrace_at"];
 const GLOG_BOOL_FLAGS = ["logtostderr", "alsologtostderr"];
-const BOOL_FLAGS = new Set(["check", "help", ...GLOG_BOOL_FLAGS]);
+const BOOL_FLAGS = new Set(["check", "connect", "help", ...GLOG_BOOL_FLAGS]);
 
 /** Go booleans may be written -flag=true / -flag=false; parseArgs only knows --flag. */
 function normalizeBooleans(args: string[]): string[] {
@@ -53,14 +62,14 @@ function die(message: string, code = 2): never {
 }
 
 async function main(argv: string[]): Promise<void> {
-  if (argv[0] === "prune") {
-    const { runPrune } = await import("./prune.js");
-    process.exit(await runPrune(argv.slice(1)));
+  const [first, second] = argv;
+  // "fleetspeak-server SUB ..." and "fleetspeak-server help SUB" (its usage).
+  const sub = first === "help" && second !== undefined ? second : first;
+  if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) {
+    const run = await SUBCOMMANDS[sub]!();
+    process.exit(await run(first === "help" ? ["--help"] : argv.slice(1)));
   }
-  if (argv[0] === "migrate") {
-    const { runMigrate } = await import("./migrate.js");
-    process.exit(await runMigrate(argv.slice(1)));
-  }
+  if (first === "help") argv = ["--help"];
   let values: Record<string, string | boolean | undefined>;
   try {
     ({ values } = parseArgs({
@@ -73,6 +82,7 @@ async function main(argv: string[]): Promise<void> {
           default: process.env.FLEETSPEAK_SQLITE_PATH ?? "/var/lib/fleetspeak-server/fleetspeak.sqlite",
         },
         check: { type: "boolean", default: false },
+        connect: { type: "boolean", default: false },
         log_level: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
         ...Object.fromEntries(GLOG_STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
@@ -82,12 +92,16 @@ async function main(argv: string[]): Promise<void> {
       strict: true,
     }));
   } catch (e) {
-    die(`${(e as Error).message}\n${USAGE}`);
+    // node's first sentence says what is wrong; the usage line says what would be right.
+    const what = (e as Error).message.split(". ")[0]!;
+    const hint = /Unexpected argument/.test(what) ? `; subcommands: ${Object.keys(SUBCOMMANDS).join(", ")}` : "";
+    die(`${what}${hint}; ${USAGE.split("\n")[0]} (fleetspeak-server --help says more)`);
   }
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
+  if (values.connect && !values.check) die("--connect goes with --check: fleetspeak-server --check --connect");
   if (typeof values.log_level === "string") setLogLevel(values.log_level);
   const componentsPath = values.components_config as string;
   const servicesPath = values.services_config as string;
@@ -107,6 +121,14 @@ async function main(argv: string[]): Promise<void> {
     die((e as Error).message, 1);
   }
   if (values.check) {
+    if (values.connect) {
+      try {
+        const answer = await probeStore({ mysqlDataSourceName: components.mysqlDataSourceName, sqlitePath });
+        if (answer) summary.push(answer);
+      } catch (e) {
+        die(`${componentsPath}: mysql_data_source_name: ${(e as Error).message}`, 1);
+      }
+    }
     process.stdout.write(`config OK: ${summary.join("; ")}\n`);
     return;
   }

@@ -7,7 +7,7 @@ import { goStyleArgs } from "../common/go-flags.js";
 import { parseGoDuration } from "../common/mysql-dsn.js";
 import { openStore } from "../server/store/open-store.js";
 
-const USAGE = `usage: prune (-mysql_data_source_name DSN | -sqlite_path FILE) [-older_than 720h] [-batch_size 1000]
+const USAGE = `usage: fleetspeak-server prune (-mysql_data_source_name DSN | -sqlite_path FILE) [-older_than 720h] [-batch_size 1000]
   -mysql_data_source_name  Go-style MySQL DSN of the shared database, e.g. "user:pw@tcp(host:3306)/fleetspeak"
   -sqlite_path             the SQLite database file of a single-machine server
   -older_than              delete messages created longer ago than this Go duration (default 720h)

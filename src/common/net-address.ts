@@ -56,3 +56,16 @@ export function parseHostPort(
 export function formatHostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
+
+/** Whether an address ("host:port") names this machine only: localhost, 127.0.0.0/8 or ::1. */
+export function isLoopbackAddress(address: string): boolean {
+  try {
+    return isLoopbackHost(parseHostPort(address, { emptyHost: "" }).host);
+  } catch {
+    return false;
+  }
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
+}

@@ -217,6 +217,21 @@ describe("fleetspeak-admin", () => {
       assert.match(r.stdout, new RegExp(`\\n  ${c} `));
     }
   });
+
+  it("prints one command's usage and flags for COMMAND --help, -h and help COMMAND", async () => {
+    for (const args of [["send", "--help"], ["send", "-h"], ["help", "send"]]) {
+      const r = await runAdmin(args);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^usage: fleetspeak-admin \[global flags\] send CLIENT_ID SERVICE TYPE /);
+      assert.match(r.stdout, /\n {2}--data_text TEXT +the payload, as text/);
+      assert.match(r.stdout, /\n {2}--source SERVICE +the sending service/);
+      assert.doesNotMatch(r.stdout, /createbroadcast|--labels/, "only send's usage");
+    }
+    const broadcast = await runAdmin(["createbroadcast", "--help"]);
+    assert.match(broadcast.stdout, /\n {2}--limit N +reach at most N clients/);
+    const unknown = await runAdmin(["nosuch", "--help"]);
+    assertOneLineError(unknown, 2, /unknown command "nosuch"; commands: listclients, /);
+  });
 });
 
 describe("fleetspeak-admin over TLS", () => {

@@ -1,8 +1,10 @@
 // `npm start` (scripts/local-deploy.ts) as a user runs it: it becomes ready, fleetspeak-admin lists
-// its client and delivers a message to it, and Ctrl-C stops everything with exit code 0.
+// its client and delivers a message to it, and Ctrl-C stops everything with exit code 0. So does
+// a SIGINT or SIGTERM sent to npm's own PID (a service manager or `kill` does that, not a
+// terminal): npm passes it to the script, which runs without a shell in between.
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -31,6 +33,40 @@ function portOpen(address: string): Promise<boolean> {
     s.on("error", () => done(false));
   });
 }
+
+/** Every process below `pid`, from /proc. */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The parent PID is the 2nd field after the ")" that ends the command name.
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const c of children.get(p) ?? []) {
+      out.push(c);
+      walk(c);
+    }
+  };
+  walk(pid);
+  return out;
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 describe("npm start", () => {
   const stateDir = mkdtempSync(join(tmpdir(), "fs-local-"));
@@ -89,4 +125,28 @@ describe("npm start", () => {
     assert.match(deploy.output(), /SIGINT: stopping the client and the server\.\.\.\nstopped\.\n/);
     assert.equal(await portOpen(adminAddr), false, "the server is gone");
   });
+
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    it(`stops the server and the client when npm's own PID gets ${signal}`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), "fs-local-npm-"));
+      try {
+        const proc = spawn(
+          "npm",
+          ["start", "--", "--state_dir", dir, "--frontend_port", "0", "--admin_port", "0", "--metrics_port", "0"],
+          { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+        );
+        const npm = manage("npm start", proc);
+        await npm.waitFor(/Fleetspeak is ready\. Press Ctrl-C to stop\./, 90_000);
+        const below = descendants(npm.pid);
+        assert.ok(below.length >= 3, `npm start runs the script, a server and a client: ${below.join(", ")}`);
+        proc.kill(signal);
+        const code = await npm.exited;
+        assert.equal(code, 0, npm.output());
+        assert.match(npm.output(), new RegExp(`${signal}: stopping the client and the server\\.\\.\\.\\nstopped\\.\\n`));
+        assert.deepEqual(below.filter(alive), [], "every process npm start ran is gone");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });

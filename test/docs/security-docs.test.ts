@@ -23,31 +23,13 @@ import { type ManagedProcess, startHaproxyProcess } from "../support/processes.j
 import { runPythonScript } from "../support/python-grpc.js";
 import { startTestServer, type TestServer } from "../support/server.js";
 import { testServerPki } from "../support/tls.js";
+import { docBlock } from "../support/doc-blocks.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const run = promisify(execFile);
 
-/** The fenced blocks of docs/security.md, by their first line (without "# "). */
-function blocks(): Map<string, string> {
-  const lines = readFileSync(join(ROOT, "docs/security.md"), "utf8").split("\n");
-  const out = new Map<string, string>();
-  for (let i = 0; i < lines.length; i++) {
-    if (!lines[i]!.startsWith("```")) continue;
-    let end = i + 1;
-    while (end < lines.length && !lines[end]!.startsWith("```")) end++;
-    const body = lines.slice(i + 1, end);
-    if (body[0]?.startsWith("# ")) out.set(body[0].slice(2), body.join("\n"));
-    i = end;
-  }
-  return out;
-}
-
-const BLOCKS = blocks();
-
 function block(title: string): string {
-  const b = BLOCKS.get(title);
-  assert.ok(b, `docs/security.md has no block starting "# ${title}"`);
-  return b;
+  return docBlock("security.md", title);
 }
 
 function components(title: string) {

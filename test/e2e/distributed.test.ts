@@ -47,7 +47,7 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
   let haproxy: ManagedProcess;
   const clients: RunningClient[] = [];
   let admin: ReturnType<typeof createClient<typeof Admin>>;
-  const ports = { lbClients: 0, lbAdmin: 0, fe: [0, 0], notify: [0, 0], admin: [0, 0] };
+  const ports = { lbClients: 0, lbAdmin: 0, fe: [0, 0], notify: [0, 0], admin: [0, 0], feHealth: [0, 0], adminHealth: [0, 0] };
   /** tag → time InsertMessage was called (ms, epoch). */
   const insertedAt = new Map<string, number>();
 
@@ -61,6 +61,8 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
       ports.fe[i] = await freePort();
       ports.notify[i] = await freePort();
       ports.admin[i] = await freePort();
+      ports.feHealth[i] = await freePort();
+      ports.adminHealth[i] = await freePort();
     }
     const pki = testServerPki();
     const services = parseText(ServerConfigSchema, readFileSync(join(ROOT, "deploy/examples/server.services.config"), "utf8"), {
@@ -81,7 +83,7 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
       c.httpsConfig!.key = pki.keyPem;
       c.notificationListenAddress = `127.0.0.1:${ports.notify[i]}`;
       c.notificationPublicAddress = `127.0.0.1:${ports.notify[i]}`;
-      c.healthCheckConfig!.listenAddress = `127.0.0.1:${await freePort()}`;
+      c.healthCheckConfig!.listenAddress = `127.0.0.1:${ports.feHealth[i]}`;
       c.statsConfig!.address = `127.0.0.1:${await freePort()}`;
       frontendStats.push(c.statsConfig!.address);
       assert.equal(c.proxyProtocol, true, "the example frontend expects PROXY protocol");
@@ -93,7 +95,7 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
       const c = example("admin.components.config");
       c.mysqlDataSourceName = db.dsn("fleetspeak");
       c.adminConfig!.listenAddress = `127.0.0.1:${ports.admin[i]}`;
-      c.healthCheckConfig!.listenAddress = `127.0.0.1:${await freePort()}`;
+      c.healthCheckConfig!.listenAddress = `127.0.0.1:${ports.adminHealth[i]}`;
       assert.equal(c.httpsConfig, undefined);
       admins.push(
         await startServerProcess({ name: `admin-${i + 1}`, components: printText(ComponentsConfigSchema, c), services: servicesText }),
@@ -108,10 +110,13 @@ describe("distributed setup: 2 frontends + 2 admin servers + MariaDB + HAProxy",
       .replace(/^ {2}log .*$/m, "")
       .replace("bind :4443", `bind 127.0.0.1:${ports.lbClients}`)
       .replace("bind :4444", `bind 127.0.0.1:${ports.lbAdmin}`)
-      .replace("frontend-1.internal:4443", `127.0.0.1:${ports.fe[0]} source 127.0.0.9`)
-      .replace("frontend-2.internal:4443", `127.0.0.1:${ports.fe[1]} source 127.0.0.9`)
-      .replace("admin-1.internal:4444", `127.0.0.1:${ports.admin[0]}`)
-      .replace("admin-2.internal:4444", `127.0.0.1:${ports.admin[1]}`)
+      .replaceAll("frontend-1.internal:4443", `127.0.0.1:${ports.fe[0]} source 127.0.0.9`)
+      .replaceAll("frontend-2.internal:4443", `127.0.0.1:${ports.fe[1]} source 127.0.0.9`)
+      .replaceAll("admin-1.internal:4444", `127.0.0.1:${ports.admin[0]}`)
+      .replaceAll("admin-2.internal:4444", `127.0.0.1:${ports.admin[1]}`)
+      // HTTP health checks go to each server's health_check_config port.
+      .replace(/(server (frontend|admin)-(\d) .*check port )8080/g, (_, head: string, role: string, n: string) =>
+        `${head}${(role === "frontend" ? ports.feHealth : ports.adminHealth)[Number(n) - 1]}`)
       .replace(/inter 2s/g, "inter 500ms fall 1 rise 1");
     haproxy = await startHaproxyProcess("haproxy", cfg, [ports.lbClients, ports.lbAdmin]);
     admin = createClient(Admin, createGrpcTransport({ baseUrl: `http://127.0.0.1:${ports.lbAdmin}` }));

@@ -75,7 +75,9 @@ import {
 } from "../../src/gen/fleetspeak_components/config_pb.js";
 import {
   ConfigSchema as ConfiguratorConfigSchema,
+  DistributedSchema,
   file_fleetspeak_config_config,
+  MachineSchema,
 } from "../../src/gen/fleetspeak_config/config_pb.js";
 import {
   ConfigSchema as CpsConfigSchema,
@@ -851,6 +853,24 @@ describe("fleetspeak.config (configurator)", () => {
       windowsClientConfigurationFile: "/tmp/windows.config",
       serverName: "fs.example.com",
       proxy: "http://proxy:3128",
+      distributed: {
+        outputDirectory: "/etc/fs/distributed",
+        frontend: [{ name: "frontend-1", host: "frontend-1.internal", listenIp: "10.0.0.1" }],
+        adminServer: [{ name: "admin-1", host: "admin-1.internal", listenIp: "10.0.0.2" }],
+        servicesConfig: {
+          services: [
+            {
+              name: "GRR",
+              factory: "GRPC",
+              maxParallelism: 5,
+              config: anyPack(GrpcConfigSchema, create(GrpcConfigSchema, { target: "grr:11111", insecure: true })),
+            },
+          ],
+          broadcastPollTime: { seconds: 1n },
+        },
+        clientsBalancerAddress: ":4443",
+        adminBalancerAddress: ":4444",
+      },
     });
     golden(ConfiguratorConfigSchema, { configurationName: "n", componentsConfig: { requiredLabel: "l" } }, "0a016e 120322016c");
     golden(ConfiguratorConfigSchema, { trustedCertFile: "a", trustedCertKeyFile: "b" }, "1a0161 220162");
@@ -858,6 +878,11 @@ describe("fleetspeak.config (configurator)", () => {
     golden(ConfiguratorConfigSchema, { publicHostPort: ["h:1"], linuxClientConfigurationFile: "l" }, "4203683a31 4a016c");
     golden(ConfiguratorConfigSchema, { darwinClientConfigurationFile: "d", windowsClientConfigurationFile: "w" }, "520164 5a0177");
     golden(ConfiguratorConfigSchema, { serverName: "s", proxy: "p" }, "620173 6a0170");
+    // Our own field (100) and messages.
+    golden(ConfiguratorConfigSchema, { distributed: { outputDirectory: "o" } }, "a20603 0a016f");
+    golden(DistributedSchema, { frontend: [{ name: "f" }], adminServer: [{ name: "a" }] }, "1203 0a0166 1a03 0a0161");
+    golden(DistributedSchema, { servicesConfig: {}, clientsBalancerAddress: "c", adminBalancerAddress: "a" }, "2200 2a0163 320161");
+    golden(MachineSchema, { name: "n", host: "h", listenIp: "i" }, "0a016e 120168 1a0169");
   });
 });
 
@@ -977,4 +1002,6 @@ const EXPECTED_TYPE_NAMES = [
   "fleetspeak.stdinservice.OutputMessage",
   "fleetspeak.channel.StartupData",
   "fleetspeak.config.Config",
+  "fleetspeak.config.Distributed",
+  "fleetspeak.config.Machine",
 ];

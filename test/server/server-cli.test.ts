@@ -107,7 +107,7 @@ broadcast_poll_time { seconds: 1 }
       [`admin_config { listen_address: ":1" }`, `services { name: "system" factory: "NOOP" }`, /illegal service name \[system\]/],
     ];
     for (const [c, s, re] of cases) {
-      const r = server("--components_config", file("c.config", c), "--services_config", file("s.config", s), "--check");
+      const r = server("--components_config", file("c.config", c), "--services_config", file("s.config", s), "--sqlite_path", join(dir, "db.sqlite"), "--check");
       assert.notEqual(r.code, 0, c);
       assert.match(r.err, re);
     }

@@ -1,10 +1,9 @@
 // The real Fleetspeak (Go server, client, config and admin tools, and GRR's Python connector),
-// for the tests that claim compatibility with it: built from the source kept in the workplace's
-// shared/fleetspeak-go by its build.sh (see its README). A missing build is made here, once, under
-// a lock so that test files starting together do not build it twice; a missing build script is a
-// test failure that says where to find it, never a skip.
+// for the tests that claim compatibility with it. scripts/test-deps.sh (run before `npm test`)
+// builds it with the workplace's shared/fleetspeak-go/build.sh when missing, under a lock so that
+// test files starting together do not build it twice; a test file run on its own asks the same
+// script. A build that cannot be made is a test failure saying what to run, never a skip.
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -20,27 +19,19 @@ export interface FleetspeakGo {
   admin: string;
 }
 
-const BINARIES = ["fleetspeak_server", "fleetspeak_client", "fleetspeak_config", "fleetspeak_admin"];
+let cached: FleetspeakGo | undefined;
 
-/** Where build.sh lives: FLEETSPEAK_GO_SRC, or shared/fleetspeak-go beside the checkout. */
-function buildScript(): string {
-  const candidates = [
-    process.env.FLEETSPEAK_GO_SRC,
-    join(ROOT, "../shared/fleetspeak-go"),
-    "/work/shared/fleetspeak-go",
-  ].filter((d): d is string => d !== undefined);
-  for (const d of candidates) {
-    if (existsSync(join(d, "build.sh"))) return join(d, "build.sh");
-  }
-  throw new Error(
-    `cannot find the real Fleetspeak's build script (looked in ${candidates.join(", ")}); ` +
-      "set FLEETSPEAK_GO_SRC to the folder holding build.sh and fleetspeak-src.tar.gz",
-  );
-}
-
-function layout(dir: string): FleetspeakGo {
+/** The real Fleetspeak, built on first use (a few minutes the first time on a fresh machine). */
+export function fleetspeakGo(): FleetspeakGo {
+  if (cached) return cached;
+  const dir = process.env.FLEETSPEAK_GO_DIR ?? "/tmp/fleetspeak-go";
+  // Exits 0 at once when the build is there; otherwise builds it, or prints what to run and fails.
+  execFileSync(join(ROOT, "scripts/test-deps.sh"), ["fleetspeak-go"], {
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, FLEETSPEAK_GO_DIR: dir },
+  });
   const bin = join(dir, "bin");
-  return {
+  cached = {
     bin,
     pythonPath: join(dir, "grr"),
     server: join(bin, "fleetspeak_server"),
@@ -48,29 +39,5 @@ function layout(dir: string): FleetspeakGo {
     config: join(bin, "fleetspeak_config"),
     admin: join(bin, "fleetspeak_admin"),
   };
-}
-
-function built(fs: FleetspeakGo): boolean {
-  return BINARIES.every((b) => existsSync(join(fs.bin, b))) && existsSync(join(fs.pythonPath, "fleetspeak"));
-}
-
-let cached: FleetspeakGo | undefined;
-
-/** The real Fleetspeak, built on first use (a few minutes the first time on a fresh machine). */
-export function fleetspeakGo(): FleetspeakGo {
-  if (cached) return cached;
-  const dir = process.env.FLEETSPEAK_GO_DIR ?? "/tmp/fleetspeak-go";
-  const fs = layout(dir);
-  if (!built(fs)) {
-    // flock serialises concurrent test files; the second one finds the build done and returns.
-    const script = buildScript();
-    execFileSync(
-      "flock",
-      [`${dir}.lock`, "sh", "-c", `${BINARIES.map((b) => `[ -x "$0/bin/${b}" ]`).join(" && ")} || exec "$1"`, dir, script],
-      { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, FLEETSPEAK_GO_DIR: dir }, cwd: ROOT },
-    );
-    if (!built(fs)) throw new Error(`${script} finished but ${fs.bin} lacks the Fleetspeak binaries`);
-  }
-  cached = fs;
-  return fs;
+  return cached;
 }

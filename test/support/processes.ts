@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { parseHostPort } from "../../src/common/net-address.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const live = new Set<ChildProcess>();
@@ -120,8 +121,11 @@ export async function startServerProcess(opts: ServerProcessOptions): Promise<Ma
   return m;
 }
 
-/** Starts HAProxy in the foreground with a config text; resolves once it listens. */
-export async function startHaproxyProcess(name: string, config: string, ports: number[]): Promise<ManagedProcess> {
+/**
+ * Starts HAProxy in the foreground with a config text; resolves once it listens on every address
+ * ("host:port", or a port on 127.0.0.1).
+ */
+export async function startHaproxyProcess(name: string, config: string, addresses: Array<number | string>): Promise<ManagedProcess> {
   const dir = mkdtempSync(join(tmpdir(), `fs-${name}-`));
   const cfg = join(dir, "haproxy.cfg");
   writeFileSync(cfg, config);
@@ -129,10 +133,11 @@ export async function startHaproxyProcess(name: string, config: string, ports: n
   const m = manage(name, proc);
   const net = await import("node:net");
   const deadline = Date.now() + 10_000;
-  for (const port of ports) {
+  for (const address of addresses) {
+    const { host, port } = typeof address === "number" ? { host: "127.0.0.1", port: address } : parseHostPort(address);
     for (;;) {
       const ok = await new Promise<boolean>((res) => {
-        const s = net.connect(port, "127.0.0.1");
+        const s = net.connect(port, host);
         s.once("connect", () => {
           s.destroy();
           res(true);
@@ -140,7 +145,7 @@ export async function startHaproxyProcess(name: string, config: string, ports: n
         s.once("error", () => res(false));
       });
       if (ok) break;
-      if (Date.now() > deadline) throw new Error(`${name} is not listening on ${port}; output:\n${m.output()}`);
+      if (Date.now() > deadline) throw new Error(`${name} is not listening on ${host}:${port}; output:\n${m.output()}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }

@@ -23,6 +23,19 @@ export interface ParseTextOptions {
   discardUnknown?: boolean;
   /** Resolves the message types of expanded google.protobuf.Any values. */
   registry?: Registry;
+  /**
+   * Filled with where each field is set, so that checks after parsing can name the place: its
+   * path ("https_config.listen_address", repeated elements as "services[0]", fields inside an
+   * expanded Any under the Any field's path) → line and column of the field's name.
+   */
+  positions?: Map<string, TextPosition>;
+}
+
+export interface TextPosition {
+  /** 1-based. */
+  line: number;
+  /** 1-based. */
+  column: number;
 }
 
 /** Parses text-format `text` into a new message of `schema`. Throws TextFormatError. */
@@ -43,7 +56,7 @@ export function mergeText<Desc extends DescMessage>(
   opts?: ParseTextOptions,
 ): MessageShape<Desc> {
   const lexer = new Lexer(text, opts?.fileName ?? "<text>");
-  new Parser(lexer, opts?.discardUnknown ?? false, opts?.registry).parseBody(reflect(schema, target), undefined, 0);
+  new Parser(lexer, opts?.discardUnknown ?? false, opts?.registry, opts?.positions).parseBody(reflect(schema, target), undefined, 0);
   return target;
 }
 
@@ -170,11 +183,14 @@ function at(t: Token): string {
 class Parser {
   /** The messages being parsed, outermost first. */
   private readonly open: { desc: DescMessage; block: Block | undefined }[] = [];
+  /** Path of the field being parsed, for `positions`. */
+  private readonly path: string[] = [];
 
   constructor(
     private readonly lx: Lexer,
     private readonly discardUnknown: boolean,
     private readonly registry: Registry | undefined,
+    private readonly positions: Map<string, TextPosition> | undefined,
   ) {}
 
   /** Fields of `msg` up to the end of `block` (or of the input, at top level). */
@@ -223,7 +239,14 @@ class Parser {
             throw lx.error(t, `google.protobuf.Any already has a value (set at ${at(expandedAny)}); write either one "[type URL] { ... }" or type_url and value`);
           }
           this.checkOnce(msg, field, t, seen, seenOneofs);
-          this.parseField(msg, field, t, depth);
+          if (this.positions === undefined) {
+            this.parseField(msg, field, t, depth);
+          } else {
+            this.path.push(field.fieldKind === "list" ? `${field.name}[${msg.get(field).size}]` : field.name);
+            this.positions.set(this.path.join("."), { line: t.line, column: t.column });
+            this.parseField(msg, field, t, depth);
+            this.path.pop();
+          }
         }
       } else {
         const closing = block === undefined ? "" : ` or "${block.close}" to close ${block.label} (opened at ${at(block.open)})`;

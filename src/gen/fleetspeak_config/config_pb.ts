@@ -9,13 +9,15 @@ import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Config as Config$1 } from "../fleetspeak_components/config_pb.js";
 import { file_fleetspeak_components_config } from "../fleetspeak_components/config_pb.js";
+import type { ServerConfig } from "../fleetspeak_server/server_pb.js";
+import { file_fleetspeak_server_server } from "../fleetspeak_server/server_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file fleetspeak_config/config.proto.
  */
 export const file_fleetspeak_config_config: GenFile = /*@__PURE__*/
-  fileDesc("Ch5mbGVldHNwZWFrX2NvbmZpZy9jb25maWcucHJvdG8SEWZsZWV0c3BlYWsuY29uZmlnIrkDCgZDb25maWcSGgoSY29uZmlndXJhdGlvbl9uYW1lGAEgASgJEjgKEWNvbXBvbmVudHNfY29uZmlnGAIgASgLMh0uZmxlZXRzcGVhay5jb21wb25lbnRzLkNvbmZpZxIZChF0cnVzdGVkX2NlcnRfZmlsZRgDIAEoCRIdChV0cnVzdGVkX2NlcnRfa2V5X2ZpbGUYBCABKAkSGAoQc2VydmVyX2NlcnRfZmlsZRgFIAEoCRIcChRzZXJ2ZXJfY2VydF9rZXlfZmlsZRgGIAEoCRIrCiNzZXJ2ZXJfY29tcG9uZW50X2NvbmZpZ3VyYXRpb25fZmlsZRgHIAEoCRIYChBwdWJsaWNfaG9zdF9wb3J0GAggAygJEicKH2xpbnV4X2NsaWVudF9jb25maWd1cmF0aW9uX2ZpbGUYCSABKAkSKAogZGFyd2luX2NsaWVudF9jb25maWd1cmF0aW9uX2ZpbGUYCiABKAkSKQohd2luZG93c19jbGllbnRfY29uZmlndXJhdGlvbl9maWxlGAsgASgJEhMKC3NlcnZlcl9uYW1lGAwgASgJEg0KBXByb3h5GA0gASgJYgZwcm90bzM", [file_fleetspeak_components_config]);
+  fileDesc("Ch5mbGVldHNwZWFrX2NvbmZpZy9jb25maWcucHJvdG8SEWZsZWV0c3BlYWsuY29uZmlnIu4DCgZDb25maWcSGgoSY29uZmlndXJhdGlvbl9uYW1lGAEgASgJEjgKEWNvbXBvbmVudHNfY29uZmlnGAIgASgLMh0uZmxlZXRzcGVhay5jb21wb25lbnRzLkNvbmZpZxIZChF0cnVzdGVkX2NlcnRfZmlsZRgDIAEoCRIdChV0cnVzdGVkX2NlcnRfa2V5X2ZpbGUYBCABKAkSGAoQc2VydmVyX2NlcnRfZmlsZRgFIAEoCRIcChRzZXJ2ZXJfY2VydF9rZXlfZmlsZRgGIAEoCRIrCiNzZXJ2ZXJfY29tcG9uZW50X2NvbmZpZ3VyYXRpb25fZmlsZRgHIAEoCRIYChBwdWJsaWNfaG9zdF9wb3J0GAggAygJEicKH2xpbnV4X2NsaWVudF9jb25maWd1cmF0aW9uX2ZpbGUYCSABKAkSKAogZGFyd2luX2NsaWVudF9jb25maWd1cmF0aW9uX2ZpbGUYCiABKAkSKQohd2luZG93c19jbGllbnRfY29uZmlndXJhdGlvbl9maWxlGAsgASgJEhMKC3NlcnZlcl9uYW1lGAwgASgJEg0KBXByb3h5GA0gASgJEjMKC2Rpc3RyaWJ1dGVkGGQgASgLMh4uZmxlZXRzcGVhay5jb25maWcuRGlzdHJpYnV0ZWQigwIKC0Rpc3RyaWJ1dGVkEhgKEG91dHB1dF9kaXJlY3RvcnkYASABKAkSLAoIZnJvbnRlbmQYAiADKAsyGi5mbGVldHNwZWFrLmNvbmZpZy5NYWNoaW5lEjAKDGFkbWluX3NlcnZlchgDIAMoCzIaLmZsZWV0c3BlYWsuY29uZmlnLk1hY2hpbmUSOAoPc2VydmljZXNfY29uZmlnGAQgASgLMh8uZmxlZXRzcGVhay5zZXJ2ZXIuU2VydmVyQ29uZmlnEiAKGGNsaWVudHNfYmFsYW5jZXJfYWRkcmVzcxgFIAEoCRIeChZhZG1pbl9iYWxhbmNlcl9hZGRyZXNzGAYgASgJIjgKB01hY2hpbmUSDAoEbmFtZRgBIAEoCRIMCgRob3N0GAIgASgJEhEKCWxpc3Rlbl9pcBgDIAEoCWIGcHJvdG8z", [file_fleetspeak_components_config, file_fleetspeak_server_server]);
 
 /**
  * @generated from message fleetspeak.config.Config
@@ -105,6 +107,15 @@ export type Config = Message<"fleetspeak.config.Config"> & {
    * @generated from field: string proxy = 13;
    */
   proxy: string;
+
+  /**
+   * This implementation's own field: a distributed deployment (docs/scaling.md) to write, one
+   * folder per machine. Fleetspeak's configurator has no such field; configs without it are
+   * Fleetspeak's, unchanged.
+   *
+   * @generated from field: fleetspeak.config.Distributed distributed = 100;
+   */
+  distributed?: Distributed | undefined;
 };
 
 /**
@@ -113,4 +124,95 @@ export type Config = Message<"fleetspeak.config.Config"> & {
  */
 export const ConfigSchema: GenMessage<Config> = /*@__PURE__*/
   messageDesc(file_fleetspeak_config_config, 0);
+
+/**
+ * Frontends and admin servers sharing one MySQL database, HAProxy in front of each tier. Every
+ * server's components config is components_config with the role's parts kept and filled in.
+ *
+ * @generated from message fleetspeak.config.Distributed
+ */
+export type Distributed = Message<"fleetspeak.config.Distributed"> & {
+  /**
+   * Where to write: <name>/ for every machine below (server.components.config,
+   * server.services.config), load-balancer/haproxy.cfg, client/client.config.
+   *
+   * @generated from field: string output_directory = 1;
+   */
+  outputDirectory: string;
+
+  /**
+   * "Fleetspeak Server" machines: https_config, notification listener, PROXY protocol.
+   *
+   * @generated from field: repeated fleetspeak.config.Machine frontend = 2;
+   */
+  frontend: Machine[];
+
+  /**
+   * "Fleetspeak Admin Server" machines: admin_config, HTTP notifier.
+   *
+   * @generated from field: repeated fleetspeak.config.Machine admin_server = 3;
+   */
+  adminServer: Machine[];
+
+  /**
+   * The services config every server gets: where messages from clients go.
+   *
+   * @generated from field: fleetspeak.server.ServerConfig services_config = 4;
+   */
+  servicesConfig?: ServerConfig | undefined;
+
+  /**
+   * Where HAProxy listens for clients (default: all interfaces, the first public_host_port's
+   * port) and for GRR (default: all interfaces, admin_config.listen_address's port).
+   *
+   * @generated from field: string clients_balancer_address = 5;
+   */
+  clientsBalancerAddress: string;
+
+  /**
+   * @generated from field: string admin_balancer_address = 6;
+   */
+  adminBalancerAddress: string;
+};
+
+/**
+ * Describes the message fleetspeak.config.Distributed.
+ * Use `create(DistributedSchema)` to create a new message.
+ */
+export const DistributedSchema: GenMessage<Distributed> = /*@__PURE__*/
+  messageDesc(file_fleetspeak_config_config, 1);
+
+/**
+ * @generated from message fleetspeak.config.Machine
+ */
+export type Machine = Message<"fleetspeak.config.Machine"> & {
+  /**
+   * Its folder and its server name in the HAProxy config, e.g. "frontend-1".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The host name or IP address other machines (HAProxy, the admin servers) reach it at.
+   *
+   * @generated from field: string host = 2;
+   */
+  host: string;
+
+  /**
+   * Optional: the IP address its listeners bind where components_config says all interfaces
+   * (0.0.0.0, :: or an empty host), e.g. its internal interface.
+   *
+   * @generated from field: string listen_ip = 3;
+   */
+  listenIp: string;
+};
+
+/**
+ * Describes the message fleetspeak.config.Machine.
+ * Use `create(MachineSchema)` to create a new message.
+ */
+export const MachineSchema: GenMessage<Machine> = /*@__PURE__*/
+  messageDesc(file_fleetspeak_config_config, 2);
 

@@ -1,9 +1,9 @@
 // The admin gRPC listener: fleetspeak.server.Admin over HTTP/2. Plaintext (h2c) by default, as
 // Fleetspeak's admin port is; TLS, optionally requiring client certificates, when configured.
 import * as http2 from "node:http2";
-import type { AddressInfo } from "node:net";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "../../common/log.js";
+import { listen } from "../../common/listen.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import { Admin } from "../../gen/fleetspeak_server/admin_pb.js";
 import { adminTlsServerOptions, requireClientCertificate } from "../security/admin-auth.js";
@@ -39,7 +39,7 @@ export interface AdminServer {
 }
 
 export async function startAdminServer(opts: AdminServerOptions): Promise<AdminServer> {
-  const { host, port } = parseHostPort(opts.listenAddress, { emptyHost: "" });
+  const { host } = parseHostPort(opts.listenAddress, { emptyHost: "" });
   const grpc = createGrpcHandler(Admin, opts.service, {
     maxReceiveBytes: opts.maxReceiveBytes ?? ADMIN_MAX_RECEIVE_BYTES,
     logger: opts.logger,
@@ -59,19 +59,9 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   });
   server.on("sessionError", (err) => opts.logger.debug({ err: err.message }, "admin session error"));
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => {
-      reject(new Error(`admin server: cannot listen on ${opts.listenAddress}: ${err.message}`));
-    };
-    server.once("error", onError);
-    server.listen({ host: host === "" ? undefined : host, port }, () => {
-      server.off("error", onError);
-      resolve();
-    });
-  });
+  const bound = await listen(server, opts.listenAddress, "admin_config.listen_address");
   server.on("error", (err) => opts.logger.error({ err: err.message }, "admin listener error"));
 
-  const bound = server.address() as AddressInfo;
   const address = formatHostPort(host === "" ? bound.address : host, bound.port);
   opts.logger.info({ address, tls: opts.tls !== undefined }, "admin gRPC server listening");
 

@@ -3,6 +3,7 @@
 // answer errors with a real status too, where Fleetspeak answers 200 with an empty body (its Go
 // client treats both as failure, and a real status is what an operator can diagnose).
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Readable } from "node:stream";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { ContactDataSchema } from "../../gen/fleetspeak/common_pb.js";
 import { FrameError, StreamFrameDecoder } from "../../common/framing.js";
@@ -10,10 +11,10 @@ import { MAX_CONTACT_BYTES } from "../../common/limits.js";
 import type { Logger } from "../../common/log.js";
 import { type Comms, ContactError } from "../comms/comms.js";
 import type { Dispatcher } from "../comms/dispatcher.js";
-import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
-import { StoreUnavailableError } from "../store/errors.js";
-import type { LogThrottle } from "../security/log-throttle.js";
 import { type StreamObserver, StreamSession, type StreamTimings } from "../comms/stream-session.js";
+import { StoreUnavailableError } from "../store/errors.js";
+import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
+import type { LogThrottle } from "../security/log-throttle.js";
 import { type BufferBudget, type Reservation, SMALL_REQUEST_BYTES, uploadDeadlineMs } from "../security/buffer-budget.js";
 import { TokenBucket } from "../security/token-bucket.js";
 import { DEFAULT_FRONTEND_LISTENER_LIMITS } from "./listener.js";
@@ -136,217 +137,286 @@ interface QueuedFrame {
   reservation?: Reservation;
 }
 
+/** POST /streaming-message: checked and identified, then served until either side ends it. */
 export async function handleStream(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const address = deps.addressOf(req);
-  const started = performance.now();
-  let session: StreamSession | undefined;
-  const decoder = new StreamFrameDecoder({ expectMagic: true, where: `stream from ${address}` });
-  let firstFrameTimer: NodeJS.Timeout | undefined;
-  let finished = false;
-  const queue: QueuedFrame[] = [];
-  // A large frame gets its memory from the budget when its length prefix arrives, and must then
-  // arrive within uploadDeadlineMs; while the budget has no room, the request is not read.
-  let reserved: { frame: number; reservation: Reservation; deadline: NodeJS.Timeout } | undefined;
-  let waitingForRoom = false;
-  let framesSeen = 0;
-  const stopWaiting = new AbortController();
-
-  const finish = (status: number, message?: string, error?: unknown): void => {
-    if (finished) return;
-    finished = true;
-    if (firstFrameTimer) clearTimeout(firstFrameTimer);
-    stopWaiting.abort();
-    if (reserved) {
-      clearTimeout(reserved.deadline);
-      reserved.reservation.release();
-    }
-    for (const f of queue.splice(0)) f.reservation?.release();
-    if (session) session.close();
-    else if (message !== undefined) fail(res, status, message, error);
-    deps.onContact?.("stream", status, (performance.now() - started) / 1000);
-  };
-
+  const stream = new StreamRequest(deps, req, res);
   try {
     precheck(req);
-    const spki = deps.identify(req);
-    const body = decodedBody(req);
-    firstFrameTimer = setTimeout(() => {
-      deps.logger.info({ address }, "stream closed: no first frame in time");
-      finish(408, "no initial frame received in time");
-      req.destroy();
-    }, deps.firstFrameTimeoutMs ?? 180_000);
+    stream.serve(deps.identify(req));
+  } catch (e) {
+    stream.refuse(e);
+  }
+}
 
-    let starting = false;
-    let pumping = false;
-    const resumeIfIdle = (): void => {
-      if (!pumping && !waitingForRoom && !finished) body.resume();
-    };
-    // Each frame is answered with an ack: a client that sends frames but does not read the
-    // answers is not read further until it does, instead of the acks piling up in memory.
-    const drained = (): Promise<void> =>
-      new Promise((resolve) => {
-        const done = () => {
-          res.off("drain", done);
-          res.off("close", done);
-          resolve();
-        };
-        res.on("drain", done);
-        res.on("close", done);
-      });
+/**
+ * One /streaming-message request, from its first byte to its end. The client's bytes are cut into
+ * frames; large frames get memory from the server-wide budget before they arrive (and a deadline
+ * to arrive by); the first frame opens the contact and its StreamSession, and the others are fed
+ * to the session in order, at most maxStreamFramesPerSecond, and no faster than the client reads
+ * our answers. Whatever ends it (the client, a bad frame, a timeout, the session) ends it once.
+ */
+class StreamRequest {
+  readonly #deps: ContactHandlerDeps;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #address: string;
+  readonly #started = performance.now();
+  readonly #decoder: StreamFrameDecoder;
+  readonly #frameTokens: TokenBucket;
+  /** Complete frames waiting for the session. */
+  readonly #queue: QueuedFrame[] = [];
+  /** Aborts a wait for room in the budget when the stream ends. */
+  readonly #stopWaiting = new AbortController();
+  #spki: Buffer | undefined;
+  #body: Readable | undefined;
+  #session: StreamSession | undefined;
+  #firstFrameTimer: NodeJS.Timeout | undefined;
+  #starting = false;
+  #pumping = false;
+  #finished = false;
+  /** Frames cut so far; the index of the next one. */
+  #framesSeen = 0;
+  // A large frame gets its memory from the budget when its length prefix arrives, and must then
+  // arrive within uploadDeadlineMs; while the budget has no room, the request is not read.
+  #reserved: { frame: number; reservation: Reservation; deadline: NodeJS.Timeout } | undefined;
+  #waitingForRoom = false;
+
+  constructor(deps: ContactHandlerDeps, req: IncomingMessage, res: ServerResponse) {
+    this.#deps = deps;
+    this.#req = req;
+    this.#res = res;
+    this.#address = deps.addressOf(req);
+    this.#decoder = new StreamFrameDecoder({ expectMagic: true, where: `stream from ${this.#address}` });
     const rate = deps.maxStreamFramesPerSecond ?? DEFAULT_FRONTEND_LISTENER_LIMITS.maxStreamFramesPerSecond;
-    const frameTokens = new TokenBucket(rate, rate);
-    const pump = async (): Promise<void> => {
-      if (pumping) return;
-      pumping = true;
-      try {
-        while (queue.length > 0 && session && !session.isClosed) {
-          // Backpressure: stop reading while the session has its hands full.
-          body.pause();
-          if (res.writableNeedDrain) {
-            await drained();
-            continue;
-          }
-          const wait = frameTokens.take();
-          if (wait > 0) {
-            await new Promise((resolve) => setTimeout(resolve, wait));
-            continue;
-          }
-          const frame = queue.shift()!;
-          await session.onClientFrame(frame.bytes, () => frame.reservation?.release());
-        }
-      } finally {
-        pumping = false;
-        resumeIfIdle();
-      }
-    };
+    this.#frameTokens = new TokenBucket(rate, rate);
+  }
 
-    const reserveFor = (bytes: number, budget: BufferBudget): void => {
-      const frame = framesSeen;
-      const granted = (reservation: Reservation): void => {
-        if (finished || framesSeen > frame) {
-          reservation.release();
-          return;
-        }
-        const limitMs = uploadDeadlineMs(bytes, deps.uploadGraceMs);
-        const deadline = setTimeout(() => {
-          deps.logger.info({ address, bytes }, "stream closed: a large frame was not received in time");
-          finish(408, `frame of ${bytes} bytes not received within ${limitMs} ms`);
-          req.destroy();
-        }, limitMs);
-        reserved = { frame, reservation, deadline };
-      };
-      const now = budget.tryReserve(bytes);
-      if (now) {
-        granted(now);
-        return;
-      }
-      waitingForRoom = true;
-      body.pause();
-      deps.logger.debug({ address, bytes, buffered: budget.used }, "stream waits for room for a large frame");
-      budget.reserve(bytes, stopWaiting.signal).then(
-        (reservation) => {
-          waitingForRoom = false;
-          granted(reservation);
-          resumeIfIdle();
-        },
-        () => {},
-      );
-    };
-
-    /** The complete frames of a chunk, each with its reservation if it had one. */
-    const claim = (frames: Buffer[]): QueuedFrame[] =>
-      frames.map((bytes) => {
-        const index = framesSeen++;
-        if (reserved?.frame !== index) return { bytes };
-        const { reservation, deadline } = reserved;
-        clearTimeout(deadline);
-        reserved = undefined;
-        return { bytes, reservation };
-      });
-
-    const startSession = async (first: Buffer): Promise<void> => {
-      const hold = holdWhileStoreUnavailable(deps, started, () => finished);
-      const contact = await retryWhileStoreUnavailable(() => deps.comms.openContact(spki, address, first, true), hold);
-      session = new StreamSession(
-        deps.comms,
-        contact,
-        {
-          write: (b) => res.write(b),
-          onDrain: (cb) => res.on("drain", cb),
-          close: () => {
-            if (!res.writableEnded) res.end();
-            // Make sure the socket goes even if the client keeps its request body open.
-            setTimeout(() => req.socket.destroy(), 1000).unref();
-          },
-        },
-        deps.dispatcher,
-        deps.timings,
-        deps.observer,
-      );
-      const opened = session;
-      const frame0 = await retryWhileStoreUnavailable(() => opened.initialFrame(), hold);
-      if (finished) {
-        session.close();
-        return;
-      }
-      if (firstFrameTimer) clearTimeout(firstFrameTimer);
-      res.writeHead(200, { "content-type": "application/octet-stream" });
-      res.write(frame0);
-      session.start();
-      deps.logger.debug({ clientId: contact.clientIdHex, address }, "stream started");
-    };
-
-    body.on("data", (chunk: Buffer) => {
-      let frames: Buffer[];
-      try {
-        frames = decoder.push(chunk);
-      } catch (e) {
-        const status = e instanceof FrameError ? 400 : 500;
-        deps.logger.info({ address, err: (e as Error).message }, "stream closed: bad framing");
-        finish(status, (e as Error).message);
-        req.destroy();
-        return;
-      }
-      const complete = claim(frames);
-      const pending = decoder.pendingFrameBytes;
-      if (deps.budget && pending > SMALL_REQUEST_BYTES && !reserved && !waitingForRoom) reserveFor(pending, deps.budget);
-      if (complete.length === 0) return;
-      if (!session && !starting) {
-        starting = true;
-        const first = complete.shift()!;
-        queue.push(...complete);
-        body.pause();
-        startSession(first.bytes)
-          .then(() => {
-            first.reservation?.release();
-            resumeIfIdle();
-            return pump();
-          })
-          .catch((e) => {
-            first.reservation?.release();
-            const status = statusOf(e);
-            logRefusal(deps, "stream refused", address, status, e);
-            finish(status, (e as Error).message, e);
-          });
-        return;
-      }
-      queue.push(...complete);
-      if (finished) for (const f of queue.splice(0)) f.reservation?.release();
-      else if (session) void pump();
-    });
+  /** Reads the identified client's request: its first frame within firstFrameTimeoutMs. */
+  serve(spki: Buffer): void {
+    this.#spki = spki;
+    const body = decodedBody(this.#req);
+    this.#body = body;
+    this.#firstFrameTimer = setTimeout(
+      () => this.#abort(408, "no initial frame received in time", "stream closed: no first frame in time"),
+      this.#deps.firstFrameTimeoutMs ?? 180_000,
+    );
+    body.on("data", (chunk: Buffer) => this.#onChunk(chunk));
     body.on("end", () => {
       // The client ended its side; the stream is over once our side is done too.
-      if (!session) finish(400, "request ended before the first frame");
+      if (!this.#session) this.#finish(400, "request ended before the first frame");
     });
     body.on("error", (e: Error) => {
       // A client closing its connection is the normal end of a stream.
-      deps.logger[session ? "debug" : "info"]({ address, err: e.message }, "stream request ended");
-      finish(400, `cannot read request body: ${e.message}`);
+      this.#deps.logger[this.#session ? "debug" : "info"]({ address: this.#address, err: e.message }, "stream request ended");
+      this.#finish(400, `cannot read request body: ${e.message}`);
     });
-    res.on("close", () => finish(200));
-  } catch (e) {
+    this.#res.on("close", () => this.#finish(200));
+  }
+
+  /** Answers a stream that cannot be served with its status and reason. */
+  refuse(e: unknown): void {
     const status = statusOf(e);
-    deps.logger.info({ address, status, err: (e as Error).message }, "stream refused");
-    finish(status, (e as Error).message);
+    logRefusal(this.#deps, "stream refused", this.#address, status, e);
+    this.#finish(status, (e as Error).message, e);
+  }
+
+  /** A chunk of the request: cut into frames, budgeted, and handed on. */
+  #onChunk(chunk: Buffer): void {
+    const frames = this.#decode(chunk);
+    if (!frames) return;
+    const complete = this.#claim(frames);
+    this.#reserveForFrameUnderWay();
+    if (complete.length === 0) return;
+    if (!this.#session && !this.#starting) this.#open(complete);
+    else this.#enqueue(complete);
+  }
+
+  #decode(chunk: Buffer): Buffer[] | undefined {
+    try {
+      return this.#decoder.push(chunk);
+    } catch (e) {
+      this.#abort(e instanceof FrameError ? 400 : 500, (e as Error).message, "stream closed: bad framing", { err: (e as Error).message });
+      return undefined;
+    }
+  }
+
+  /** The complete frames of a chunk, each with its reservation if it had one. */
+  #claim(frames: Buffer[]): QueuedFrame[] {
+    return frames.map((bytes) => {
+      const index = this.#framesSeen++;
+      if (this.#reserved?.frame !== index) return { bytes };
+      const { reservation, deadline } = this.#reserved;
+      clearTimeout(deadline);
+      this.#reserved = undefined;
+      return { bytes, reservation };
+    });
+  }
+
+  /** Memory for the frame whose length prefix has arrived, when it is large. */
+  #reserveForFrameUnderWay(): void {
+    const budget = this.#deps.budget;
+    const bytes = this.#decoder.pendingFrameBytes;
+    if (!budget || bytes <= SMALL_REQUEST_BYTES || this.#reserved || this.#waitingForRoom) return;
+    const frame = this.#framesSeen;
+    const granted = (reservation: Reservation): void => {
+      if (this.#finished || this.#framesSeen > frame) {
+        reservation.release();
+        return;
+      }
+      const limitMs = uploadDeadlineMs(bytes, this.#deps.uploadGraceMs);
+      const deadline = setTimeout(
+        () =>
+          this.#abort(408, `frame of ${bytes} bytes not received within ${limitMs} ms`, "stream closed: a large frame was not received in time", {
+            bytes,
+          }),
+        limitMs,
+      );
+      this.#reserved = { frame, reservation, deadline };
+    };
+    const now = budget.tryReserve(bytes);
+    if (now) {
+      granted(now);
+      return;
+    }
+    this.#waitingForRoom = true;
+    this.#body!.pause();
+    this.#deps.logger.debug({ address: this.#address, bytes, buffered: budget.used }, "stream waits for room for a large frame");
+    budget.reserve(bytes, this.#stopWaiting.signal).then(
+      (reservation) => {
+        this.#waitingForRoom = false;
+        granted(reservation);
+        this.#resumeIfIdle();
+      },
+      () => {},
+    );
+  }
+
+  /** The first frame opens the session; the frames after it wait in the queue meanwhile. */
+  #open(complete: QueuedFrame[]): void {
+    this.#starting = true;
+    const first = complete.shift()!;
+    this.#queue.push(...complete);
+    this.#body!.pause();
+    this.#startSession(first.bytes)
+      .then(() => {
+        first.reservation?.release();
+        this.#resumeIfIdle();
+        return this.#pump();
+      })
+      .catch((e) => {
+        first.reservation?.release();
+        this.refuse(e);
+      });
+  }
+
+  #enqueue(complete: QueuedFrame[]): void {
+    this.#queue.push(...complete);
+    if (this.#finished) this.#releaseQueue();
+    else if (this.#session) void this.#pump();
+  }
+
+  /** Opens the contact, answers the first frame and starts the session; held while the database is away. */
+  async #startSession(first: Buffer): Promise<void> {
+    const deps = this.#deps;
+    const hold = holdWhileStoreUnavailable(deps, this.#started, () => this.#finished);
+    const contact = await retryWhileStoreUnavailable(() => deps.comms.openContact(this.#spki!, this.#address, first, true), hold);
+    const session = new StreamSession(
+      deps.comms,
+      contact,
+      {
+        write: (b) => this.#res.write(b),
+        onDrain: (cb) => this.#res.on("drain", cb),
+        close: () => {
+          if (!this.#res.writableEnded) this.#res.end();
+          // Make sure the socket goes even if the client keeps its request body open.
+          setTimeout(() => this.#req.socket.destroy(), 1000).unref();
+        },
+      },
+      deps.dispatcher,
+      deps.timings,
+      deps.observer,
+    );
+    this.#session = session;
+    const frame0 = await retryWhileStoreUnavailable(() => session.initialFrame(), hold);
+    if (this.#finished) {
+      session.close();
+      return;
+    }
+    if (this.#firstFrameTimer) clearTimeout(this.#firstFrameTimer);
+    this.#res.writeHead(200, { "content-type": "application/octet-stream" });
+    this.#res.write(frame0);
+    session.start();
+    deps.logger.debug({ clientId: contact.clientIdHex, address: this.#address }, "stream started");
+  }
+
+  /** Feeds queued frames to the session, one at a time, while it can take them. */
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.#queue.length > 0 && this.#session && !this.#session.isClosed) {
+        // Backpressure: stop reading while the session has its hands full.
+        this.#body!.pause();
+        // Each frame is answered with an ack: a client that sends frames but does not read the
+        // answers is not read further until it does, instead of the acks piling up in memory.
+        if (this.#res.writableNeedDrain) {
+          await this.#drained();
+          continue;
+        }
+        const wait = this.#frameTokens.take();
+        if (wait > 0) {
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          continue;
+        }
+        const frame = this.#queue.shift()!;
+        await this.#session.onClientFrame(frame.bytes, () => frame.reservation?.release());
+      }
+    } finally {
+      this.#pumping = false;
+      this.#resumeIfIdle();
+    }
+  }
+
+  #drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.#res.off("drain", done);
+        this.#res.off("close", done);
+        resolve();
+      };
+      this.#res.on("drain", done);
+      this.#res.on("close", done);
+    });
+  }
+
+  #resumeIfIdle(): void {
+    if (!this.#pumping && !this.#waitingForRoom && !this.#finished) this.#body!.resume();
+  }
+
+  #releaseQueue(): void {
+    for (const f of this.#queue.splice(0)) f.reservation?.release();
+  }
+
+  /** Ends the stream for a fault of the client's (logged at info) and drops its connection. */
+  #abort(status: number, message: string, why: string, fields: Record<string, unknown> = {}): void {
+    this.#deps.logger.info({ address: this.#address, ...fields }, why);
+    this.#finish(status, message);
+    this.#req.destroy();
+  }
+
+  /** Ends the stream once: timers stopped, memory given back, the session closed or the error answered. */
+  #finish(status: number, message?: string, error?: unknown): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    if (this.#firstFrameTimer) clearTimeout(this.#firstFrameTimer);
+    this.#stopWaiting.abort();
+    if (this.#reserved) {
+      clearTimeout(this.#reserved.deadline);
+      this.#reserved.reservation.release();
+    }
+    this.#releaseQueue();
+    if (this.#session) this.#session.close();
+    else if (message !== undefined) fail(this.#res, status, message, error);
+    this.#deps.onContact?.("stream", status, (performance.now() - this.#started) / 1000);
   }
 }

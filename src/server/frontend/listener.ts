@@ -16,7 +16,8 @@ import * as net from "node:net";
 import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import type { Logger } from "../../common/log.js";
-import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import { listen } from "../../common/listen.js";
+import { formatHostPort } from "../../common/net-address.js";
 import type { FrontendLimits } from "../../gen/fleetspeak_components/config_pb.js";
 import { DEFAULT_MAX_BUFFERED_REQUEST_BYTES, DEFAULT_UPLOAD_GRACE_MS } from "../security/buffer-budget.js";
 import { LogThrottle } from "../security/log-throttle.js";
@@ -446,18 +447,8 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
 
   // TCP keep-alive after a minute, as Fleetspeak does, so that dead peers of idle streams are found.
   const tcp = net.createServer({ keepAlive: true, keepAliveInitialDelay: 60_000, noDelay: true }, acceptConnection);
-  tcp.on("error", (err) => log.error({ err }, `frontend listener on ${opts.listenAddress} failed`));
-  const { host, port } = parseHostPort(opts.listenAddress, { emptyHost: "" });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) =>
-      reject(new Error(`cannot listen on ${JSON.stringify(opts.listenAddress)} (https_config.listen_address): ${err.message}`));
-    tcp.once("error", onError);
-    tcp.listen({ port, ...(host === "" ? {} : { host }) }, () => {
-      tcp.removeListener("error", onError);
-      resolve();
-    });
-  });
-  const bound = tcp.address() as net.AddressInfo;
+  const bound = await listen(tcp, opts.listenAddress, "https_config.listen_address");
+  tcp.on("error", (err) => log.error({ err: err.message }, `frontend listener on ${opts.listenAddress} failed`));
 
   let closed: Promise<void> | undefined;
   const stopAccepting = (): void => {

@@ -4,11 +4,11 @@
 // whether it did, so that a sender holding an outdated address for the client can look again.
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { fromBinary } from "@bufbuild/protobuf";
-import type { AddressInfo } from "node:net";
 import { type IdError, parseClientIdHex } from "../../common/ids.js";
 import type { Logger } from "../../common/log.js";
 import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
-import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import { listen } from "../../common/listen.js";
+import { formatHostPort } from "../../common/net-address.js";
 import type { NotificationVerifier } from "../security/notification-auth.js";
 import { NOTIFICATION_AUTH_SCHEME } from "../security/notification-auth.js";
 import { LogThrottle } from "../security/log-throttle.js";
@@ -47,7 +47,6 @@ export class HttpNotificationListener implements NotificationListener {
   }
 
   async start(onClient: (clientId: Uint8Array, message?: Message) => boolean): Promise<void> {
-    const { host, port } = parseHostPort(this.opts.listenAddress, { emptyHost: "::" });
     const server = createServer((req, res) => {
       const reply = (status: number, text: string, headers: Record<string, string> = {}) => {
         res.writeHead(status, { "content-type": "text/plain; charset=utf-8", ...headers });
@@ -100,14 +99,7 @@ export class HttpNotificationListener implements NotificationListener {
       );
     });
     server.keepAliveTimeout = 30_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, host, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
-    const a = server.address() as AddressInfo;
+    const a = await listen(server, this.opts.listenAddress, "notification_listen_address");
     this.bound = formatHostPort(a.address, a.port);
     this.server = server;
     this.opts.logger.info(

@@ -3,9 +3,9 @@
 // database ping), a failing or hanging check answers 503 with the reason, so a load balancer
 // stops sending clients to a server that cannot serve them.
 import * as http from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Logger } from "../../common/log.js";
-import { formatHostPort, parseHostPort } from "../../common/net-address.js";
+import { listen } from "../../common/listen.js";
+import { formatHostPort } from "../../common/net-address.js";
 
 export interface HealthCheckOptions {
   /** host:port of health_check_config.listen_address. */
@@ -63,17 +63,7 @@ export async function startHealthCheck(opts: HealthCheckOptions): Promise<Health
   });
   server.on("clientError", (_err, socket) => socket.destroy());
 
-  const { host, port } = parseHostPort(opts.listenAddress, { emptyHost: "" });
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) =>
-      reject(new Error(`cannot listen on ${JSON.stringify(opts.listenAddress)} (health_check_config.listen_address): ${err.message}`));
-    server.once("error", onError);
-    server.listen({ port, ...(host === "" ? {} : { host }) }, () => {
-      server.removeListener("error", onError);
-      resolve();
-    });
-  });
-  const bound = server.address() as AddressInfo;
+  const bound = await listen(server, opts.listenAddress, "health_check_config.listen_address");
   return {
     address: formatHostPort(bound.address, bound.port),
     close: () =>

@@ -2,8 +2,8 @@
 // 404 for any other path. Unlike Fleetspeak (which ignores bind errors silently), a port that
 // cannot be bound fails startup with the address and the field to change.
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Logger } from "../../common/log.js";
+import { listen } from "../../common/listen.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import type { Metrics } from "./metrics.js";
 
@@ -21,7 +21,7 @@ export interface MetricsServer {
 }
 
 export async function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
-  const { host, port } = parseHostPort(opts.address, { emptyHost: "" });
+  const { host } = parseHostPort(opts.address, { emptyHost: "" });
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (path !== "/metrics") {
@@ -48,17 +48,8 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
   });
   server.keepAliveTimeout = 30_000;
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (e) =>
-      reject(new Error(`stats_config.address ${opts.address}: cannot serve metrics there: ${e.message}`)),
-    );
-    server.listen({ host: host === "" ? undefined : host, port }, () => {
-      server.removeAllListeners("error");
-      resolve();
-    });
-  });
+  const bound = await listen(server, opts.address, "stats_config.address");
   server.on("error", (e) => opts.logger.error({ err: e.message }, "metrics listener error"));
-  const bound = server.address() as AddressInfo;
   const address = formatHostPort(host === "" ? bound.address : host, bound.port);
   opts.logger.info({ address }, "serving Prometheus metrics at /metrics");
 

@@ -1,10 +1,11 @@
 // The security options of the components config (this implementation's own fields, numbered from
 // 100): admin mutual TLS, signed notifications, frontend limits. Checked here with errors that
 // name the field, and turned into the options the components take.
-import { createPrivateKey, X509Certificate } from "node:crypto";
+import { createPrivateKey } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import type { AdminConfig, Config as ComponentsConfig } from "../../gen/fleetspeak_components/config_pb.js";
-import { parseHostPort } from "../../common/net-address.js";
+import { CertificateError, parsePemCertificates } from "../../common/certs.js";
+import { isLoopbackAddress, parseHostPort } from "../../common/net-address.js";
 import { MIN_LOGIN_SECRET_BYTES } from "../console/login-token.js";
 import type { AdminTlsConfig } from "./admin-auth.js";
 import { MIN_NOTIFICATION_SECRET_BYTES, NotificationSigner, NotificationVerifier } from "./notification-auth.js";
@@ -12,14 +13,11 @@ import { MIN_NOTIFICATION_SECRET_BYTES, NotificationSigner, NotificationVerifier
 export class SecurityConfigError extends Error {}
 
 function pemCertificates(text: string, field: string): void {
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0) throw new SecurityConfigError(`${field}: no "-----BEGIN CERTIFICATE-----" block found`);
-  for (const [i, b] of blocks.entries()) {
-    try {
-      new X509Certificate(b);
-    } catch (e) {
-      throw new SecurityConfigError(`${field}: certificate #${i + 1} cannot be parsed: ${(e as Error).message}`);
-    }
+  try {
+    parsePemCertificates(text, field);
+  } catch (e) {
+    if (e instanceof CertificateError) throw new SecurityConfigError(e.message);
+    throw e;
   }
 }
 
@@ -105,15 +103,6 @@ export function notificationAuthFromConfig(cfg: ComponentsConfig): NotificationA
   return { signer: new NotificationSigner(secrets[0]!), verifier: new NotificationVerifier(secrets) };
 }
 
-function isLoopback(address: string): boolean {
-  try {
-    const { host } = parseHostPort(address, { emptyHost: "" });
-    return host === "localhost" || host === "::1" || /^127\./.test(host);
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Checks the security fields; returns summary lines, and warnings for ports that accept anyone on
  * a non-loopback address.
@@ -128,7 +117,7 @@ export function checkSecurityConfig(cfg: ComponentsConfig): { summary: string[];
     } else if (tls) {
       summary.push("admin API: TLS without client authentication");
     }
-    if (!tls?.requireClientCert && !isLoopback(cfg.adminConfig.listenAddress)) {
+    if (!tls?.requireClientCert && !isLoopbackAddress(cfg.adminConfig.listenAddress)) {
       warnings.push(
         `admin_config: anyone who can reach ${cfg.adminConfig.listenAddress} can send messages to every client; set admin_config.client_ca_certificates (mutual TLS) or firewall the port (see docs/security.md)`,
       );
@@ -141,7 +130,7 @@ export function checkSecurityConfig(cfg: ComponentsConfig): { summary: string[];
     summary.push(
       `operator console on ${tls ? "https" : "http"}://${listenAddress} (sign-in: ${ways.filter(Boolean).join(", ")})`,
     );
-    if (!tls && !isLoopback(listenAddress)) {
+    if (!tls && !isLoopbackAddress(listenAddress)) {
       warnings.push(
         `admin_config.console: login tokens and pages would cross the network to ${listenAddress} unencrypted; set admin_config.tls_certificates and tls_key (the console then speaks HTTPS) or listen on 127.0.0.1 (see docs/console.md)`,
       );
@@ -150,7 +139,7 @@ export function checkSecurityConfig(cfg: ComponentsConfig): { summary: string[];
   const auth = notificationAuthFromConfig(cfg);
   if (auth) {
     summary.push(`notifications signed with a shared secret (${cfg.notificationSharedSecret.length} configured)`);
-  } else if (cfg.notificationListenAddress && !isLoopback(cfg.notificationListenAddress)) {
+  } else if (cfg.notificationListenAddress && !isLoopbackAddress(cfg.notificationListenAddress)) {
     warnings.push(
       `notification_listen_address: anyone who can reach ${cfg.notificationListenAddress} can make this server look for messages for any client; set notification_shared_secret on every server or firewall the port (see docs/security.md)`,
     );

@@ -123,6 +123,41 @@ function baseUrlFor(target: string, tls: boolean, where: string): string {
   }
 }
 
+/** Where and how the service calls the Processor: its files read and its TLS set up, nothing dialed. */
+function connectionSettings(name: string, conf: Config) {
+  const where = `service "${name}" (factory GRPC)`;
+  const tls = !conf.insecure;
+  const baseUrl = baseUrlFor(conf.target, tls, where);
+  const read = (field: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new Error(`${where}: cannot read ${field} ${path}: ${(err as Error).message}`);
+    }
+  };
+  const tlsOptions: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
+  if (tls) tlsOptions.ca = read("cert_file", conf.certFile);
+  if (conf.clientCertificateFile !== "") {
+    // Mutual TLS: the integrator may require a certificate from its callers.
+    tlsOptions.cert = read("client_certificate_file", conf.clientCertificateFile);
+    tlsOptions.key = read("client_key_file", conf.clientKeyFile);
+  }
+  if (tls) {
+    // A bad file would otherwise only show as every call failing (and being retried) later.
+    try {
+      createSecureContext(tlsOptions);
+    } catch (err) {
+      throw new Error(`${where}: cannot use the TLS files (cert_file, client_certificate_file, client_key_file): ${(err as Error).message}`);
+    }
+  }
+  return { baseUrl, tls, tlsOptions };
+}
+
+/** Everything installing the service checks (config, target, files, TLS), without installing it. */
+export function checkGrpcServiceConfig(cfg: ServiceConfig): void {
+  connectionSettings(cfg.name, unpackConfig(cfg));
+}
+
 class GrpcService implements Service {
   readonly #name: string;
   readonly #log: Logger;
@@ -131,34 +166,10 @@ class GrpcService implements Service {
   #stopped = false;
 
   constructor(name: string, conf: Config, log: Logger, initialBackoffMs: number) {
-    const where = `service "${name}" (factory GRPC)`;
     this.#name = name;
     this.#log = log;
     this.#initialBackoffMs = initialBackoffMs;
-    const tls = !conf.insecure;
-    const baseUrl = baseUrlFor(conf.target, tls, where);
-    const read = (field: string, path: string): Buffer => {
-      try {
-        return readFileSync(path);
-      } catch (err) {
-        throw new Error(`${where}: cannot read ${field} ${path}: ${(err as Error).message}`);
-      }
-    };
-    const tlsOptions: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
-    if (tls) tlsOptions.ca = read("cert_file", conf.certFile);
-    if (conf.clientCertificateFile !== "") {
-      // Mutual TLS: the integrator may require a certificate from its callers.
-      tlsOptions.cert = read("client_certificate_file", conf.clientCertificateFile);
-      tlsOptions.key = read("client_key_file", conf.clientKeyFile);
-    }
-    if (tls) {
-      // A bad file would otherwise only show as every call failing (and being retried) later.
-      try {
-        createSecureContext(tlsOptions);
-      } catch (err) {
-        throw new Error(`${where}: cannot use the TLS files (cert_file, client_certificate_file, client_key_file): ${(err as Error).message}`);
-      }
-    }
+    const { baseUrl, tls, tlsOptions } = connectionSettings(name, conf);
     // Like grpc-go's non-blocking dial: nothing connects until the first message.
     this.#client = new GrpcUnaryClient({ baseUrl, tls: tlsOptions });
     log.info(

@@ -1,7 +1,8 @@
 // The factories a services config may name, as in Fleetspeak's stock server binary: GRPC and NOOP.
 // CPS (Google Cloud Pub/Sub) exists in Fleetspeak but needs Google Cloud; naming it is a clear
 // startup error instead of an "unable to find factory".
-import { type GrpcServiceOptions, grpcServiceFactory } from "./grpc-service.js";
+import type { ServiceConfig } from "../../gen/fleetspeak_server/services_pb.js";
+import { checkGrpcServiceConfig, type GrpcServiceOptions, grpcServiceFactory } from "./grpc-service.js";
 import { noopServiceFactory } from "./noop-service.js";
 import type { ServiceFactory } from "./service.js";
 
@@ -18,4 +19,9 @@ export function defaultServiceFactories(opts: { grpc?: GrpcServiceOptions } = {}
     NOOP: noopServiceFactory,
     CPS: unsupportedCps,
   };
+}
+
+/** What installing a service of the stock factories would check, without starting it. */
+export function checkServiceConfig(cfg: ServiceConfig): void {
+  if (cfg.factory === "GRPC") checkGrpcServiceConfig(cfg);
 }

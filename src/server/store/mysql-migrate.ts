@@ -14,7 +14,7 @@
 import type { PoolConnection, RowDataPacket } from "mysql2/promise";
 import type { Logger } from "../../common/log.js";
 import { SchemaVersionError, StoreUnavailableError } from "./errors.js";
-import { pendingMigrations } from "./migrations.js";
+import { latestVersion, pendingMigrations } from "./migrations.js";
 import { FLEETSPEAK_TABLES } from "./fleetspeak-tables.js";
 import { MYSQL_MIGRATIONS, OUR_ADDITIONS, REQUIRED_COLUMNS } from "./mysql-schema.js";
 
@@ -222,6 +222,44 @@ function missingColumns(s: SchemaState, presentOnly = false): string[] {
   return out;
 }
 
+/** Where a database's schema came from: this server (it has schema_version), Fleetspeak (Go), or nowhere yet. */
+function schemaOrigin(s: SchemaState): "ours" | "fleetspeak" | "empty" {
+  if (s.tables.has("schema_version")) return "ours";
+  return FLEETSPEAK_TABLES.some((t) => s.tables.has(t)) ? "fleetspeak" : "empty";
+}
+
+/** A database without our version table must hold Fleetspeak's tables as Fleetspeak made them. */
+function checkFleetspeakTables(s: SchemaState, where: string): void {
+  const missing = missingColumns(s, true);
+  if (missing.length > 0) {
+    throw new SchemaVersionError(
+      `${where} holds tables named like Fleetspeak's that are not Fleetspeak's: missing columns in ${missing.join("; ")}. ` +
+        "Point mysql_data_source_name at a database that Fleetspeak or this server made, or at a new, empty one",
+    );
+  }
+}
+
+/**
+ * What a start would do to the database, changing nothing (`fleetspeak-server --check --connect`);
+ * throws SchemaVersionError where the start would refuse.
+ */
+export async function plannedMigration(conn: PoolConnection, where: string): Promise<string> {
+  const s = await readSchema(conn);
+  const latest = latestVersion(MYSQL_MIGRATIONS);
+  switch (schemaOrigin(s)) {
+    case "empty":
+      return `empty, schema version ${latest} created at start`;
+    case "fleetspeak":
+      checkFleetspeakTables(s, where);
+      return `made by Fleetspeak (Go), adopted at start (additions only; Fleetspeak keeps working on it)`;
+    case "ours": {
+      const current = await recordedVersion(conn);
+      const todo = pendingMigrations(MYSQL_MIGRATIONS, current, where);
+      return todo.length === 0 ? `schema version ${current}` : `schema version ${current}, migrated to ${latest} at start`;
+    }
+  }
+}
+
 /**
  * Brings the database up to the newest schema: creates it when empty, adopts a database made by
  * Fleetspeak (Go), applies what a database of ours lacks. Returns how the database started out.
@@ -230,22 +268,15 @@ export async function migrateMysql(ctx: MigrateContext): Promise<"created" | "ad
   return withMigrationLock(ctx, async () => {
     const { conn, log } = ctx;
     const before = await readSchema(conn);
-    const fleetspeakTables = FLEETSPEAK_TABLES.filter((t) => before.tables.has(t));
-    const origin = before.tables.has("schema_version") ? "ours" : fleetspeakTables.length > 0 ? "fleetspeak" : "empty";
+    const origin = schemaOrigin(before);
     if (origin === "fleetspeak") {
-      const missing = missingColumns(before, true);
-      if (missing.length > 0) {
-        throw new SchemaVersionError(
-          `${ctx.where} holds tables named like Fleetspeak's that are not Fleetspeak's: missing columns in ${missing.join("; ")}. ` +
-            "Point mysql_data_source_name at a database that Fleetspeak or this server made, or at a new, empty one",
-        );
-      }
+      checkFleetspeakTables(before, ctx.where);
       log.warn(
-        { database: ctx.where, tables: fleetspeakTables.length },
+        { database: ctx.where, tables: FLEETSPEAK_TABLES.filter((t) => before.tables.has(t)).length },
         "adopting a database made by Fleetspeak (Go): adding this server's columns, indexes and trigger (all additive; Fleetspeak keeps working on it)",
       );
     }
-    await conn.query("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL) ENGINE=InnoDB");
+    await conn.query("CREATE TABLE IF NOT EXISTS schema_version (version INT NOT NULL, PRIMARY KEY (version)) ENGINE=InnoDB");
     const current = await recordedVersion(conn);
     const todo = pendingMigrations(MYSQL_MIGRATIONS, current, ctx.where);
     for (const m of todo) {

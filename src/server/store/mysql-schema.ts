@@ -417,6 +417,12 @@ export const MYSQL_MIGRATIONS: MysqlMigration[] = [
     // and searches. Fleetspeak's Go server ignores both.
     version: 3,
     steps: [
+      {
+        // Galera wants a primary key on every table; version tables made before had none.
+        what: "schema_version primary key",
+        done: (s) => s.hasIndex("schema_version", "PRIMARY"),
+        sql: ["ALTER TABLE schema_version ADD PRIMARY KEY (version)"],
+      },
       index("client_labels", "client_labels_label", ["service_name", "label"]),
       {
         what: "table server_heartbeats",

@@ -43,6 +43,7 @@ import {
 } from "./console-queries.js";
 import { InvalidArgumentError, NotFoundError, SchemaVersionError, StoreUnavailableError } from "./errors.js";
 import { migrateMysql, readSchema, revertMysqlToFleetspeak } from "./mysql-migrate.js";
+import { mysqlConnectionOptions, mysqlWhere } from "./mysql-connection.js";
 import { FILL_PENDING_DESTINATIONS, PENDING_DESTINATION_TRIGGER, PENDING_WITHOUT_DESTINATION } from "./mysql-schema.js";
 import {
   BROADCAST_COLUMNS,
@@ -382,7 +383,7 @@ export class MysqlStore implements Store {
     options: MysqlStoreOptions,
     private readonly log: Logger,
   ) {
-    this.where = opts.socketPath ? `socket ${opts.socketPath}` : `${opts.host ?? "127.0.0.1"}:${opts.port ?? 3306}`;
+    this.where = mysqlWhere(opts);
     this.maxRetries = options.maxRetries ?? 10;
     this.unknownOutcomeMs = options.unknownOutcomeMs ?? 60_000;
   }
@@ -400,9 +401,7 @@ export class MysqlStore implements Store {
       );
     }
     const poolOptions: PoolOptions = {
-      user: c.user,
-      password: c.password,
-      database: c.database,
+      ...mysqlConnectionOptions(c),
       connectionLimit: options.poolSize ?? DEFAULT_POOL_SIZE,
       maxIdle: options.poolSize ?? DEFAULT_POOL_SIZE,
       idleTimeout: 60_000,
@@ -411,8 +410,6 @@ export class MysqlStore implements Store {
       supportBigNumbers: true,
       bigNumberStrings: true,
       dateStrings: true,
-      charset: c.charset ?? "utf8mb4",
-      connectTimeout: c.connectTimeoutMs ?? 10_000,
       enableKeepAlive: true,
       keepAliveInitialDelay: 30_000,
       // Hot transactions go out as one "START TRANSACTION; …; COMMIT" query (txBatch): one round
@@ -420,13 +417,6 @@ export class MysqlStore implements Store {
       // never spliced in as text, so this opens no injection path.
       multipleStatements: true,
     };
-    if (c.socketPath) poolOptions.socketPath = c.socketPath;
-    else {
-      poolOptions.host = c.host ?? "127.0.0.1";
-      poolOptions.port = c.port ?? 3306;
-    }
-    if (c.tls === "true") poolOptions.ssl = {};
-    else if (c.tls === "skip-verify" || c.tls === "preferred") poolOptions.ssl = { rejectUnauthorized: false };
     const pool = mysql.createPool(poolOptions);
     const log = options.logger ?? createLogger("store.mysql");
     // Claims are locking reads of (destination, due time) index ranges. READ COMMITTED keeps them

@@ -1,6 +1,8 @@
 // Picks the backend from the configuration: MySQL/MariaDB when a mysql_data_source_name is given,
-// otherwise the embedded SQLite file. Only the composition root (and the prune command) call this.
-import { sqlitePathInDsn } from "../../common/mysql-dsn.js";
+// otherwise the embedded SQLite file. Only the composition root and the command line (prune,
+// --check --connect) call this; nothing else knows which backend runs.
+import { parseMysqlDsn, sqlitePathInDsn } from "../../common/mysql-dsn.js";
+import { probeMysql } from "./mysql-connection.js";
 import { MysqlStore } from "./mysql-store.js";
 import { SqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
@@ -24,4 +26,13 @@ export function openStore(s: StoreSettings): Promise<Store> {
     return MysqlStore.fromDsn(s.mysqlDataSourceName, s.mysqlPoolSize === undefined ? {} : { poolSize: s.mysqlPoolSize });
   }
   return SqliteStore.open({ path: s.sqlitePath });
+}
+
+/**
+ * What `fleetspeak-server --check --connect` reports: for MySQL, whether the database answers and
+ * its schema is one this server runs on (throws with what to fix); nothing for SQLite, a file.
+ */
+export async function probeStore(s: StoreSettings): Promise<string | undefined> {
+  if (!s.mysqlDataSourceName || sqlitePathInDsn(s.mysqlDataSourceName) !== undefined) return undefined;
+  return probeMysql(parseMysqlDsn(s.mysqlDataSourceName));
 }

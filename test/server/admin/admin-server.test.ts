@@ -18,7 +18,7 @@ describe("admin server listener", () => {
     assert.notEqual(a.address, "127.0.0.1:0");
     await assert.rejects(
       startAdminServer({ listenAddress: a.address, service: keepAliveOnly, logger }),
-      new RegExp(`^Error: admin server: cannot listen on ${a.address.replace(/\./g, "\\.")}: .*EADDRINUSE`),
+      new RegExp(`^Error: admin_config\\.listen_address "${a.address.replace(/\./g, "\\.")}": cannot listen: .*EADDRINUSE`),
     );
     await a.close();
   });

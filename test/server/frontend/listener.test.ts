@@ -317,7 +317,7 @@ describe("frontend listener robustness", () => {
   it("names the listen address when it cannot listen", async () => {
     const ctx = await start();
     try {
-      await assert.rejects(start({ listenAddress: ctx.listener.address }), /cannot listen on "127\.0\.0\.1:\d+" \(https_config\.listen_address\)/);
+      await assert.rejects(start({ listenAddress: ctx.listener.address }), /https_config\.listen_address "127\.0\.0\.1:\d+": cannot listen: the address is in use/);
     } finally {
       await ctx.listener.close();
     }

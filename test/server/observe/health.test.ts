@@ -89,7 +89,7 @@ describe("health check listener", () => {
     try {
       await assert.rejects(
         startHealthCheck({ listenAddress: health.address, logger: captureLog().logger }),
-        /\(health_check_config\.listen_address\)/,
+        /^Error: health_check_config\.listen_address "127\.0\.0\.1:\d+": cannot listen: the address is in use/,
       );
     } finally {
       await health.close();

@@ -157,7 +157,7 @@ describe("admin TLS config checks", () => {
     const otherKey = createServerCertificate("x", pki.ca, ["x"]).keyPem;
     assert.throws(
       () => check({ tlsCertificates: pki.certChainPem, tlsKey: otherKey }),
-      /tls_certificates and tls_key cannot be used together/,
+      /admin_config\.tls_key: the key does not belong to the first certificate of admin_config\.tls_certificates/,
     );
     assert.throws(
       () => check({ tlsCertificates: pki.certChainPem, tlsKey: pki.keyPem, clientCaCertificates: "nope" }),

@@ -85,7 +85,7 @@ describe("prune command", () => {
     ]) {
       const c = capture();
       assert.equal(await runPrune(argv, c.io), 2, argv.join(" "));
-      assert.match(c.err.join("\n"), /usage: prune/);
+      assert.match(c.err.join("\n"), /usage: fleetspeak-server prune/);
     }
   });
 
