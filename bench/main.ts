@@ -4,6 +4,7 @@ const scenarios: Record<string, () => Promise<{ run(args: string[]): Promise<voi
   admin: () => import("./admin.js"),
   client: () => import("./client.js"),
   console: () => import("./console.js"),
+  faults: () => import("./faults.js"),
   hold: () => import("./hold.js"),
   ingest: () => import("./ingest.js"),
   mosquitto: () => import("./mosquitto.js"),

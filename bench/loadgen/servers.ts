@@ -14,15 +14,17 @@ const SERVER_BIN = process.env.BENCH_SERVER_BIN ?? join(ROOT, "bin/fleetspeak-se
 
 export interface ServerSpec {
   name: string;
-  /** A frontend listening on 127.0.0.1. */
-  frontend?: { proxyProtocol?: boolean };
+  /** A frontend listening on 127.0.0.1 (on `port`, to restart one where a load balancer expects it; a free port by default). */
+  frontend?: { proxyProtocol?: boolean; port?: number };
   admin?: boolean;
   /** host:port for the admin server (to restart one where a load balancer expects it); free port by default. */
   adminAddress?: string;
-  /** Open a notification listener (frontends of a split setup). */
-  notifications?: boolean;
+  /** Open a notification listener (frontends of a split setup), on this host:port if given. */
+  notifications?: boolean | string;
   /** notification_use_http_notifier (admin servers of a split setup). */
   httpNotifier?: boolean;
+  /** health_check_config on this host:port (200 while the database answers, 503 otherwise). */
+  healthAddress?: string;
   /** Go-style DSN; SQLite in the run's directory otherwise. */
   mysqlDsn?: string;
   /** Services config text. */
@@ -73,7 +75,7 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
   const server: Partial<BenchServer> & { name: string; dir: string } = { name: spec.name, dir };
   if (spec.mysqlDsn) lines.push(`mysql_data_source_name: ${JSON.stringify(spec.mysqlDsn)}`);
   if (spec.frontend) {
-    server.frontendPort = await freePort();
+    server.frontendPort = spec.frontend.port ?? (await freePort());
     lines.push(
       "https_config: <",
       `  listen_address: "127.0.0.1:${server.frontendPort}"`,
@@ -88,11 +90,12 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
     lines.push(`admin_config: < listen_address: "${server.adminAddress}" >`);
   }
   if (spec.notifications) {
-    server.notificationAddress = `127.0.0.1:${await freePort()}`;
+    server.notificationAddress = typeof spec.notifications === "string" ? spec.notifications : `127.0.0.1:${await freePort()}`;
     lines.push(`notification_listen_address: "${server.notificationAddress}"`);
     lines.push(`notification_public_address: "${server.notificationAddress}"`);
   }
   if (spec.httpNotifier) lines.push("notification_use_http_notifier: true");
+  if (spec.healthAddress) lines.push(`health_check_config: < listen_address: "${spec.healthAddress}" >`);
   server.metricsAddress = `127.0.0.1:${await freePort()}`;
   lines.push(`stats_config: < address: "${server.metricsAddress}" >`);
 

@@ -62,6 +62,8 @@ export interface ClientHost {
   received(key: string, insertedAt: number | undefined, at: number): void;
   /** The server acknowledged a stream frame carrying `ingestMessages` client messages. */
   frameAcked(c: StreamClient, ingestMessages: number): void;
+  /** The server acknowledged a frame carrying MessageAcks for these messages (hex IDs). */
+  acksStored?(ids: string[]): void;
   pollDone(c: PollClient, ms: number, newConnection: boolean): void;
   /** Marks a client as having acks to send at the next flush. */
   ackPending(c: SimClient): void;
@@ -168,9 +170,16 @@ export class StreamClient extends SimClient implements ResponseSink {
   private openedAt = 0;
   private nonce = 0n;
   private doneSending = false;
-  /** Client messages in each frame sent and not yet acknowledged, oldest first. */
-  private unacked: number[] = [];
+  /** Each frame sent and not yet acknowledged, oldest first: its client messages and acked IDs. */
+  private unacked: { ingest: number; acks?: Uint8Array[] }[] = [];
   private connectStarted = 0;
+  /** The last refused connection's Retry-After, in ms; 0 when it had none. */
+  retryAfterMs = 0;
+
+  /** The current (or last) stream was ended by the server's done_sending. */
+  get toldDoneSending(): boolean {
+    return this.doneSending;
+  }
 
   get isOpen(): boolean {
     return this.opened && !this.doneSending && this.socket !== undefined;
@@ -184,6 +193,7 @@ export class StreamClient extends SimClient implements ResponseSink {
     this.connectStarted = nowMs();
     this.status = 0;
     this.errorBody = "";
+    this.retryAfterMs = 0;
     this.opened = false;
     this.doneSending = false;
     this.unacked = [];
@@ -198,6 +208,10 @@ export class StreamClient extends SimClient implements ResponseSink {
       },
       (d) => this.parser!.push(d),
       (failure) => {
+        // As the Go client: what the server did not acknowledge is sent again on the next stream.
+        for (const frame of this.unacked) if (frame.acks) this.pendingAcks.push(...frame.acks);
+        this.unacked = [];
+        if (this.pendingAcks.length > 0) this.host.ackPending(this);
         let error = failure;
         const wasOpen = this.opened;
         if (!wasOpen && error === undefined) {
@@ -211,8 +225,9 @@ export class StreamClient extends SimClient implements ResponseSink {
     );
   }
 
-  onHead(status: number): void {
+  onHead(status: number, retryAfterMs?: number): void {
     this.status = status;
+    this.retryAfterMs = retryAfterMs ?? 0;
   }
 
   onBody(bytes: Buffer): void {
@@ -236,8 +251,9 @@ export class StreamClient extends SimClient implements ResponseSink {
       this.host.streamOpened(this, this.openedAt - this.connectStarted);
     }
     if (cd.ackIndex !== 0n) {
-      const n = this.unacked.shift() ?? 0;
-      this.host.frameAcked(this, n);
+      const frame = this.unacked.shift();
+      this.host.frameAcked(this, frame?.ingest ?? 0);
+      if (frame?.acks) this.host.acksStored?.(frame.acks.map(bytesToHex));
     }
     if (cd.doneSending) {
       this.doneSending = true;
@@ -249,10 +265,10 @@ export class StreamClient extends SimClient implements ResponseSink {
     this.noteReceived(cd.messages);
   }
 
-  private sendFrame(cd: ContactInit, ingestMessages: number): boolean {
+  private sendFrame(cd: ContactInit, ingestMessages: number, acks?: Uint8Array[]): boolean {
     const s = this.socket;
     if (!s || !this.opened || this.doneSending) return false;
-    this.unacked.push(ingestMessages);
+    this.unacked.push({ ingest: ingestMessages, ...(acks ? { acks } : {}) });
     s.write(streamFrameChunk(wrappedContact({ sequencingNonce: this.nonce, ...cd })));
     return true;
   }
@@ -262,7 +278,7 @@ export class StreamClient extends SimClient implements ResponseSink {
     if (!this.isOpen) return; // acked on the next connection's frames instead
     const ids = this.pendingAcks;
     this.pendingAcks = [];
-    this.sendFrame({ messages: [messageAck(ids)], AllowedMessages: this.takeAllowedDeltas() }, 0);
+    this.sendFrame({ messages: [messageAck(ids)], AllowedMessages: this.takeAllowedDeltas() }, 0, ids);
   }
 
   /** Sends one frame of `count` messages for `service`; false if the stream cannot take it now. */

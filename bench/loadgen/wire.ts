@@ -110,7 +110,8 @@ export class HttpProtocolError extends Error {}
 
 /** Receives what an HttpResponseParser finds. */
 export interface ResponseSink {
-  onHead(status: number): void;
+  /** `retryAfterMs`: the Retry-After header (delay in seconds) in ms, when the response has one. */
+  onHead(status: number, retryAfterMs?: number): void;
   onBody(bytes: Buffer): void;
   /** The response is complete (Content-Length reached, or the last chunk). */
   onComplete(): void;
@@ -151,14 +152,16 @@ export class HttpResponseParser {
         if (status === 100) continue;
         let chunked = false;
         let length = -1;
+        let retryAfterMs: number | undefined;
         for (const line of lines.slice(1)) {
           const colon = line.indexOf(":");
           const name = line.slice(0, colon).trim().toLowerCase();
           const value = line.slice(colon + 1).trim().toLowerCase();
           if (name === "transfer-encoding") chunked = value.includes("chunked");
           else if (name === "content-length") length = Number(value);
+          else if (name === "retry-after" && /^\d+$/.test(value)) retryAfterMs = Number(value) * 1000;
         }
-        this.sink.onHead(status);
+        this.sink.onHead(status, retryAfterMs);
         if (chunked) this.state = "size";
         else {
           // Without a length the body runs until the connection closes.

@@ -129,7 +129,8 @@ class Worker implements ClientHost {
     // Reconnect as the Go client does: at once after a normal end, later after a failure.
     if (error === undefined) this.toConnect.push(c);
     else {
-      const t = setTimeout(() => this.toConnect.push(c), RETRY_MIN_MS * (1 + Math.random()));
+      const retryAfter = c instanceof StreamClient ? c.retryAfterMs : 0;
+      const t = setTimeout(() => this.toConnect.push(c), Math.max(retryAfter, RETRY_MIN_MS * (1 + Math.random())));
       this.timers.push(t);
     }
   }

@@ -97,8 +97,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     const notificationAuth = notificationAuthFromConfig(cfg);
     let streamingAddress = LOCAL_NOTIFICATION_ADDRESS;
     let notificationAddress: string | undefined;
+    let listener: HttpNotificationListener | undefined;
     if (cfg.notificationListenAddress) {
-      const listener = new HttpNotificationListener({
+      listener = new HttpNotificationListener({
         listenAddress: cfg.notificationListenAddress,
         publicAddress: cfg.notificationPublicAddress,
         logger: createLogger("notify"),
@@ -106,7 +107,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         ...(notificationAuth ? { verifier: notificationAuth.verifier } : {}),
       });
       await listener.start((id, message) => dispatcher.dispatch(id, message));
-      stops.push(() => listener.stop());
+      stops.push(() => listener?.stop());
       streamingAddress = listener.publicAddress;
       notificationAddress = listener.boundAddress;
     }
@@ -213,6 +214,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
           }),
       });
       stops.push(() => frontend.close());
+      // Stopping starts here (stops run last first): no more notifications, then the drain.
+      stops.push(async () => {
+        await listener?.stop();
+        await frontend.drain();
+      });
       running.frontendAddress = frontend.address;
     }
 

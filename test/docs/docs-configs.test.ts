@@ -1,7 +1,7 @@
 // The config blocks in docs/ are real configs: each block whose first line names a message type
 // ("# fleetspeak.components.Config: …") must parse as that message and pass the server's checks.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -16,7 +16,7 @@ import { parseText } from "../../src/common/textproto/index.js";
 import { ClientServiceConfigSchema } from "../../src/gen/fleetspeak/system_pb.js";
 import { CommunicatorConfigSchema } from "../../src/gen/fleetspeak_client/client_pb.js";
 import { checkComponentsConfig, checkServicesConfig, serverConfigRegistry } from "../../src/server/config.js";
-import { docBlocks } from "../support/doc-blocks.js";
+import { docBlock, docBlocks } from "../support/doc-blocks.js";
 import { testServerPki } from "../support/tls.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -70,7 +70,11 @@ describe("config blocks in docs/", () => {
 
   it("finds the blocks of the scaling guide", () => {
     const inScaling = blocks.filter((b) => b.file === "scaling.md").map((b) => b.type);
-    assert.deepEqual(inScaling.sort(), ["fleetspeak.client.generic.Config", "fleetspeak.config.Config"]);
+    assert.deepEqual(inScaling.sort(), [
+      "fleetspeak.client.generic.Config",
+      "fleetspeak.components.Config",
+      "fleetspeak.config.Config",
+    ]);
   });
 
   for (const b of blocks) {
@@ -109,6 +113,30 @@ describe("config blocks in docs/", () => {
       }
     });
   }
+
+  it("scaling.md's Galera settings are options mariadbd knows, taking the values written", () => {
+    const block = docBlock("scaling.md", "/etc/mysql/mariadb.conf.d/60-galera.cnf (node db-1)");
+    const cnf = join(files, "galera.cnf");
+    writeFileSync(cnf, block);
+    // --help reads the file as a start would, and lists every option with its value.
+    const run = spawnSync("/usr/sbin/mariadbd", [`--defaults-file=${cnf}`, "--verbose", "--help"], { encoding: "utf8" });
+    const out = `${run.stdout}${run.stderr}`;
+    assert.doesNotMatch(out, /unknown (variable|option)/);
+    for (const [, name, value] of block.matchAll(/^(\w+)\s*=\s*(\S+)$/gm)) {
+      const option = name!.replace(/_/g, "-");
+      // Booleans are listed as TRUE/FALSE.
+      const shown = value === "ON" ? "(ON|TRUE)" : value!.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+      assert.match(out, new RegExp(`^${option}\\s+${shown}$`, "m"), `${name} = ${value}`);
+    }
+  });
+
+  it("scaling.md's HAProxy section for Galera is a valid HAProxy config", () => {
+    const block = docBlock("scaling.md", "haproxy.cfg: in front of the Galera cluster, on each server machine");
+    const cfg = join(files, "haproxy-galera.cfg");
+    // The example's host names do not resolve here.
+    writeFileSync(cfg, `global\n  maxconn 100\ndefaults\n  default-server init-addr last,libc,none\n${block}\n`);
+    execFileSync("/usr/sbin/haproxy", ["-c", "-q", "-f", cfg]);
+  });
 
   it("the deploy/ example configs pass fleetspeak-server --check, certificates filled in", () => {
     for (const comp of ["frontend.components.config", "admin.components.config"]) {

@@ -2,7 +2,7 @@
 // requests with hand-built WrappedContactData frames. It shares no code with src/client, so the
 // server is not only tested against code that shares its assumptions.
 import { createHash, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes } from "node:crypto";
-import type { ClientRequest, IncomingMessage } from "node:http";
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from "node:http";
 import { request } from "node:https";
 import { constants as zlibConstants, createDeflate, type Deflate, deflateSync } from "node:zlib";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
@@ -214,12 +214,12 @@ export class RawClient {
   }
 
   /** One poll; resolves with the status and the parsed ContactData (if 200). */
-  poll(cd: ContactInit): Promise<{ status: number; cd?: ContactData; text: string }> {
+  poll(cd: ContactInit): Promise<{ status: number; cd?: ContactData; text: string; headers: IncomingHttpHeaders }> {
     return this.postRaw("/message", wrap(cd, this.opts.labels ?? []));
   }
 
   /** POSTs a body as is (compressed if configured); parses a 200 answer as ContactData. */
-  postRaw(path: string, raw: Buffer): Promise<{ status: number; cd?: ContactData; text: string }> {
+  postRaw(path: string, raw: Buffer): Promise<{ status: number; cd?: ContactData; text: string; headers: IncomingHttpHeaders }> {
     const body = this.opts.deflate ? deflateSync(raw) : raw;
     const headers: Record<string, string> = { "content-length": String(body.length) };
     if (this.opts.deflate) headers["content-encoding"] = "deflate";
@@ -230,8 +230,8 @@ export class RawClient {
         res.on("end", () => {
           const all = Buffer.concat(chunks);
           if (res.statusCode === 200) {
-            resolve({ status: 200, cd: fromBinary(ContactDataSchema, all), text: "" });
-          } else resolve({ status: res.statusCode ?? 0, text: all.toString() });
+            resolve({ status: 200, cd: fromBinary(ContactDataSchema, all), text: "", headers: res.headers });
+          } else resolve({ status: res.statusCode ?? 0, text: all.toString(), headers: res.headers });
         });
       });
       req.on("error", reject);

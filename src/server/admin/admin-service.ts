@@ -59,9 +59,14 @@ import { invalidArgument, toConnectError } from "./admin-errors.js";
 import { Coalescer } from "../../common/coalescer.js";
 import { type Destination, DestinationCache, notificationTarget } from "./destination-cache.js";
 import { pushStream } from "./push-stream.js";
+import { retryWhileStoreUnavailable } from "../store/store-retry.js";
 
+/** A notification that failed (refused, timed out): like "absent", the address may be out of date. */
+const NOT_REACHED = Symbol("not reached");
 /** The most a notifier may hold an InsertMessage call; after that it finishes in the background. */
 const DEFAULT_NOTIFY_WAIT_MS = 1000;
+/** How long InsertMessage keeps trying while the database cannot be reached. */
+const DEFAULT_STORE_HOLD_MS = 10_000;
 /** Go's Timestamp.CheckValid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z. */
 const MIN_TIMESTAMP_SECONDS = -62135596800n;
 const MAX_TIMESTAMP_SECONDS = 253402300799n;
@@ -72,6 +77,11 @@ export interface AdminServiceOptions {
   logger: Logger;
   /** How long InsertMessage waits for a notification before answering anyway. */
   notifyWaitMs?: number;
+  /**
+   * How long InsertMessage keeps trying to store its message while the database cannot be
+   * reached (a restart, a Galera fail-over), within the caller's deadline. Default 10 s.
+   */
+  storeHoldMs?: number;
   /**
    * Group commit of concurrent InsertMessage calls: at most this many messages per store call,
    * and this many store calls (and client lookups) at once. Default 100 and 4.
@@ -86,6 +96,7 @@ export class AdminService implements AdminImpl {
   readonly #notifier: Notifier;
   readonly #log: Logger;
   readonly #notifyWaitMs: number;
+  readonly #storeHoldMs: number;
   readonly #lookups: Coalescer<Uint8Array, Client | undefined>;
   readonly #destinations = new DestinationCache();
   readonly #writes: Coalescer<Message, void>;
@@ -96,6 +107,7 @@ export class AdminService implements AdminImpl {
     this.#notifier = opts.notifier;
     this.#log = opts.logger;
     this.#notifyWaitMs = opts.notifyWaitMs ?? DEFAULT_NOTIFY_WAIT_MS;
+    this.#storeHoldMs = opts.storeHoldMs ?? DEFAULT_STORE_HOLD_MS;
     const batching = {
       maxBatch: opts.batching?.maxBatch ?? 100,
       maxInFlight: opts.batching?.maxInFlight ?? 4,
@@ -236,6 +248,10 @@ export class AdminService implements AdminImpl {
       }
       m.creationTime ??= timestampFromMs(Date.now());
 
+      // A database that is briefly away (restarting, failing over) costs the caller a wait, not
+      // an error: reading the client and storing the same message again are harmless.
+      const started = performance.now();
+      const hold = { keepTrying: () => !ctx.signal.aborted && performance.now() - started < this.#storeHoldMs };
       const clientId = m.destination.clientId;
       let destination: Destination | undefined;
       let encoded: Uint8Array | undefined;
@@ -245,7 +261,7 @@ export class AdminService implements AdminImpl {
             `error parsing destination.client_id (${bytesToHex(clientId)}): ClientID must be 8 bytes, got ${clientId.length}`,
           );
         }
-        destination = await this.#destinationOf(clientId);
+        destination = await retryWhileStoreUnavailable(() => this.#destinationOf(clientId), hold);
         if (!destination) {
           throw new ConnectError(
             `expected 1 destination client result, got 0: client ${bytesToHex(clientId)} is not known` +
@@ -263,7 +279,7 @@ export class AdminService implements AdminImpl {
         }
       }
 
-      await this.#writes.submit(m);
+      await retryWhileStoreUnavailable(() => this.#writes.submit(m), hold);
 
       const target = destination && notificationTarget(destination, Date.now());
       if (target && !ctx.signal.aborted) await this.#notify(target, clientId, { message: m, encoded });
@@ -395,13 +411,14 @@ export class AdminService implements AdminImpl {
   }
 
   /**
-   * Notifies `target`. When it answers that it holds no stream of the client, the address was out
-   * of date (remembered from before the client reconnected elsewhere, say): forget it, read the
-   * client's record again, and notify the address recorded now, once, if it is another one.
-   * Never rejects, since it may finish after InsertMessage has answered.
+   * Notifies `target`. When it answers that it holds no stream of the client, or cannot be reached
+   * (a frontend that died: its clients reconnect elsewhere), the address was out of date: forget
+   * it, read the client's record again, and notify the address recorded now, once, if it is
+   * another one. Never rejects, since it may finish after InsertMessage has answered.
    */
   async #notifyFollowingMove(target: string, clientId: Uint8Array, message: NewMessage): Promise<void> {
-    if ((await this.#sendNotification(target, clientId, message)) !== "absent") return;
+    const answer = await this.#sendNotification(target, clientId, message);
+    if (answer !== "absent" && answer !== NOT_REACHED) return;
     const key = bytesToHex(clientId);
     this.#destinations.delete(key);
     let current: Destination | undefined;
@@ -410,8 +427,8 @@ export class AdminService implements AdminImpl {
     } catch (err) {
       this.#log.warn(
         { target, client: key, err: err instanceof Error ? err.message : String(err) },
-        "the notified server holds no stream of the client, and reading where the client streams now failed;" +
-          " the message will be delivered at its next contact",
+        "the notified server does not hold the client's stream, and reading where the client streams now failed;" +
+          " the message goes out with the client's next fetch",
       );
       return;
     }
@@ -421,19 +438,20 @@ export class AdminService implements AdminImpl {
     await this.#sendNotification(movedTo, clientId, message);
   }
 
-  /** One notification, carrying the new message; a failure is logged and answers nothing. */
-  async #sendNotification(target: string, clientId: Uint8Array, message: NewMessage): Promise<NotificationAnswer> {
+  /** One notification, carrying the new message; a failure is logged and answers NOT_REACHED. */
+  async #sendNotification(
+    target: string,
+    clientId: Uint8Array,
+    message: NewMessage,
+  ): Promise<NotificationAnswer | typeof NOT_REACHED> {
     try {
       return await this.#notifier.newMessageForClient(target, clientId, message);
     } catch (err) {
-      // The frontend may be gone for good (its clients reconnect elsewhere): the next message for
-      // this client reads where it streams now instead of trusting the remembered address.
-      this.#destinations.delete(bytesToHex(clientId));
       this.#log.warn(
         { target, client: bytesToHex(clientId), err: err instanceof Error ? err.message : String(err) },
-        "notifying the server holding the client's stream failed; the message will be delivered within seconds by that client's frontend",
+        "notifying the server holding the client's stream failed; looking up where the client streams now",
       );
-      return undefined;
+      return NOT_REACHED;
     }
   }
 

@@ -20,9 +20,18 @@ import { Coalescer } from "../../common/coalescer.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import type { CarriedLease, CarriedMessage, ClientData, Store } from "../store/store.js";
 import type { ClientCache } from "./client-cache.js";
+import type { StoreRetry } from "../store/store-retry.js";
 
 /** Fleetspeak's delivery lease: an unacknowledged message is offered again after this. */
 export const CLIENT_LEASE_MS = 15 * 60 * 1000;
+/**
+ * A new stream takes back what the client's earlier streams leased this recently (a frontend
+ * killed between leasing a message and writing it leaves it leased to a dead stream), once the
+ * client has had RELEASE_GRACE_MS to acknowledge what it did receive. Fleetspeak leaves such
+ * messages for the whole lease.
+ */
+const RELEASE_RECENT_MS = 60_000;
+const RELEASE_GRACE_MS = 5_000;
 
 /** A contact that cannot go on; `status` is the HTTP status the frontend answers with. */
 export class ContactError extends Error {
@@ -36,7 +45,8 @@ export class ContactError extends Error {
 
 /** Where messages from clients go: the service manager. */
 export interface IncomingMessageHandler {
-  handleClientMessages(msgs: Message[], contactId?: string): Promise<void>;
+  /** With `retry`, a database step that fails because the database is unavailable is tried again as it says. */
+  handleClientMessages(msgs: Message[], contactId?: string, retry?: StoreRetry): Promise<void>;
 }
 
 /** Stores, as pending messages for the client, the broadcasts it is newly eligible for. */
@@ -74,6 +84,8 @@ export interface Contact {
   broadcastsPending: boolean;
   /** A blacklisted client gets one RekeyRequest per contact. */
   rekeySent: boolean;
+  /** When messages that earlier streams leased moments ago fall due again (a new stream). */
+  releasedDueAtMs?: number;
 }
 
 const SYSTEM = "system";
@@ -188,14 +200,23 @@ export class Comms {
     const allowed = Object.entries(cd.AllowedMessages);
     if (allowed.length > 0) contact.tokens = new Map(allowed.map(([k, v]) => [k, clampCount(v)]));
     await this.acceptMessages(contact, cd.messages);
+    if (streaming) {
+      const dueAtMs = Date.now() + RELEASE_GRACE_MS;
+      const released = await this.opts.store.releaseRecentLeases(clientId, { leaseMs: this.leaseMs, recentMs: RELEASE_RECENT_MS, dueAtMs });
+      if (released > 0) {
+        contact.releasedDueAtMs = dueAtMs;
+        this.opts.logger.debug({ clientId: clientIdHex, released }, "new stream: messages leased moments ago to an earlier one go out again unless acknowledged");
+      }
+    }
     return contact;
   }
 
   /**
    * Validates a client's messages and hands the valid ones to the service manager. Invalid ones
-   * are dropped with a log line, as Fleetspeak does (the contact still succeeds).
+   * are dropped with a log line, as Fleetspeak does (the contact still succeeds). With `retry`,
+   * storing them while the database is unavailable is tried again as it says.
    */
-  async acceptMessages(contact: Contact, messages: Message[]): Promise<void> {
+  async acceptMessages(contact: Contact, messages: Message[], retry?: StoreRetry): Promise<void> {
     if (messages.length === 0) return;
     const valid: Message[] = [];
     const now = timestampNow();
@@ -214,7 +235,7 @@ export class Comms {
     }
     if (valid.length === 0) return;
     this.opts.onIngested?.(valid, contact);
-    await this.opts.handler.handleClientMessages(valid, contact.contactId);
+    await this.opts.handler.handleClientMessages(valid, contact.contactId, retry);
   }
 
   /** Adds a streaming frame's AllowedMessages deltas; returns true if a service went from 0 to >0. */

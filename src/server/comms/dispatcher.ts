@@ -14,6 +14,8 @@ export interface Wakeable {
   wake(): void;
   /** A new message, carried by its notification: send it if it can be leased, else wake(). */
   offer?(message: Message): void;
+  /** The server is stopping: finish what is under way, say done_sending, take nothing new. */
+  drain?(): void;
 }
 
 export interface DispatcherOptions {
@@ -30,6 +32,8 @@ export class Dispatcher {
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping = false;
   private sweepFailing = false;
+  private draining = false;
+  private readonly unregistered = new Set<() => void>();
 
   constructor(private readonly opts: DispatcherOptions) {
     const every = opts.sweepIntervalMs ?? 5_000;
@@ -51,6 +55,36 @@ export class Dispatcher {
   unregister(stream: Wakeable): void {
     const key = bytesToHex(stream.clientId);
     if (this.streams.get(key) === stream) this.streams.delete(key);
+    for (const w of this.unregistered) w();
+  }
+
+  /** True once drain() was called: streams that start now drain at once. */
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /**
+   * The graceful stop of a frontend: every stream finishes the frames under way and says
+   * done_sending, so that its client moves to another frontend at once (Fleetspeak cuts them, and
+   * its clients wait before they reconnect). Resolves once every stream has closed, or after
+   * `timeoutMs`.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    this.close();
+    for (const s of this.streams.values()) s.drain?.();
+    if (this.streams.size === 0) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        if (this.streams.size > 0 && Date.now() < deadline) return;
+        clearTimeout(timer);
+        this.unregistered.delete(done);
+        resolve();
+      };
+      const deadline = Date.now() + timeoutMs;
+      const timer = setTimeout(done, timeoutMs);
+      this.unregistered.add(done);
+    });
   }
 
   /**

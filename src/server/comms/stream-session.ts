@@ -42,6 +42,7 @@ export class StreamSession implements Wakeable {
   /** Carried messages being leased, to be written before done_sending. */
   private carrying = 0;
   private stopping = false;
+  private started = false;
   private closed = false;
   private fetchErrors = 0;
   private ackCounter = 0n;
@@ -84,10 +85,25 @@ export class StreamSession implements Wakeable {
   }
 
   start(): void {
+    this.started = true;
     const { lifespanMs, closeBeforeMs } = this.timings;
-    this.timers.push(setTimeout(() => void this.finishSending(), Math.max(0, lifespanMs - closeBeforeMs)));
+    this.timers.push(setTimeout(() => this.drain(), Math.max(0, lifespanMs - closeBeforeMs)));
     this.timers.push(setTimeout(() => this.close(), lifespanMs));
-    if (this.wanted) this.wake();
+    const released = this.contact.releasedDueAtMs;
+    if (released !== undefined) this.timers.push(setTimeout(() => this.wake(), Math.max(0, released - Date.now())));
+    // A stream that opened while the server began to stop is told to move on at once.
+    if (this.dispatcher.isDraining) this.drain();
+    else if (this.wanted) this.wake();
+  }
+
+  /**
+   * Ends the stream's sending side: messages being fetched or leased are written, then
+   * done_sending, and nothing new is taken (what is due stays due, for the client's next stream).
+   * The client's frames are still processed and acknowledged until it closes the connection.
+   */
+  drain(): void {
+    // Before start() the first frame is not written yet; start() drains a stream that opens late.
+    if (this.started) void this.finishSending();
   }
 
   wake(): void {
@@ -195,7 +211,23 @@ export class StreamSession implements Wakeable {
   private async processFrame(bytes: Buffer): Promise<void> {
     const { cd } = this.comms.parseWrapped(bytes, `client ${this.contact.clientIdHex} at ${this.contact.address}`);
     if (this.comms.addTokens(this.contact, cd.AllowedMessages)) this.wake();
-    await this.comms.acceptMessages(this.contact, cd.messages);
+    // While the database is unreachable the frame is stored again and again, its ack (and those
+    // of the frames after it) waiting, for as long as the stream lasts: closing the stream would
+    // only make the client reconnect into the same outage.
+    let failed = 0;
+    await this.comms.acceptMessages(this.contact, cd.messages, {
+      keepTrying: () => !this.closed,
+      onRetry: (err, failures, pauseMs) => {
+        failed = failures;
+        if (failures === 1) {
+          this.comms.logger.warn(
+            { clientId: this.contact.clientIdHex, err: err.message, retryInMs: Math.round(pauseMs) },
+            "storing a client frame failed; trying again while the stream lasts",
+          );
+        }
+      },
+    });
+    if (failed > 0) this.comms.logger.info({ clientId: this.contact.clientIdHex, failures: failed }, "client frame stored after the database came back");
   }
 
   private async pushLoop(): Promise<void> {
@@ -231,7 +263,7 @@ export class StreamSession implements Wakeable {
   }
 
   private async finishSending(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.stopping) return;
     this.stopping = true;
     // done_sending goes last: after the fetch and the carried messages already under way.
     while (this.pushing || this.carrying > 0) await new Promise((r) => setTimeout(r, 10));

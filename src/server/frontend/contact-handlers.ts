@@ -12,6 +12,9 @@ import type { Logger } from "../../common/log.js";
 import { type Comms, ContactError } from "../comms/comms.js";
 import type { Dispatcher } from "../comms/dispatcher.js";
 import { type StreamObserver, StreamSession, type StreamTimings } from "../comms/stream-session.js";
+import { StoreUnavailableError } from "../store/errors.js";
+import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
+import type { LogThrottle } from "../security/log-throttle.js";
 import { type BufferBudget, type Reservation, SMALL_REQUEST_BYTES, uploadDeadlineMs } from "../security/buffer-budget.js";
 import { TokenBucket } from "../security/token-bucket.js";
 import { DEFAULT_FRONTEND_LISTENER_LIMITS } from "./listener.js";
@@ -37,21 +40,55 @@ export interface ContactHandlerDeps {
   maxStreamFramesPerSecond?: number;
   /** Reports each contact's outcome and duration, for metrics. */
   onContact?: (kind: "poll" | "stream", status: number, seconds: number) => void;
+  /** How long a new contact is held while the database cannot be reached (FrontendListenerLimits). */
+  contactHoldMs?: number;
+  /** Contacts refused because the database is unreachable are logged through this (one line per interval). */
+  unavailableLog?: LogThrottle;
 }
+
+/** A client refused while the database is down is asked to come back after 5–15 s, spread out. */
+const RETRY_AFTER_MIN_S = 5;
+const RETRY_AFTER_SPREAD_S = 10;
 
 function statusOf(e: unknown): number {
   if (e instanceof ContactError) return e.status;
+  if (e instanceof StoreUnavailableError) return 503;
   const status = (e as { status?: unknown }).status;
   return typeof status === "number" ? status : 500;
 }
 
-function fail(res: ServerResponse, status: number, message: string): void {
+function fail(res: ServerResponse, status: number, message: string, error?: unknown): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", connection: "close" });
+  const headers: Record<string, string> = { "content-type": "text/plain; charset=utf-8", connection: "close" };
+  if (error instanceof StoreUnavailableError) {
+    headers["retry-after"] = String(RETRY_AFTER_MIN_S + Math.floor(Math.random() * (RETRY_AFTER_SPREAD_S + 1)));
+  }
+  res.writeHead(status, headers);
   res.end(`${message}\n`);
+}
+
+/**
+ * A new contact whose database calls fail because the database cannot be reached is held (its
+ * request unanswered) and tried again, up to contactHoldMs from its start, while the client waits.
+ */
+function holdWhileStoreUnavailable(deps: ContactHandlerDeps, started: number, gone: () => boolean): StoreRetry {
+  const until = started + (deps.contactHoldMs ?? DEFAULT_FRONTEND_LISTENER_LIMITS.contactHoldMs);
+  return { keepTrying: () => !gone() && performance.now() < until };
+}
+
+/** Logs a refused contact: at warn for server-side trouble, throttled when the database is down. */
+function logRefusal(deps: ContactHandlerDeps, what: string, address: string, status: number, e: unknown): void {
+  const fields = { address, status, err: (e as Error).message };
+  if (e instanceof StoreUnavailableError && deps.unavailableLog) {
+    deps.unavailableLog.run((suppressed) =>
+      deps.logger.warn({ ...fields, suppressed }, `${what} (database unavailable; the client is told to retry later)`),
+    );
+    return;
+  }
+  deps.logger[status >= 500 ? "warn" : "info"](fields, what);
 }
 
 function precheck(req: IncomingMessage): void {
@@ -75,8 +112,9 @@ export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage,
       deadlineMs: uploadDeadlineMs(Number.isFinite(declared) ? declared : MAX_CONTACT_BYTES, deps.uploadGraceMs),
     });
     release = read.release;
-    const contact = await deps.comms.openContact(spki, address, read.body, false);
-    const { messages } = await deps.comms.fetchOutgoing(contact);
+    const hold = holdWhileStoreUnavailable(deps, started, () => res.destroyed);
+    const contact = await retryWhileStoreUnavailable(() => deps.comms.openContact(spki, address, read.body, false), hold);
+    const { messages } = await retryWhileStoreUnavailable(() => deps.comms.fetchOutgoing(contact), hold);
     const out = toBinary(ContactDataSchema, create(ContactDataSchema, { sequencingNonce: contact.nonce, messages }));
     if (messages.length > 0) deps.observer?.messagesSent?.(contact, messages);
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": out.length });
@@ -85,8 +123,8 @@ export async function handlePoll(deps: ContactHandlerDeps, req: IncomingMessage,
   } catch (e) {
     const status = statusOf(e);
     const message = status === 500 ? `error processing contact: ${(e as Error).message}` : (e as Error).message;
-    deps.logger[status >= 500 ? "warn" : "info"]({ address, status, err: (e as Error).message }, "poll failed");
-    fail(res, status, message);
+    logRefusal(deps, "poll failed", address, status, e);
+    fail(res, status, message, e);
     deps.onContact?.("poll", status, (performance.now() - started) / 1000);
   } finally {
     release?.();
@@ -178,8 +216,8 @@ class StreamRequest {
   /** Answers a stream that cannot be served with its status and reason. */
   refuse(e: unknown): void {
     const status = statusOf(e);
-    this.#deps.logger[status >= 500 ? "warn" : "info"]({ address: this.#address, status, err: (e as Error).message }, "stream refused");
-    this.#finish(status, (e as Error).message);
+    logRefusal(this.#deps, "stream refused", this.#address, status, e);
+    this.#finish(status, (e as Error).message, e);
   }
 
   /** A chunk of the request: cut into frames, budgeted, and handed on. */
@@ -277,10 +315,11 @@ class StreamRequest {
     else if (this.#session) void this.#pump();
   }
 
-  /** Opens the contact, answers the first frame and starts the session. */
+  /** Opens the contact, answers the first frame and starts the session; held while the database is away. */
   async #startSession(first: Buffer): Promise<void> {
     const deps = this.#deps;
-    const contact = await deps.comms.openContact(this.#spki!, this.#address, first, true);
+    const hold = holdWhileStoreUnavailable(deps, this.#started, () => this.#finished);
+    const contact = await retryWhileStoreUnavailable(() => deps.comms.openContact(this.#spki!, this.#address, first, true), hold);
     const session = new StreamSession(
       deps.comms,
       contact,
@@ -298,7 +337,7 @@ class StreamRequest {
       deps.observer,
     );
     this.#session = session;
-    const frame0 = await session.initialFrame();
+    const frame0 = await retryWhileStoreUnavailable(() => session.initialFrame(), hold);
     if (this.#finished) {
       session.close();
       return;
@@ -366,7 +405,7 @@ class StreamRequest {
   }
 
   /** Ends the stream once: timers stopped, memory given back, the session closed or the error answered. */
-  #finish(status: number, message?: string): void {
+  #finish(status: number, message?: string, error?: unknown): void {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#firstFrameTimer) clearTimeout(this.#firstFrameTimer);
@@ -377,7 +416,7 @@ class StreamRequest {
     }
     this.#releaseQueue();
     if (this.#session) this.#session.close();
-    else if (message !== undefined) fail(this.#res, status, message);
+    else if (message !== undefined) fail(this.#res, status, message, error);
     this.#deps.onContact?.("stream", status, (performance.now() - this.#started) / 1000);
   }
 }

@@ -7,6 +7,7 @@ import type { Dispatcher } from "../comms/dispatcher.js";
 import type { StreamObserver, StreamTimings } from "../comms/stream-session.js";
 import type { StoredFile } from "../store/store.js";
 import { BufferBudget } from "../security/buffer-budget.js";
+import { LogThrottle } from "../security/log-throttle.js";
 import { frontendModeUsesTls, identifyClient } from "./client-identity.js";
 import { type ContactHandlerDeps, handlePoll, handleStream } from "./contact-handlers.js";
 import { handleFileRequest } from "./file-handler.js";
@@ -32,7 +33,16 @@ export interface FrontendOptions {
   onContact?: ContactHandlerDeps["onContact"];
 }
 
-export async function startFrontend(opts: FrontendOptions): Promise<FrontendListener> {
+export interface Frontend extends FrontendListener {
+  /**
+   * The graceful stop's first step: no new connections, done_sending on every stream (after the
+   * frames under way), and their clients' last frames answered. Resolves once every stream has
+   * closed, or after the listener's closeGraceMs; close() then ends what is left.
+   */
+  drain(): Promise<void>;
+}
+
+export async function startFrontend(opts: FrontendOptions): Promise<Frontend> {
   const mode = opts.https.frontendConfig;
   // https_config.limits, then the caller's overrides (tests, tuning).
   const limits = { ...frontendLimitsFromConfig(opts.https.limits), ...opts.limits };
@@ -40,6 +50,7 @@ export async function startFrontend(opts: FrontendOptions): Promise<FrontendList
   const deps: ContactHandlerDeps = {
     budget,
     ...(limits.uploadGraceMs !== undefined ? { uploadGraceMs: limits.uploadGraceMs } : {}),
+    ...(limits.contactHoldMs !== undefined ? { contactHoldMs: limits.contactHoldMs } : {}),
     ...(limits.maxStreamFramesPerSecond !== undefined ? { maxStreamFramesPerSecond: limits.maxStreamFramesPerSecond } : {}),
     comms: opts.comms,
     dispatcher: opts.dispatcher,
@@ -47,6 +58,7 @@ export async function startFrontend(opts: FrontendOptions): Promise<FrontendList
     timings: opts.timings,
     identify: (req) => identifyClient(req, mode).spki,
     addressOf: clientAddressOf,
+    unavailableLog: new LogThrottle(10_000),
     ...(opts.observer ? { observer: opts.observer } : {}),
     ...(opts.onContact ? { onContact: opts.onContact } : {}),
   };
@@ -70,7 +82,7 @@ export async function startFrontend(opts: FrontendOptions): Promise<FrontendList
     }
   };
   const tls = frontendModeUsesTls(mode) ? { cert: opts.https.certificates, key: opts.https.key } : undefined;
-  return startFrontendListener({
+  const listener = await startFrontendListener({
     listenAddress: opts.https.listenAddress,
     ...(tls ? { tls } : {}),
     proxyProtocol: opts.proxyProtocol,
@@ -78,4 +90,17 @@ export async function startFrontend(opts: FrontendOptions): Promise<FrontendList
     logger: opts.logger,
     limits,
   });
+  return {
+    ...listener,
+    drain: async () => {
+      listener.stopAccepting();
+      const streams = opts.dispatcher.connectedCount;
+      const started = Date.now();
+      await opts.dispatcher.drain(limits.closeGraceMs ?? DEFAULT_FRONTEND_LISTENER_LIMITS.closeGraceMs);
+      opts.logger.info(
+        { streams, left: opts.dispatcher.connectedCount, ms: Date.now() - started },
+        "frontend drained: every stream was told done_sending",
+      );
+    },
+  };
 }

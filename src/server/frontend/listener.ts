@@ -72,6 +72,11 @@ export interface FrontendListenerLimits {
    * the event loop busy for everyone.
    */
   maxStreamFramesPerSecond: number;
+  /**
+   * How long a new contact is held, while the database cannot be reached, before it is answered
+   * 503 with a Retry-After (contact-handlers.ts).
+   */
+  contactHoldMs: number;
 }
 
 /** Fleetspeak's values where it has them: ReadHeaderTimeout 10 s, IdleTimeout 30 s. */
@@ -88,6 +93,7 @@ export const DEFAULT_FRONTEND_LISTENER_LIMITS: FrontendListenerLimits = {
   maxBufferedRequestBytes: DEFAULT_MAX_BUFFERED_REQUEST_BYTES,
   uploadGraceMs: DEFAULT_UPLOAD_GRACE_MS,
   maxStreamFramesPerSecond: 100,
+  contactHoldMs: 20_000,
 };
 
 /** https_config.limits of the components config (0 or unset: the default). */
@@ -119,6 +125,11 @@ export interface FrontendListener {
   address: string;
   /** The HTTP(S) server the connections are handed to; it never listens itself. */
   server: HttpServer | HttpsServer;
+  /**
+   * Stops accepting connections; those that have not started a request yet are closed, and
+   * running requests (streams) go on until close().
+   */
+  stopAccepting(): void;
   /** Stops accepting, lets running requests end within closeGraceMs, then cuts the rest. */
   close(): Promise<void>;
   /** Open TCP connections, including ones still sending their PROXY header or handshake. */
@@ -439,16 +450,22 @@ export async function startFrontendListener(opts: FrontendListenerOptions): Prom
   const bound = await listen(tcp, opts.listenAddress, "https_config.listen_address");
   tcp.on("error", (err) => log.error({ err: err.message }, `frontend listener on ${opts.listenAddress} failed`));
 
+  let closed: Promise<void> | undefined;
+  const stopAccepting = (): void => {
+    closed ??= new Promise<void>((resolve) => tcp.close(() => resolve()));
+    for (const raw of open) if (!handedOver.has(socketKey(raw))) raw.destroy();
+    inner.closeIdleConnections();
+  };
+
   return {
     address: formatHostPort(bound.address, bound.port),
     server: inner,
     connectionCount: () => open.size,
     pendingConnectionCount: () => pending.size,
+    stopAccepting,
     close: async () => {
       const allClosed = [...open].map((raw) => new Promise((resolve) => raw.once("close", resolve)));
-      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
-      for (const raw of open) if (!handedOver.has(socketKey(raw))) raw.destroy();
-      inner.closeIdleConnections();
+      stopAccepting();
       const grace = setTimeout(() => {
         inner.closeAllConnections();
         for (const raw of open) raw.destroy();

@@ -128,6 +128,7 @@ export class Metrics {
   readonly #notificationsSent: Counter<"result">;
   readonly #notificationsReceived: Counter<"known">;
   readonly #carried: Counter<"result">;
+  readonly #retries: Counter<"operation" | "reason">;
   readonly #delivered: Counter;
   readonly #adminRequests: Counter<"method" | "code">;
   #connectedClients: () => number = () => 0;
@@ -262,6 +263,12 @@ export class Metrics {
       "Messages carried by notifications: result=sent when leased and sent as carried, fetched when left to a" +
         " regular fetch (no allowance, blacklisted client, or claimed meanwhile).",
       ["result"],
+    );
+    this.#retries = counter(
+      "fleetspeak_datastore_transaction_retries_total",
+      "Transactions run again after a conflict with another one, by operation and reason (deadlock, including" +
+        " Galera certification failures; lock_wait_timeout; too_many_transactions; commit_failed).",
+      ["operation", "reason"],
     );
     this.#delivered = new Counter({
       name: "fleetspeak_messages_delivered_total",
@@ -427,6 +434,11 @@ export class Metrics {
     this.#carried.inc({ result: sent ? "sent" : "fetched" });
   }
 
+  /** A datastore transaction run again after a conflict. */
+  transactionRetried(operation: string, reason: string): void {
+    this.#retries.inc({ operation: operationName(operation), reason });
+  }
+
   /** One admin RPC; `code` is the gRPC status name ("OK", "InvalidArgument", …). */
   adminRequest(method: string, code: string): void {
     this.#adminRequests.inc({ method, code });
@@ -453,7 +465,7 @@ function operationName(method: string): string {
 }
 
 /** Store members that are not datastore operations. */
-const UNTIMED_STORE_MEMBERS = new Set(["close", "backend", "constructor"]);
+const UNTIMED_STORE_MEMBERS = new Set(["close", "backend", "constructor", "observeRetries"]);
 
 /**
  * The same Store, with every operation timed into
@@ -461,6 +473,7 @@ const UNTIMED_STORE_MEMBERS = new Set(["close", "backend", "constructor"]);
  * store is opened; every user of the store is then counted (Fleetspeak misses the admin server's).
  */
 export function instrumentStore(store: Store, metrics: Metrics): Store {
+  store.observeRetries?.((operation, reason) => metrics.transactionRetried(operation, reason));
   const wrappers = new Map<PropertyKey, unknown>();
   return new Proxy(store, {
     get(target, prop) {

@@ -13,6 +13,7 @@ import { type Message, type MessageResult, MessageResultSchema } from "../../gen
 import type { ServerConfig } from "../../gen/fleetspeak_server/server_pb.js";
 import type { ServiceConfig } from "../../gen/fleetspeak_server/services_pb.js";
 import { StoreUnavailableError } from "../store/errors.js";
+import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
 import type { ClientData, Store } from "../store/store.js";
 import { type Service, type ServiceContext, type ServiceFactory, TemporaryError } from "./service.js";
 import { defaultServiceFactories } from "./service-factories.js";
@@ -161,7 +162,7 @@ export class ServiceManager {
    * result recorded, payload dropped once processed. Throws when they could not be stored; then
    * the client must send them again (storing them twice is harmless: same IDs, merge rules).
    */
-  async handleClientMessages(msgs: Message[], contactId?: string): Promise<void> {
+  async handleClientMessages(msgs: Message[], contactId?: string, retry?: StoreRetry): Promise<void> {
     for (const m of msgs) {
       if (m.destination?.clientId.length !== 0) {
         throw new Error(`message ${bytesToHex(m.messageId)} is not addressed to a server service`);
@@ -170,7 +171,10 @@ export class ServiceManager {
     // MessageAcks first, in bulk with other streams' acks (see acks.ts); what they leave over
     // goes the usual way.
     const started = performance.now();
-    const rest = await this.#acks.applyFrom(msgs);
+    // With `retry`, only the database steps are repeated while the database is away: a message
+    // handed to its service once is not handed over again for every attempt to store it.
+    const stored = <T>(step: () => Promise<T>): Promise<T> => (retry ? retryWhileStoreUnavailable(step, retry) : step());
+    const rest = await stored(() => this.#acks.applyFrom(msgs));
     if (rest.length < msgs.length) {
       const seconds = (performance.now() - started) / 1000;
       const kept = new Set(rest);
@@ -186,7 +190,7 @@ export class ServiceManager {
       const now = timestampNow();
       for (const m of chunk) m.creationTime = now;
       await this.#processAll(chunk, true, true);
-      await this.#store.storeMessages(chunk, { contactId, serverDueMs: this.#retryTime(0) });
+      await stored(() => this.#store.storeMessages(chunk, { contactId, serverDueMs: this.#retryTime(0) }));
     }
   }
 

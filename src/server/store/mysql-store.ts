@@ -4,8 +4,10 @@
 // other servers do at the same moment: claims lock the rows they take (a client's rows with
 // SELECT … FOR UPDATE, the shared server backlog with FOR UPDATE SKIP LOCKED so that servers
 // share it out) and reschedule them before committing; broadcast limits are a conditional
-// increment. Deadlocks and lock-wait timeouts are retried a bounded number of times;
+// increment. Conflicts (deadlocks, lock-wait timeouts, Galera certification failures) are retried
+// a bounded number of times, a COMMIT whose answer was lost is read back, never guessed;
 // a lost or refused connection becomes StoreUnavailableError naming the database server.
+import { randomInt } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import mysql, {
   type ExecuteValues,
@@ -92,6 +94,7 @@ import {
   carriedLeaseParams,
   carriedLeaseWhere,
   carriedRow,
+  recentLeaseRange,
   toMessageRow,
 } from "./rows.js";
 import type {
@@ -121,8 +124,13 @@ export interface MysqlStoreOptions {
   connection: MysqlConnectionOptions;
   /** Most connections this process opens. Default 20. */
   poolSize?: number;
-  /** How many times a transaction that hit a deadlock or lock-wait timeout is run again. Default 10. */
+  /** How many times a transaction that met a conflict (deadlock, lock-wait timeout, Galera certification) is run again. Default 10. */
   maxRetries?: number;
+  /**
+   * How long to keep reading back what a claim or lease did when the connection failed after its
+   * COMMIT went out (the database may be restarting). Default 60 s.
+   */
+  unknownOutcomeMs?: number;
   /** Leave the schema as it is (for `migrate --to-fleetspeak`, which must not adopt first). Default false. */
   skipMigration?: boolean;
   logger?: Logger;
@@ -132,12 +140,20 @@ const DEFAULT_POOL_SIZE = 20;
 const STREAM_PAGE = 1000;
 const EMPTY = Buffer.alloc(0);
 
-// Transient conflicts between transactions: run the transaction again.
-const ER_LOCK_WAIT_TIMEOUT = 1205;
-const ER_LOCK_DEADLOCK = 1213;
-const ER_TOO_MANY_CONCURRENT_TRXS = 1637;
+// Transient conflicts between transactions: the transaction was rolled back and is run again
+// whole. On Galera, a transaction that loses certification to another node's (both wrote the same
+// rows) fails with ER_LOCK_DEADLOCK, at COMMIT or at any statement when the applier aborts it, and
+// a failed replication of the commit as ER_ERROR_DURING_COMMIT.
+const CONFLICTS = new Map([
+  [1213, "deadlock"], // ER_LOCK_DEADLOCK, also Galera certification failures
+  [1205, "lock_wait_timeout"], // ER_LOCK_WAIT_TIMEOUT
+  [1637, "too_many_transactions"], // ER_TOO_MANY_CONCURRENT_TRXS
+  [1180, "commit_failed"], // ER_ERROR_DURING_COMMIT
+]);
 const ER_DUP_ENTRY = 1062;
 const ER_NO_REFERENCED_ROW_2 = 1452;
+/** A Galera node outside the primary component (cut off from the cluster) refuses every statement. */
+const ER_WSREP_NOT_READY = 1047;
 const ER_WARN_DATA_OUT_OF_RANGE = 1264;
 
 /**
@@ -153,6 +169,7 @@ const UNAVAILABLE_ERRNOS = new Set([
   1040, // ER_CON_COUNT_ERROR
   1044, // ER_DBACCESS_DENIED_ERROR
   1045, // ER_ACCESS_DENIED_ERROR
+  ER_WSREP_NOT_READY,
   1049, // ER_BAD_DB_ERROR
   1053, // ER_SERVER_SHUTDOWN
   1203, // ER_TOO_MANY_USER_CONNECTIONS
@@ -162,9 +179,6 @@ const UNAVAILABLE_ERRNOS = new Set([
   2003, // CR_CONN_HOST_ERROR
   2006, // CR_SERVER_GONE_ERROR
   2013, // CR_SERVER_LOST
-  ER_LOCK_WAIT_TIMEOUT,
-  ER_LOCK_DEADLOCK,
-  ER_TOO_MANY_CONCURRENT_TRXS,
 ]);
 const UNAVAILABLE_CODES = new Set([
   "ECONNREFUSED",
@@ -181,20 +195,51 @@ const UNAVAILABLE_CODES = new Set([
   "ER_SERVER_SHUTDOWN",
 ]);
 
-type DbError = Error & { errno?: number; code?: string; fatal?: boolean; sqlMessage?: string };
+type DbError = Error & { errno?: number; code?: string; fatal?: boolean; sqlMessage?: string; sqlState?: string };
+
+/** Why a transaction is run again, for the retries metric; undefined when the error is no conflict. */
+function conflictOf(e: unknown): string | undefined {
+  const errno = (e as DbError).errno;
+  return errno === undefined ? undefined : CONFLICTS.get(errno);
+}
 
 function isRetryable(e: unknown): boolean {
-  const errno = (e as DbError).errno;
-  return errno === ER_LOCK_DEADLOCK || errno === ER_LOCK_WAIT_TIMEOUT || errno === ER_TOO_MANY_CONCURRENT_TRXS;
+  return conflictOf(e) !== undefined;
 }
 
 function isConnectionError(e: unknown): boolean {
   const err = e as DbError;
   if (err.fatal) return true;
   if (err.code !== undefined && UNAVAILABLE_CODES.has(err.code)) return true;
-  if (err.errno !== undefined && UNAVAILABLE_ERRNOS.has(err.errno) && !isRetryable(e)) return true;
+  if (err.errno !== undefined && UNAVAILABLE_ERRNOS.has(err.errno)) return true;
   return /Pool is closed|connection is in closed state/.test(err.message ?? "");
 }
+
+/**
+ * Whether statements sent before this error may have run: the connection failed (no answer from
+ * the server, which answers every failed statement with an error and its SQLSTATE) after they
+ * went out. A COMMIT among them may have happened or not; only reading the rows again can tell.
+ */
+function outcomeUnknown(e: unknown): boolean {
+  const err = e as DbError;
+  return isConnectionError(e) && err.sqlState === undefined && !/connection is in closed state|Pool is closed/.test(err.message ?? "");
+}
+
+/** The pause before running a conflicting transaction again: doubling from 10 ms up to 1 s, jittered so that two servers that met do not meet again. */
+function backoffMs(attempt: number): number {
+  return Math.min(1000, 10 * 2 ** attempt) * (0.5 + Math.random());
+}
+
+/**
+ * The due time (µs) a claim or lease gives its rows: the lease's end plus random microseconds, so
+ * that the attempt can recognize its own rows when the answer to its COMMIT is lost.
+ */
+function leaseStamp(untilMs: number): number {
+  return msToUs(untilMs) + randomInt(1, 1000);
+}
+
+/** Thrown by txBatch when its COMMIT went out and the connection failed before the answer. */
+class CommitOutcomeUnknown extends Error {}
 
 function errno(e: unknown): number | undefined {
   return (e as DbError).errno;
@@ -320,7 +365,9 @@ export class MysqlStore implements Store {
   readonly backend = "mysql";
   private readonly where: string;
   private readonly maxRetries: number;
+  private readonly unknownOutcomeMs: number;
   private closed = false;
+  private onRetry: (operation: string, reason: string) => void = () => {};
   readonly #reads = new ConsoleReads(
     (op, q) => this.readQuery(op, q),
     (ids) => this.listClients(ids),
@@ -333,11 +380,16 @@ export class MysqlStore implements Store {
   private constructor(
     private readonly pool: Pool,
     private readonly opts: MysqlConnectionOptions,
-    maxRetries: number,
+    options: MysqlStoreOptions,
     private readonly log: Logger,
   ) {
     this.where = mysqlWhere(opts);
-    this.maxRetries = maxRetries;
+    this.maxRetries = options.maxRetries ?? 10;
+    this.unknownOutcomeMs = options.unknownOutcomeMs ?? 60_000;
+  }
+
+  observeRetries(observer: (operation: string, reason: string) => void): void {
+    this.onRetry = observer;
   }
 
   /** Connects, brings the schema up to date (under a database-wide lock) and returns the store. */
@@ -384,7 +436,7 @@ export class MysqlStore implements Store {
         });
       }
     });
-    const store = new MysqlStore(pool, c, options.maxRetries ?? 10, log);
+    const store = new MysqlStore(pool, c, options, log);
     try {
       if (options.skipMigration) await store.ping();
       else await store.migrate();
@@ -547,17 +599,22 @@ export class MysqlStore implements Store {
   }
 
   /**
-   * Runs fn in a transaction. Deadlocks and lock-wait timeouts run it again (bounded, with
-   * back-off). fn may throw Rollback(value) to roll back and return value. A connection lost after BEGIN is not repeated here (the outcome of a COMMIT in flight is
-   * unknown): the caller gets StoreUnavailableError.
+   * Runs fn in a transaction. Conflicts (deadlocks, lock-wait timeouts, Galera certification
+   * failures) run it again, bounded, with back-off. fn may throw Rollback(value) to roll back and
+   * return value. A connection lost before COMMIT rolled the transaction back: the caller gets
+   * StoreUnavailableError. A connection lost while COMMIT was under way leaves its outcome unknown:
+   * `resolve` finds out what happened by reading the database; without one, the caller gets
+   * StoreUnavailableError (for writes that the caller may simply repeat).
    */
-  private async tx<T>(op: string, fn: (c: PoolConnection) => Promise<T>): Promise<T> {
+  private async tx<T>(op: string, fn: (c: PoolConnection) => Promise<T>, resolve?: (cause: unknown) => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
+      let committing = false;
       try {
         const conn = await this.begin();
         let broken = false;
         try {
           const out = await fn(conn);
+          committing = true;
           await conn.query("COMMIT");
           return out;
         } catch (e) {
@@ -574,13 +631,20 @@ export class MysqlStore implements Store {
           else conn.release();
         }
       } catch (e) {
-        if (isRetryable(e) && attempt < this.maxRetries) {
-          await sleep((attempt + 1) * 20 + Math.random() * 20);
-          continue;
-        }
+        if (committing && resolve && outcomeUnknown(e)) return resolve(e);
+        if (await this.retryAfter(op, e, attempt)) continue;
         throw this.mapError(op, e);
       }
     }
+  }
+
+  /** After a conflict, waits and says to run the transaction again (counting it), within maxRetries. */
+  private async retryAfter(op: string, e: unknown, attempt: number): Promise<boolean> {
+    const reason = conflictOf(e);
+    if (reason === undefined || attempt >= this.maxRetries) return false;
+    this.onRetry(op, reason);
+    await sleep(backoffMs(attempt));
+    return true;
   }
 
   /**
@@ -588,11 +652,12 @@ export class MysqlStore implements Store {
    * goes out as one multi-statement query, so that a transaction costs each side one wake-up
    * instead of one per statement (on a busy VM, the round trips were most of the cost of a
    * delivered message). Resolves with each statement's result, in order. The server stops at the
-   * first failing statement; the transaction is then rolled back and the error thrown. Deadlocks
-   * and lock-wait timeouts run it again, and so does a connection found dead: only for batches
-   * that give the same outcome when run twice.
+   * first failing statement; the transaction is then rolled back and the error thrown. Conflicts
+   * run it again. A connection that fails after the batch went out leaves the COMMIT's outcome
+   * unknown: `idempotent` batches (the same outcome when run twice) are run again once, others
+   * throw CommitOutcomeUnknown for the caller to read back what happened.
    */
-  private async txBatch(op: string, statements: readonly Statement[]): Promise<unknown[]> {
+  private async txBatch(op: string, statements: readonly Statement[], idempotent: boolean): Promise<unknown[]> {
     const sql = formatBatch([["START TRANSACTION"], ...statements, ["COMMIT"]]);
     for (let attempt = 0; ; attempt++) {
       let conn: PoolConnection | undefined;
@@ -606,12 +671,51 @@ export class MysqlStore implements Store {
           if (isConnectionError(e)) conn.destroy();
           else endInBackground(conn, "ROLLBACK");
         }
-        const again = isRetryable(e) || (isConnectionError(e) && conn !== undefined && attempt === 0);
-        if (again && attempt < this.maxRetries) {
-          if (isRetryable(e)) await sleep((attempt + 1) * 20 + Math.random() * 20);
-          continue;
+        if (conn && isConnectionError(e) && attempt === 0) {
+          if (idempotent || !outcomeUnknown(e)) continue;
+          throw new CommitOutcomeUnknown(`${op}: connection lost after COMMIT was sent`, { cause: e });
         }
+        if (await this.retryAfter(op, e, attempt)) continue;
         throw this.mapError(op, e);
+      }
+    }
+  }
+
+  /**
+   * The rows among `expected` (message ID in hex → due time) that carry the due time a claim or
+   * lease gave them (leaseStamp): what that transaction committed, when the connection failed
+   * after its COMMIT went out. Read again until the database answers (it may be restarting), for
+   * at most unknownOutcomeMs; then the outcome stays unknown and StoreUnavailableError says so.
+   */
+  private async committedStamps(op: string, expected: Map<string, number>, cause: unknown): Promise<Set<string>> {
+    const ids = [...expected.keys()].map((h) => Buffer.from(h, "hex"));
+    const deadline = Date.now() + this.unknownOutcomeMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const rows = await this.onConnection(
+          async (c) =>
+            (
+              await c.query<({ message_id: Buffer; scheduled_time: DbInt } & RowDataPacket)[]>(
+                "SELECT message_id, scheduled_time FROM pending_messages WHERE message_id IN (?)",
+                [ids],
+              )
+            )[0],
+        );
+        const committed = new Set(rows.filter((r) => num(r.scheduled_time) === expected.get(hex(r.message_id))).map((r) => hex(r.message_id)));
+        this.log.warn(
+          { op, committed: committed.size, rows: expected.size, err: (cause as Error).message },
+          "the connection to the database failed after COMMIT was sent; read back what the transaction did",
+        );
+        return committed;
+      } catch (e) {
+        const pause = Math.min(2000, backoffMs(attempt));
+        if (!(isConnectionError(e) || isRetryable(e)) || Date.now() + pause > deadline) {
+          throw new StoreUnavailableError(
+            `the outcome of ${op} on database ${this.opts.database} at ${this.where} is unknown: the connection failed after COMMIT was sent (${(cause as Error).message}), and reading back the ${expected.size} rows it claimed failed for ${Math.round(this.unknownOutcomeMs / 1000)} s (${(e as Error).message}); if it committed, those messages go out when their lease ends`,
+            { cause: e },
+          );
+        }
+        await sleep(pause);
       }
     }
   }
@@ -650,7 +754,7 @@ export class MysqlStore implements Store {
     }
     if (contact !== undefined) batch.push(linkInsert(contact, rows.map((r) => r.id)));
     try {
-      await this.txBatch("storeMessages", batch);
+      await this.txBatch("storeMessages", batch, true);
       return;
     } catch (e) {
       const cause = e instanceof Error && e.cause !== undefined ? e.cause : e;
@@ -782,6 +886,8 @@ export class MysqlStore implements Store {
     for (let attempt = 0; ; attempt++) {
       let conn: PoolConnection | undefined;
       let open = false;
+      /** Set once the rescheduling and COMMIT went out: the due time given and the rows it took. */
+      let committing: { until: number; picked: ClaimRow[] } | undefined;
       try {
         conn = await this.pool.getConnection();
         const now = Date.now();
@@ -813,12 +919,14 @@ export class MysqlStore implements Store {
           return [];
         }
         const ids = picked.map((r) => r.message_id as Buffer);
+        const until = leaseStamp(now + opts.leaseMs);
+        committing = { until, picked };
         await send(
           conn,
           formatBatch([
             [
               "UPDATE pending_messages SET retry_count = retry_count + 1, scheduled_time = ? WHERE message_id IN (?)",
-              [msToUs(now + opts.leaseMs), ids],
+              [until, ids],
             ],
             ...(contact !== undefined ? [linkInsert(contact, ids)] : []),
             ["COMMIT"],
@@ -834,12 +942,16 @@ export class MysqlStore implements Store {
           else conn.release();
         }
         if (isUnknownContact(e) && contact !== undefined) throw unknownContact(contact);
-        // A connection found dead before anything was locked can simply be replaced.
-        const again = isRetryable(e) || (isConnectionError(e) && !open && attempt === 0);
-        if (again && attempt < this.maxRetries) {
-          if (isRetryable(e)) await sleep((attempt + 1) * 20 + Math.random() * 20);
-          continue;
+        if (committing && outcomeUnknown(e)) {
+          const { until, picked } = committing;
+          const mine = await this.committedStamps("claimClientMessages", new Map(picked.map((r) => [hex(r.message_id), until])), e);
+          if (mine.size > 0) return picked.filter((r) => mine.has(hex(r.message_id))).map((r) => messageFromRow(r, true, false));
+          // Not committed: the rows are as they were, and the claim is run again.
+          if (attempt < this.maxRetries) continue;
         }
+        // A connection found dead before anything was written can simply be replaced.
+        if (isConnectionError(e) && !committing && attempt === 0) continue;
+        if (await this.retryAfter("claimClientMessages", e, attempt)) continue;
         throw this.mapError("claimClientMessages", e);
       }
     }
@@ -847,6 +959,7 @@ export class MysqlStore implements Store {
 
   async leaseCarriedMessages(items: CarriedMessage[], leaseMs: number): Promise<CarriedLease[]> {
     const now = Date.now();
+    const until = leaseStamp(now + leaseMs);
     const statements: Statement[] = [];
     const rows = items.map(({ message, contactId }) => {
       const row = carriedRow(message, now);
@@ -857,7 +970,7 @@ export class MysqlStore implements Store {
         `UPDATE pending_messages p JOIN messages m ON m.message_id = p.message_id
          SET p.retry_count = p.retry_count + 1, p.scheduled_time = ?
          WHERE ${carriedLeaseWhere("p", "m", "<=>")}`,
-        [msToUs(now + leaseMs), ...carriedLeaseParams(row, msToUs(now))],
+        [until, ...carriedLeaseParams(row, msToUs(now))],
       ]);
       if (contactId !== undefined) {
         statements.push([
@@ -876,8 +989,9 @@ export class MysqlStore implements Store {
     if (statements.length === 0) return items.map(() => ({ leased: false, othersDue: false }));
     let results: unknown[];
     try {
-      results = await this.txBatch("leaseCarriedMessages", statements);
+      results = await this.txBatch("leaseCarriedMessages", statements, false);
     } catch (e) {
+      if (e instanceof CommitOutcomeUnknown) return this.carriedLeasesAfterLostCommit(rows, until, e.cause);
       const cause = e instanceof Error && e.cause !== undefined ? e.cause : e;
       if (isUnknownContact(cause)) {
         throw new NotFoundError("cannot link carried messages to their contact: no such contact");
@@ -894,6 +1008,33 @@ export class MysqlStore implements Store {
     });
   }
 
+  async releaseRecentLeases(clientId: Uint8Array, opts: { leaseMs: number; recentMs: number; dueAtMs: number }): Promise<number> {
+    checkClientId(clientId);
+    const [from, to] = recentLeaseRange(Date.now(), opts);
+    const res = await this.write(
+      "releaseRecentLeases",
+      `UPDATE pending_messages FORCE INDEX (pending_messages_due) SET scheduled_time = ?
+       WHERE destination_client_id = ? AND scheduled_time > ? AND scheduled_time <= ?`,
+      [msToUs(opts.dueAtMs), buf(clientId), from, to],
+    );
+    return res.affectedRows;
+  }
+
+  /**
+   * The leases of a leaseCarriedMessages batch whose COMMIT's answer was lost, read back: a row
+   * that carries the batch's due time was leased by it. Other messages may be due as well (the
+   * answer said, and is lost), so the streams look.
+   */
+  private async carriedLeasesAfterLostCommit(rows: (MessageRow | undefined)[], until: number, cause: unknown): Promise<CarriedLease[]> {
+    const expected = new Map(rows.filter((r) => r !== undefined).map((r) => [hex(r.id), until]));
+    const mine = await this.committedStamps("leaseCarriedMessages", expected, cause);
+    return rows.map((r) => {
+      if (!r) return { leased: false, othersDue: false };
+      // The same message twice in one batch was leased once, by its first item.
+      const leased = mine.delete(hex(r.id));
+      return { leased, othersDue: true };
+    });
+  }
   /**
    * Marks messages processed as their destination clients acknowledged them, all in one round
    * trip: per client, the messages addressed to it that have no result yet, and their pending
@@ -918,7 +1059,7 @@ export class MysqlStore implements Store {
         ["DELETE FROM pending_messages WHERE message_id IN (?) AND destination_client_id = ?", [idList, cid]],
       );
     }
-    const results = statements.length === 0 ? [] : ((await this.txBatch("ackClientMessages", statements)) as ResultSetHeader[]);
+    const results = statements.length === 0 ? [] : ((await this.txBatch("ackClientMessages", statements, true)) as ResultSetHeader[]);
     let next = 0;
     return items.map(({ ids }) => {
       if (ids.length === 0) return 0;
@@ -965,26 +1106,41 @@ export class MysqlStore implements Store {
     const n = Math.floor(limit);
     if (n <= 0) return [];
     await this.fillPendingDestinations();
-    return this.tx("claimServerMessages", async (c) => {
-      type Picked = { message_id: Buffer; retry_count: DbInt } & RowDataPacket;
-      const [picked] = await c.execute<Picked[]>(
-        `SELECT message_id, retry_count FROM pending_messages FORCE INDEX (pending_messages_due)
-         WHERE destination_client_id = ? AND scheduled_time <= ? ORDER BY scheduled_time LIMIT ?
-         FOR UPDATE SKIP LOCKED`,
-        [EMPTY, BigInt(msToUs(Date.now())), String(n)],
-      );
-      if (picked.length === 0) return [];
-      const cases: unknown[] = [];
-      for (const p of picked) cases.push(p.message_id, msToUs(retryAtMs(num(p.retry_count) + 1)));
-      const ids = picked.map((p) => p.message_id);
-      await c.query(
-        `UPDATE pending_messages SET retry_count = retry_count + 1,
-           scheduled_time = CASE message_id ${picked.map(() => "WHEN ? THEN ?").join(" ")} END
-         WHERE message_id IN (?)`,
-        [...cases, ids],
-      );
-      return this.readPending(c, ids);
-    });
+    /** Each claimed row's new due time, once the transaction is about to commit. */
+    let expected = new Map<string, number>();
+    return this.tx(
+      "claimServerMessages",
+      async (c) => {
+        type Picked = { message_id: Buffer; retry_count: DbInt } & RowDataPacket;
+        const [picked] = await c.execute<Picked[]>(
+          `SELECT message_id, retry_count FROM pending_messages FORCE INDEX (pending_messages_due)
+           WHERE destination_client_id = ? AND scheduled_time <= ? ORDER BY scheduled_time LIMIT ?
+           FOR UPDATE SKIP LOCKED`,
+          [EMPTY, BigInt(msToUs(Date.now())), String(n)],
+        );
+        if (picked.length === 0) return [];
+        expected = new Map(picked.map((p) => [hex(p.message_id), leaseStamp(retryAtMs(num(p.retry_count) + 1))]));
+        const cases = picked.flatMap((p) => [p.message_id, expected.get(hex(p.message_id))]);
+        const ids = picked.map((p) => p.message_id);
+        await c.query(
+          `UPDATE pending_messages SET retry_count = retry_count + 1,
+             scheduled_time = CASE message_id ${picked.map(() => "WHEN ? THEN ?").join(" ")} END
+           WHERE message_id IN (?)`,
+          [...cases, ids],
+        );
+        return this.readPending(c, ids);
+      },
+      async (cause) => {
+        const mine = await this.committedStamps("claimServerMessages", expected, cause);
+        if (mine.size === 0) return [];
+        const ids = [...mine].map((h) => Buffer.from(h, "hex"));
+        try {
+          return await this.onConnection((c) => this.readPending(c, ids));
+        } catch (e) {
+          throw this.mapError("claimServerMessages", e);
+        }
+      },
+    );
   }
 
   async deletePendingMessages(clientIds: Uint8Array[]): Promise<void> {

@@ -279,6 +279,15 @@ export function carriedLeaseWhere(p: string, m: string, eq: "<=>" | "IS"): strin
   ].join(" AND ");
 }
 
+/**
+ * The due times (µs, exclusive start, inclusive end) of leases taken less than `recentMs` before
+ * `nowMs` with a lease of `leaseMs` (releaseRecentLeases); the end allows for the microseconds a
+ * lease stamp adds.
+ */
+export function recentLeaseRange(nowMs: number, o: { leaseMs: number; recentMs: number }): [number, number] {
+  return [msToUs(nowMs - o.recentMs + o.leaseMs), msToUs(nowMs + o.leaseMs + 1)];
+}
+
 /** The parameters of carriedLeaseWhere for one carried message. */
 export function carriedLeaseParams(row: MessageRow, nowUs: number): unknown[] {
   return [

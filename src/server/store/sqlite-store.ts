@@ -77,6 +77,7 @@ import {
   carriedLeaseParams,
   carriedLeaseWhere,
   carriedRow,
+  recentLeaseRange,
   toMessageRow,
 } from "./rows.js";
 import { SQLITE_MIGRATIONS } from "./sqlite-schema.js";
@@ -462,6 +463,17 @@ export class SqliteStore implements Store {
         }
         return marked;
       });
+    });
+  }
+
+  releaseRecentLeases(clientId: Uint8Array, opts: { leaseMs: number; recentMs: number; dueAtMs: number }): Promise<number> {
+    return this.write("releaseRecentLeases", () => {
+      checkClientId(clientId);
+      const [from, to] = recentLeaseRange(Date.now(), opts);
+      return this.stmt(
+        `UPDATE pending_messages SET scheduled_time = ?
+         WHERE destination_client_id = ? AND scheduled_time > ? AND scheduled_time <= ?`,
+      ).run(msToUs(opts.dueAtMs), buf(clientId), from, to).changes;
     });
   }
 

@@ -162,6 +162,15 @@ export interface MessageStore {
    */
   leaseCarriedMessages(items: CarriedMessage[], leaseMs: number): Promise<CarriedLease[]>;
 
+  /**
+   * A client opened a new stream: those of its messages leased less than `recentMs` ago, to an
+   * earlier contact whose stream may have died with its frontend before they were written, fall
+   * due again at `dueAtMs` instead of when their lease ends. A message the client did receive is
+   * acknowledged before then (clients acknowledge within a second or so), so it is not sent
+   * again. `leaseMs` is the lease those claims took. Returns how many fell due.
+   */
+  releaseRecentLeases(clientId: Uint8Array, opts: { leaseMs: number; recentMs: number; dueAtMs: number }): Promise<number>;
+
   /** Of these clients, the ones that have client-bound messages due now. One query, for sweeps. */
   clientsWithDueMessages(clientIds: Uint8Array[]): Promise<Uint8Array[]>;
 
@@ -347,6 +356,12 @@ export interface Store extends MessageStore, ClientStore, BroadcastStore, FileSt
   /** Cheap liveness check (health endpoint, readiness). */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Tells `observer` about every transaction run again after a conflict with another one (a
+   * deadlock, a lock-wait timeout, a Galera certification failure), for metrics. Backends that
+   * never retry leave it out.
+   */
+  observeRetries?(observer: (operation: string, reason: string) => void): void;
 }
 
 /** Largest payload (Any value) accepted for storage: fits a MEDIUMBLOB and MySQL's default 16 MiB packet. */

@@ -14,7 +14,11 @@ import { ResourceUsageDataSchema } from "../../../src/gen/fleetspeak_monitoring/
 import { BroadcastSchema } from "../../../src/gen/fleetspeak_server/broadcasts_pb.js";
 import { HttpNotificationListener } from "../../../src/server/notify/http-listener.js";
 import { HttpNotifier } from "../../../src/server/notify/http-notifier.js";
+import { parseMysqlDsn } from "../../../src/common/mysql-dsn.js";
+import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { BROADCAST_UNLIMITED, type Store } from "../../../src/server/store/store.js";
+import { createTestDatabase } from "../../support/mariadb.js";
+import { proxiedDsn, startMysqlProxy } from "../../support/mysql-proxy.js";
 import { type AdminHarness, startAdminHarness } from "./harness.js";
 
 async function rejectsWith(p: Promise<unknown>, code: Code, text: RegExp): Promise<void> {
@@ -458,7 +462,7 @@ for (const backend of ["sqlite", "mariadb"] as const) {
 
 describe("admin service with the database down", () => {
   it("answers UNAVAILABLE with an actionable message", async () => {
-    const h = await startAdminHarness();
+    const h = await startAdminHarness("sqlite", { storeHoldMs: 300 });
     try {
       await h.store.close();
       await rejectsWith(h.client.listClients({}), Code.Unavailable, /^ListClients: the database is unavailable \(.*\); nothing was changed, retry later$/);
@@ -476,6 +480,41 @@ describe("admin service with the database down", () => {
       await h.client.keepAlive({});
     } finally {
       await h.server.close();
+    }
+  });
+
+  it("holds InsertMessage while the database is briefly out of reach, and stores the message once it is back", async () => {
+    const db = await createTestDatabase();
+    const o = parseMysqlDsn(db.dsn);
+    const proxy = await startMysqlProxy(o.socketPath ? { path: o.socketPath } : { host: o.host!, port: o.port! });
+    const h = await startAdminHarness("mariadb", {
+      storeHoldMs: 10_000,
+      openStore: async () => {
+        const store = await MysqlStore.fromDsn(proxiedDsn(db.dsn, proxy.port), { poolSize: 2 });
+        return {
+          store,
+          cleanup: async () => {
+            await store.close();
+            await proxy.close();
+            await db.drop();
+          },
+        };
+      },
+    });
+    try {
+      const [known, unread] = [randomBytes(8), randomBytes(8)];
+      for (const id of [known, unread]) await h.store.addClient(id, { key: randomBytes(91), labels: [], blacklisted: false });
+      await h.client.insertMessage(clientMessage(known));
+      proxy.setDown(true);
+      // One client's record was read already; the other's must be read while the database is away.
+      const held = [h.client.insertMessage(clientMessage(known)), h.client.insertMessage(clientMessage(unread))];
+      await new Promise((r) => setTimeout(r, 700));
+      proxy.setDown(false);
+      await Promise.all(held);
+      assert.equal((await h.client.getPendingMessageCount({ clientIds: [known] })).count, 2n);
+      assert.equal((await h.client.getPendingMessageCount({ clientIds: [unread] })).count, 1n);
+    } finally {
+      await h.close();
     }
   });
 });
@@ -667,6 +706,23 @@ describe("InsertMessage remembers where clients stream (sqlite)", () => {
     // From then on B is remembered.
     assert.equal(await readsDuring(() => h.client.insertMessage(clientMessage(id)).then(() => {})), 0);
     assert.deepEqual(targetsFor(id).slice(3), [frontendB.address]);
+  });
+
+  it("a client whose remembered frontend died: the notification is refused, the store names another, that one is notified", async () => {
+    const dead = await startFrontendListener();
+    const id = await addClient(dead.address);
+    const hex = bytesToHex(id);
+    dead.holds.add(hex);
+    await h.client.insertMessage(clientMessage(id));
+
+    // The frontend dies (connections refused); the client reconnects through frontend B.
+    await dead.listener.stop();
+    frontendB.holds.add(hex);
+    await recordStream(id, frontendB.address);
+    await h.client.insertMessage(clientMessage(id));
+    // Without this, the message would wait for B's due-message sweep.
+    await eventually("frontend B notified", () => frontendB.woken.includes(hex));
+    assert.deepEqual(targetsFor(id), [dead.address, dead.address, frontendB.address]);
   });
 
   it("a frontend that answers absent while the store still names it is notified once (no loop)", async () => {

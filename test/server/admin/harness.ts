@@ -31,6 +31,10 @@ export interface AdminHarnessOptions {
   forwardTo?: Notifier;
   /** Wraps the store the service uses (to count its calls, say); AdminHarness.store stays unwrapped. */
   wrapStore?: (store: Store) => Store;
+  /** Opens the store instead of a fresh one of `backend` (a database behind a proxy, say). */
+  openStore?: () => Promise<{ store: Store; cleanup(): Promise<void> }>;
+  /** AdminServiceOptions.storeHoldMs. */
+  storeHoldMs?: number;
 }
 
 export type Backend = "sqlite" | "mariadb";
@@ -45,11 +49,17 @@ export interface AdminHarness {
 
 
 export async function startAdminHarness(backend: Backend = "sqlite", opts: AdminHarnessOptions = {}): Promise<AdminHarness> {
-  const { store, cleanup } = await openBackend(backend);
+  const { store, cleanup } = await (opts.openStore ?? (() => openBackend(backend)))();
   const notifier = new RecordingNotifier(opts.forwardTo);
   const logger = createLogger("admin-test");
   const serviceStore = opts.wrapStore ? opts.wrapStore(store) : store;
-  const service = new AdminService({ store: serviceStore, notifier, logger, notifyWaitMs: 200 });
+  const service = new AdminService({
+    store: serviceStore,
+    notifier,
+    logger,
+    notifyWaitMs: 200,
+    ...(opts.storeHoldMs !== undefined ? { storeHoldMs: opts.storeHoldMs } : {}),
+  });
   const server = await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
   const client = createClient(Admin, createGrpcTransport({ baseUrl: `http://${server.address}` }));
   return {

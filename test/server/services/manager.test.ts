@@ -391,6 +391,42 @@ describe("service manager: backlog during a database outage", () => {
   });
 });
 
+describe("service manager: a client's messages while the database is away", () => {
+  it("hands a message to its service once, and keeps trying to store it until the database is back", async () => {
+    const ts = await openTestStore();
+    let answer: () => void = () => {};
+    const answered = new Promise<void>((r) => {
+      answer = r;
+    });
+    const processor = await startProcessor({ handle: () => answered });
+    const sw = switchableStore(ts.store);
+    const { manager } = fastManager(sw.store);
+    await manager.installService(grpcService("GRR", processor.address));
+    const c = await addClient(ts.store);
+    const m = fromClient(c.id, "GRR", "T", StringValueSchema, payload("once"));
+    let failures = 0;
+    const handling = manager.handleClientMessages([m], c.contactId, {
+      keepTrying: (n) => {
+        failures = n;
+        return true;
+      },
+    });
+    // The database goes away while the Processor has the message.
+    await eventually(async () => processor.calls.length === 1);
+    await ts.store.close();
+    answer();
+    await eventually(async () => failures >= 2);
+    sw.set(await SqliteStore.open({ path: ts.path }));
+    await handling;
+    assert.equal(processor.calls.length, 1, "handed to the Processor again for an attempt to store it");
+    assert.equal((await sw.store.getMessageStatus(m.messageId))?.result?.failed, false);
+    await manager.stop();
+    await processor.close();
+    await sw.store.close();
+    await ts.close().catch(() => {});
+  });
+});
+
 describe("GRPC factory over TLS", () => {
   it("trusts cert_file as the CA of the Processor", async () => {
     const ts = await openTestStore();

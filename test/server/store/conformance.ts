@@ -406,6 +406,39 @@ export function defineStoreConformance(name: string, makeStore: StoreFactory): v
       });
     });
 
+    describe("releasing recent leases (a client's new stream, its old one perhaps lost with its frontend)", () => {
+      const s = useStore(makeStore);
+      const LEASE = 600_000;
+
+      it("makes messages leased moments ago due at the given time; older leases and due messages are left", async () => {
+        const to = await newClient(s());
+        const [recent, older, due] = [msg({ to }), msg({ to }), msg({ to })];
+        await s().storeMessages([recent]);
+        assert.equal((await s().claimClientMessages(to, { limit: 10, leaseMs: LEASE })).length, 1);
+        // Leased with a shorter lease: as if taken two minutes before now with the usual one.
+        await s().storeMessages([older]);
+        assert.equal((await s().claimClientMessages(to, { limit: 10, leaseMs: LEASE - 120_000 })).length, 1);
+        await s().storeMessages([due]);
+
+        const released = await s().releaseRecentLeases(to, { leaseMs: LEASE, recentMs: 60_000, dueAtMs: Date.now() - 1 });
+        assert.equal(released, 1);
+        assert.deepEqual(ids(await s().claimClientMessages(to, { limit: 10, leaseMs: LEASE })), ids([recent, due]));
+      });
+
+      it("leaves released messages leased until the grace ends, and other clients' alone", async () => {
+        const [to, other] = [await newClient(s()), await newClient(s())];
+        const [a, b] = [msg({ to }), msg({ to: other })];
+        await s().storeMessages([a, b]);
+        await s().claimClientMessages(to, { limit: 10, leaseMs: LEASE });
+        await s().claimClientMessages(other, { limit: 10, leaseMs: LEASE });
+        assert.equal(await s().releaseRecentLeases(to, { leaseMs: LEASE, recentMs: 60_000, dueAtMs: Date.now() + 200 }), 1);
+        assert.deepEqual(await s().claimClientMessages(to, { limit: 10, leaseMs: LEASE }), []);
+        await new Promise((r) => setTimeout(r, 250));
+        assert.deepEqual(ids(await s().claimClientMessages(to, { limit: 10, leaseMs: LEASE })), ids([a]));
+        assert.deepEqual(await s().claimClientMessages(other, { limit: 10, leaseMs: LEASE }), []);
+      });
+    });
+
     describe("leasing carried messages (a notification brought the message)", () => {
       const s = useStore(makeStore);
       const copy = (m: Message) => fromBinary(MessageSchema, toBinary(MessageSchema, m));
