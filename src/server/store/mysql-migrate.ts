@@ -9,8 +9,11 @@
 //
 // Each step says how to recognise that it is done (a column, an index, a trigger), and is skipped
 // then: a migration cut short (a crash, a killed process) is finished by the next start, and two
-// servers on two Galera nodes, where GET_LOCK does not reach across nodes, both get through. The
-// database-wide GET_LOCK still keeps servers on one MySQL from doing the same work twice.
+// servers that both think they hold the migration lock both get through. The lock keeps servers
+// from changing the schema at the same moment: GET_LOCK on one MySQL/MariaDB server, a row of
+// schema_migration_lock on a Galera cluster (where GET_LOCK reaches no other node).
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import type { PoolConnection, RowDataPacket } from "mysql2/promise";
 import type { Logger } from "../../common/log.js";
 import { SchemaVersionError, StoreUnavailableError } from "./errors.js";
@@ -134,18 +137,20 @@ interface MigrateContext {
   where: string;
 }
 
-/** Runs fn while holding the database-wide migration lock (GET_LOCK, per database name). */
+/**
+ * Runs fn while holding the database-wide migration lock: GET_LOCK (per database name) on one
+ * MySQL/MariaDB server; on a Galera node, where GET_LOCK reaches no other node, a row in
+ * schema_migration_lock instead (see withClusterLock).
+ */
 async function withMigrationLock<T>(ctx: MigrateContext, fn: () => Promise<T>): Promise<T> {
   const { conn } = ctx;
+  const [wsrep] = await conn.query<RowDataPacket[]>("SHOW VARIABLES LIKE 'wsrep_on'");
+  if (String(wsrep[0]?.Value ?? "OFF").toUpperCase() === "ON") return withClusterLock(ctx, fn);
   const [[lock]] = await conn.query<RowDataPacket[]>(
     "SELECT GET_LOCK(CONCAT('fleetspeak_schema_', SHA1(DATABASE())), ?) AS got",
     [MIGRATION_LOCK_TIMEOUT_S],
   );
-  if (Number(lock!.got) !== 1) {
-    throw new StoreUnavailableError(
-      `waited ${MIGRATION_LOCK_TIMEOUT_S}s for another server to finish migrating the schema of ${ctx.where}; check for a stuck server process`,
-    );
-  }
+  if (Number(lock!.got) !== 1) throw lockTimeout(ctx);
   try {
     return await fn();
   } finally {
@@ -153,10 +158,79 @@ async function withMigrationLock<T>(ctx: MigrateContext, fn: () => Promise<T>): 
   }
 }
 
+function lockTimeout(ctx: MigrateContext): StoreUnavailableError {
+  return new StoreUnavailableError(
+    `waited ${MIGRATION_LOCK_TIMEOUT_S}s for another server to finish migrating the schema of ${ctx.where}; check for a stuck server process`,
+  );
+}
+
+/** How long a cluster migration lock holds without being renewed (its holder may have died). */
+const CLUSTER_LOCK_LEASE_MS = 5 * 60_000;
+
+/**
+ * The migration lock of a Galera cluster: the one row of schema_migration_lock. Inserting it is
+ * taking the lock; Galera lets only one of several concurrent inserts commit (the others fail
+ * certification, or find it there), on whichever nodes they run. The holder renews its lease
+ * while it works; a lease that ran out (a server that died migrating) is taken over. Servers on
+ * several nodes must not change the schema at the same moment: concurrent CREATE TRIGGER on two
+ * nodes can stall both (seen with MariaDB 10.11), and one server at a time is simpler anyway.
+ */
+async function withClusterLock<T>(ctx: MigrateContext, fn: () => Promise<T>): Promise<T> {
+  const { conn } = ctx;
+  await conn.query(
+    `CREATE TABLE IF NOT EXISTS schema_migration_lock (
+       id INT NOT NULL, holder VARCHAR(128) NOT NULL, lease_until_ms BIGINT NOT NULL, PRIMARY KEY (id)
+     ) ENGINE=InnoDB`,
+  );
+  const holder = `${hostname()}:${process.pid}:${randomBytes(6).toString("hex")}`;
+  const deadline = Date.now() + MIGRATION_LOCK_TIMEOUT_S * 1000;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await conn.query("INSERT INTO schema_migration_lock (id, holder, lease_until_ms) VALUES (1, ?, ?)", [
+        holder,
+        Date.now() + CLUSTER_LOCK_LEASE_MS,
+      ]);
+      break;
+    } catch (e) {
+      const errno = (e as { errno?: number }).errno;
+      if (errno === ER_DUP_ENTRY) {
+        await conn.query("DELETE FROM schema_migration_lock WHERE id = 1 AND lease_until_ms < ?", [Date.now()]);
+      } else if (errno === undefined || !CONFLICT_ERRNOS.has(errno)) {
+        throw e;
+      }
+      if (Date.now() > deadline) throw lockTimeout(ctx);
+      await conflictPause(Math.min(attempt, 3));
+    }
+  }
+  const renew = setInterval(() => {
+    conn
+      .query("UPDATE schema_migration_lock SET lease_until_ms = ? WHERE id = 1 AND holder = ?", [
+        Date.now() + CLUSTER_LOCK_LEASE_MS,
+        holder,
+      ])
+      .catch(() => {});
+  }, CLUSTER_LOCK_LEASE_MS / 5);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(renew);
+    await conn.query("DELETE FROM schema_migration_lock WHERE id = 1 AND holder = ?", [holder]).catch(() => {});
+  }
+}
+
 // Conflicts with another server doing the same at the same moment (a deadlock, a lock wait, a
-// Galera certification failure): the step is looked at again and, if still needed, run again.
-const CONFLICT_ERRNOS = new Set([1205, 1213]);
-const CONFLICT_RETRIES = 5;
+// Galera certification failure, which MariaDB reports as a deadlock or an error during COMMIT):
+// the step is looked at again and, if still needed, run again after a growing, jittered pause.
+// Servers starting together on several nodes of a Galera cluster meet here while the cluster lock
+// itself is taken, so the budget is generous.
+const CONFLICT_ERRNOS = new Set([1180, 1205, 1213]);
+const ER_DUP_ENTRY = 1062;
+const CONFLICT_RETRIES = 20;
+
+function conflictPause(attempt: number): Promise<void> {
+  const ms = Math.min(2000, 50 * 2 ** Math.min(attempt, 6)) * (0.5 + Math.random());
+  return new Promise((r) => setTimeout(r, ms));
+}
 
 async function runStep(ctx: MigrateContext, step: MysqlStep): Promise<"ran" | "skipped" | "refused"> {
   const { conn, log } = ctx;
@@ -172,7 +246,7 @@ async function runStep(ctx: MigrateContext, step: MysqlStep): Promise<"ran" | "s
       if (step.done?.(await readSchema(conn))) return "skipped";
       const errno = (e as { errno?: number }).errno;
       if (errno !== undefined && CONFLICT_ERRNOS.has(errno) && attempt < CONFLICT_RETRIES) {
-        await new Promise((r) => setTimeout(r, 50 * (attempt + 1) * (1 + Math.random())));
+        await conflictPause(attempt);
         continue;
       }
       if (step.optionalBecause !== undefined && errno !== undefined && PRIVILEGE_ERRNOS.has(errno)) {
@@ -204,6 +278,7 @@ async function recordVersion(conn: PoolConnection, version: number): Promise<voi
       if ((await recordedVersion(conn)) >= version) return;
       const errno = (e as { errno?: number }).errno;
       if (errno === undefined || !CONFLICT_ERRNOS.has(errno) || attempt >= CONFLICT_RETRIES) throw e;
+      await conflictPause(attempt);
     }
   }
 }

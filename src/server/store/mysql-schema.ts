@@ -482,9 +482,9 @@ export const OUR_ADDITIONS: { what: string; present: (s: SchemaState) => boolean
     present: (s: SchemaState) => s.column("pending_messages", column) !== undefined,
     drop: () => [`ALTER TABLE pending_messages DROP COLUMN ${column}`],
   })),
-  {
-    what: "table schema_version",
-    present: (s) => s.tables.has("schema_version"),
-    drop: () => ["DROP TABLE schema_version"],
-  },
+  ...["schema_version", "schema_migration_lock"].map((table) => ({
+    what: `table ${table}`,
+    present: (s: SchemaState) => s.tables.has(table),
+    drop: () => [`DROP TABLE ${table}`],
+  })),
 ];

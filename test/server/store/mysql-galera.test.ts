@@ -7,11 +7,15 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, it } from "node:test";
+import mysql, { type RowDataPacket } from "mysql2/promise";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { AddressSchema, type Message, MessageSchema } from "../../../src/gen/fleetspeak/common_pb.js";
+import { latestVersion } from "../../../src/server/store/migrations.js";
+import { MYSQL_MIGRATIONS } from "../../../src/server/store/mysql-schema.js";
 import { MysqlStore } from "../../../src/server/store/mysql-store.js";
 import { type GaleraCluster, startGaleraCluster } from "../../support/galera.js";
+import { goMysqlSchemaStatements } from "../../support/go-server.js";
 import { claimAllClientMessages, claimAllServerMessages } from "./claim-loops.js";
 import { defineStoreConformance } from "./conformance.js";
 
@@ -107,4 +111,47 @@ describe("MySQL claims by servers on different Galera nodes", { timeout: 300_000
     assertEachOnce(claimed, expected);
     assert.ok((retries.get("claimServerMessages deadlock") ?? 0) > 0, `conflicts seen: ${JSON.stringify([...retries])}`);
   });
+});
+
+describe("schema migrations by servers starting on every Galera node at once", { timeout: 300_000 }, () => {
+  // GET_LOCK does not reach across Galera nodes: each step is recognised as done by whichever
+  // server gets there second, and conflicts are retried.
+  for (const [what, prepare] of [
+    ["an empty database", async () => {}],
+    [
+      "a database Fleetspeak (Go) made",
+      async (c: GaleraCluster, name: string) => {
+        const admin = await mysql.createConnection({ host: "127.0.0.1", port: c.nodes[0]!.port, user: "root", database: name });
+        await admin.query("SET FOREIGN_KEY_CHECKS = 0");
+        for (const s of await goMysqlSchemaStatements()) await admin.query(s);
+        await admin.end();
+        await c.waitSynced();
+      },
+    ],
+  ] as const) {
+    it(`brings ${what} to the newest schema, three rounds`, async () => {
+      for (let round = 0; round < 3; round++) {
+        const { name, c } = await newDatabase();
+        await prepare(c, name);
+        const stores = await Promise.all(c.nodes.map((node) => MysqlStore.fromDsn(node.dsn(name), { poolSize: 2 })));
+        try {
+          const admin = await mysql.createConnection({ host: "127.0.0.1", port: c.nodes[2]!.port, user: "root", database: name });
+          const [[v]] = await admin.query<RowDataPacket[]>("SELECT MAX(version) AS v, COUNT(*) AS n FROM schema_version");
+          const [triggers] = await admin.query<RowDataPacket[]>(
+            "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = ? ORDER BY 1",
+            [name],
+          );
+          await admin.end();
+          assert.deepEqual({ v: Number(v!.v), n: Number(v!.n) }, { v: latestVersion(MYSQL_MIGRATIONS), n: 1 }, `round ${round}`);
+          assert.equal(triggers.length, 2, `round ${round}: ${JSON.stringify(triggers)}`);
+          // And the stores work, each on its node.
+          const to = randomBytes(8);
+          await stores[0]!.storeMessages([message(to)]);
+          assert.equal(await stores[1]!.getPendingMessageCount([to]), 1n);
+        } finally {
+          await Promise.all(stores.map((s) => s.close()));
+        }
+      }
+    });
+  }
 });
