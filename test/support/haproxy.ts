@@ -4,6 +4,7 @@
 // and closing a socket first; if another process takes one in between, HAProxy fails to bind
 // and we retry with new ports. A process that exits without stop() still kills its HAProxy.
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -26,14 +27,46 @@ export interface RunningHaproxy {
   stop(): Promise<void>;
 }
 
-export async function freePort(host = "127.0.0.1"): Promise<number> {
+/**
+ * The ports the kernel hands out as source ports of outgoing connections. A port found free in
+ * that range can be taken by some test's outgoing connection before the peer that was meant to
+ * listen on it binds (tests with hundreds of clients made this happen), so free ports are drawn
+ * from the range just below it, at random, and checked by binding.
+ */
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]) || 0;
+  } catch {
+    return 0;
+  }
+}
+const EPHEMERAL_LOW = ephemeralLow();
+const handedOut = new Set<number>();
+
+function bindable(port: number, host: string): Promise<number | undefined> {
   const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, host, resolve);
+  return new Promise((resolve) => {
+    server.once("error", () => resolve(undefined));
+    server.listen(port, host, () => {
+      const { port: bound } = server.address() as net.AddressInfo;
+      server.close(() => resolve(bound));
+    });
   });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+/** A port free on `host` now, outside the kernel's ephemeral range where the machine allows it. */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  const span = Math.min(16_000, EPHEMERAL_LOW - 10_000);
+  for (let i = 0; span > 1000 && i < 50; i++) {
+    const port = EPHEMERAL_LOW - 1 - Math.floor(Math.random() * span);
+    if (handedOut.has(port)) continue;
+    if ((await bindable(port, host)) === port) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  const port = await bindable(0, host);
+  if (port === undefined) throw new Error(`cannot find a free port on ${host}`);
   return port;
 }
 

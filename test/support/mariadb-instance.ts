@@ -2,7 +2,7 @@
 // directory and port, so the shared instance on 3306 (which other tests use) is never touched.
 // Needs the mariadb-server package (mariadb-install-db, mariadbd), as .ci/run installs.
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { chownSync, mkdtempSync, rmSync } from "node:fs";
+import { chownSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,6 +21,14 @@ export interface MariadbInstance {
   start(): Promise<void>;
   /** Stops the server and deletes its data directory. */
   destroy(): Promise<void>;
+}
+
+function logTail(path: string): string {
+  try {
+    return readFileSync(path, "utf8").split("\n").slice(-15).join("\n");
+  } catch (e) {
+    return `(cannot read ${path}: ${(e as Error).message})`;
+  }
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -73,9 +81,11 @@ export async function startMariadbInstance(): Promise<MariadbInstance> {
       ],
       { stdio: "ignore" },
     );
-    const deadline = Date.now() + 30_000;
+    const started = proc;
+    const deadline = Date.now() + 60_000;
     while (!(await canConnect(port))) {
-      if (Date.now() > deadline) throw new Error(`private MariaDB did not start on port ${port}; see ${dir}/error.log`);
+      const why = started.exitCode !== null ? `exited with ${started.exitCode}` : Date.now() > deadline ? "not listening after 60 s" : "";
+      if (why) throw new Error(`private MariaDB did not start on port ${port} (${why}); its log:\n${logTail(join(dir, "error.log"))}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   };

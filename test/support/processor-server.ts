@@ -7,6 +7,7 @@ import { create } from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { EmptyMessageSchema, type Message } from "../../src/gen/fleetspeak/common_pb.js";
 import { Processor } from "../../src/gen/fleetspeak_grpcservice/grpcservice_pb.js";
+import { freePort } from "./haproxy.js";
 
 export interface TestProcessor {
   /** "127.0.0.1:<port>", usable as a grpcservice.Config target. */
@@ -82,10 +83,6 @@ export async function startProcessor(
 }
 
 /** A port that was free a moment ago: for a Processor that must be down first and come up later. */
-export async function reservePort(): Promise<number> {
-  const probe = http2.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", () => resolve()));
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
+export function reservePort(): Promise<number> {
+  return freePort();
 }
