@@ -69,6 +69,12 @@ function describeRpcError(e: unknown, address: string, command: string, tls: boo
   const cause = err.cause instanceof Error ? (err.cause as NodeJS.ErrnoException) : undefined;
   const sysCode = cause?.code ?? "";
   const detail = (cause?.message ?? err.rawMessage).replace(/\s+/g, " ").trim();
+  // A plaintext call to a TLS port: the server reads the HTTP/2 preface as a bad TLS record and
+  // closes, and the client sees the stream end or (when the close races its writes) ECONNRESET.
+  const closedOnUs = (err.code === Code.Canceled || err.code === Code.Internal) && /stream closed|protocol error/i.test(detail);
+  if (!tls && (sysCode === "ECONNRESET" || closedOnUs)) {
+    return `the admin server at ${address} closed the connection (${detail}); if it uses TLS, call it with --ca_cert (and --client_cert/--client_key for mutual TLS)`;
+  }
   if (["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ECONNRESET", "EAI_AGAIN"].includes(sysCode)) {
     return `cannot reach the admin server at ${address} (${detail}); the admin server may not be running, or the address is wrong (set it with --admin_addr HOST:PORT)`;
   }
@@ -80,9 +86,6 @@ function describeRpcError(e: unknown, address: string, command: string, tls: boo
   }
   if (tls && /wrong version number|packet length too long/.test(detail)) {
     return `the admin server at ${address} does not speak TLS (${detail}); leave out --ca_cert, --client_cert, --client_key and --server_name`;
-  }
-  if (!tls && (err.code === Code.Canceled || err.code === Code.Internal) && /stream closed|protocol error/i.test(detail)) {
-    return `the admin server at ${address} closed the connection (${detail}); if it uses TLS, call it with --ca_cert (and --client_cert/--client_key for mutual TLS)`;
   }
   if (err.code === Code.Unavailable) {
     return `cannot reach the admin server at ${address} (${detail}); the admin server may not be running, or the address is wrong (set it with --admin_addr HOST:PORT)`;

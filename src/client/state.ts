@@ -65,13 +65,6 @@ export function serialKey(serial: Uint8Array | string): string {
   return hex === "" ? "0" : BigInt(`0x${hex}`).toString(16);
 }
 
-/** Minimal big-endian bytes, as Go's big.Int.Bytes() gives them (no bytes at all for 0). */
-function serialBytes(key: string): Uint8Array {
-  if (key === "0") return new Uint8Array(0);
-  const hex = key.length % 2 ? `0${key}` : key;
-  return Buffer.from(hex, "hex");
-}
-
 export interface StateOptions {
   /** "" keeps nothing on disk. */
   stateFile: string;
@@ -84,7 +77,8 @@ export class ClientStateStore {
   private keyObject: KeyObject;
   private id: Buffer;
   private nonce = 0n;
-  private readonly revoked = new Set<string>();
+  /** Revoked serials by numeric value (serialKey), each with the bytes it came as, written back as they were. */
+  private readonly revoked = new Map<string, Uint8Array>();
   private unknownFields: UnknownField[] | undefined;
   private dirty = true;
   private timer: NodeJS.Timeout | undefined;
@@ -130,7 +124,7 @@ export class ClientStateStore {
     for (const s of serials) {
       const k = serialKey(s);
       if (!this.revoked.has(k)) {
-        this.revoked.add(k);
+        this.revoked.set(k, s);
         added = true;
       }
     }
@@ -163,7 +157,7 @@ export class ClientStateStore {
       const stored = readStateFile(path);
       if (!stored) return undefined;
       this.nonce = stored.state.sequencingNonce;
-      for (const s of stored.state.revokedCertSerials) this.revoked.add(serialKey(s));
+      for (const s of stored.state.revokedCertSerials) this.revoked.set(serialKey(s), s);
       this.unknownFields = stored.state.$unknown;
       return stored.key;
     } catch (e) {
@@ -190,7 +184,7 @@ export class ClientStateStore {
     const state = create(ClientStateSchema, {
       clientKey: keyToSec1Der(this.keyObject),
       sequencingNonce: this.nonce,
-      revokedCertSerials: [...this.revoked].map(serialBytes),
+      revokedCertSerials: [...this.revoked.values()],
     });
     state.$unknown = this.unknownFields;
     const bytes = toBinary(ClientStateSchema, state);

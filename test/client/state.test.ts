@@ -71,12 +71,20 @@ describe("client state file", () => {
     assert.equal(serialKey(new Uint8Array(0)), "0");
   });
 
-  it("writes serials as Go's big.Int.Bytes() gives them: minimal big-endian, no bytes for 0", () => {
+  it("writes serials back with the bytes they came with (leading zeros too), as Fleetspeak's client does, once per number", () => {
     const stateFile = join(tempDir(), "fleetspeak-client.state");
     const s = new ClientStateStore({ stateFile, resetState: false, log });
-    s.addRevokedSerials([Buffer.from([0, 0, 0x7f]), new Uint8Array(0), Buffer.from([0x80, 0])]);
+    s.addRevokedSerials([Buffer.from([0, 0, 0x7f]), new Uint8Array(0), Buffer.from([0x80, 0]), Buffer.from([0x7f])]);
     s.write();
     const written = fromBinary(ClientStateSchema, readFileSync(stateFile)).revokedCertSerials;
-    assert.deepEqual(written.map((b) => Buffer.from(b).toString("hex")), ["7f", "", "8000"]);
+    assert.deepEqual(written.map((b) => Buffer.from(b).toString("hex")), ["00007f", "", "8000"]);
+    // …and a file read and written again keeps them so.
+    const again = new ClientStateStore({ stateFile, resetState: false, log });
+    again.markDirty();
+    again.write();
+    assert.deepEqual(
+      fromBinary(ClientStateSchema, readFileSync(stateFile)).revokedCertSerials.map((b) => Buffer.from(b).toString("hex")),
+      ["00007f", "", "8000"],
+    );
   });
 });

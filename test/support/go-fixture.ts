@@ -170,8 +170,9 @@ class FixtureBuilder {
   }
 
   async storeFiles(): Promise<void> {
-    // Random serials: the clients fetch this list at start and keep it in their state files.
-    const serials = [randomBytes(16), randomBytes(9)];
+    // Random serials: the clients fetch this list at start and keep it in their state files,
+    // byte for byte (the second one with a leading zero byte, which must survive).
+    const serials = [randomBytes(16), Buffer.concat([Buffer.alloc(1), randomBytes(8)])];
     this.revokedSerials = serials.map((x) => x.toString("hex")).sort();
     const revoked = create(RevokedCertificateListSchema, { serials });
     this.files.push(
