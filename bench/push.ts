@@ -32,7 +32,7 @@ import { type BenchServer, noopServices, startBenchServer, warnings } from "./lo
 import { mosquittoPush, startMosquitto } from "./mosquitto.js";
 import { nowMs } from "./loadgen/wire.js";
 
-const SETUPS = ["sqlite", "split", "split-nonotify"] as const;
+const SETUPS = ["sqlite", "mariadb", "split", "split-nonotify"] as const;
 type SetupName = (typeof SETUPS)[number];
 /** Issue 8's goal for p99 at 500 msgs/s with 2,000 clients; Fleetspeak (Go) ≈ 1 s p50. */
 const GOAL_P99_MS = 50;
@@ -86,16 +86,19 @@ function profileFlags(o: Options, name: string, dirs: Map<string, string>): stri
   return ["--cpu-prof", `--cpu-prof-dir=${dir}`];
 }
 
-async function sqliteTopology(o: Options, profDirs: Map<string, string>): Promise<Topology> {
-  const dir = mkdtempSync(join(tmpdir(), "fs-bench-push-sqlite-"));
-  await prepareDatabase(o.schema, { dir });
+/** One process with both components: on SQLite in its directory, or on a new MariaDB database. */
+async function oneProcessTopology(backend: "sqlite" | "mariadb", o: Options, profDirs: Map<string, string>): Promise<Topology> {
+  const dir = mkdtempSync(join(tmpdir(), `fs-bench-push-${backend}-`));
+  const db = backend === "mariadb" ? await createTestDatabase() : undefined;
+  await prepareDatabase(o.schema, db ? { mysqlDsn: db.dsn } : { dir });
   const server = await startBenchServer({
     dir,
     name: "server",
     frontend: {},
     admin: true,
     services: noopServices(),
-    nodeFlags: profileFlags(o, "server", profDirs),
+    nodeFlags: profileFlags(o, `server-${backend}`, profDirs),
+    ...(db ? { mysqlDsn: db.dsn } : {}),
   });
   const admins = [0, 1, 2, 3].map(() => admin(server.adminAddress!));
   return {
@@ -105,6 +108,7 @@ async function sqliteTopology(o: Options, profDirs: Map<string, string>): Promis
     stop: async () => {
       for (const a of admins) a.close();
       await server.stop();
+      await db?.drop();
     },
   };
 }
@@ -342,19 +346,20 @@ export async function run(args: string[]): Promise<void> {
   const results: PushFigures[] = [];
 
   const profDirs = new Map<string, string>();
-  if (setups.includes("sqlite")) {
-    const topo = await sqliteTopology(o, profDirs);
+  for (const backend of ["sqlite", "mariadb"] as const) {
+    if (!setups.includes(backend)) continue;
+    const topo = await oneProcessTopology(backend, o, profDirs);
     let fleet: Fleet | undefined;
     try {
       fleet = await connectFleet(topo.clientPort, o);
-      results.push(await measure("sqlite", topo, fleet, ids, o));
+      results.push(await measure(backend, topo, fleet, ids, o));
     } finally {
       await fleet?.stop();
       await topo.stop();
     }
     if (o.cpuProf) results[results.length - 1]!.cpuProfiles = profiles(profDirs);
   }
-  const split = setups.filter((s) => s !== "sqlite");
+  const split = setups.filter((s) => s === "split" || s === "split-nonotify");
   if (split.length > 0) {
     const topo = new SplitTopology(o, profDirs);
     let fleet: Fleet | undefined;
@@ -386,7 +391,7 @@ export async function run(args: string[]): Promise<void> {
   for (const r of results) {
     appendResultRow(
       "push (issue 7/8): InsertMessage → client receipt",
-      `C streaming clients, R InsertMessage calls per second for D seconds (after a warm-up), each message for the next client in turn; delay from the start of the InsertMessage call to the client's receipt. sqlite = one process (frontend + admin); split = MariaDB, 2 frontends + 2 admin servers behind HAProxy with HTTP notifications; split-nonotify = the same without notifications (delivery by the frontends' due-message sweep). Goal: p99 ≤ ${GOAL_P99_MS} ms at 500 msgs/s with 2,000 clients (issue 7: p50 ≤ 10 ms, p99 ≤ 100 ms on split); Fleetspeak (Go) ≈ 1,000 ms p50. Peer: Mosquitto, one publisher at the same rate, QoS 1.`,
+      `C streaming clients, R InsertMessage calls per second for D seconds (after a warm-up), each message for the next client in turn; delay from the start of the InsertMessage call to the client's receipt. sqlite = one process (frontend + admin); mariadb = the same on MariaDB; split = MariaDB, 2 frontends + 2 admin servers behind HAProxy with HTTP notifications; split-nonotify = the same without notifications (delivery by the frontends' due-message sweep). Goal: p99 ≤ ${GOAL_P99_MS} ms at 500 msgs/s with 2,000 clients (issue 7: p50 ≤ 10 ms, p99 ≤ 100 ms on split); Fleetspeak (Go) ≈ 1,000 ms p50. Peer: Mosquitto, one publisher at the same rate, QoS 1.`,
       ["Date", "Commit", "Machine", "Command", "Setup", "Clients", "Msgs/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "Lost", "Mosquitto p50/p99 ms", "p99 ours/Mosquitto"],
       [
         today(),

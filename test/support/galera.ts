@@ -13,6 +13,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import mysql, { type RowDataPacket } from "mysql2/promise";
 import { freePort } from "./haproxy.js";
+import { installMariadbDatadir } from "./mariadb-instance.js";
 
 const exec = promisify(execFile);
 
@@ -152,13 +153,7 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
     mkdirSync(data);
     chownSync(data, uid, gid);
     if (i === 0) {
-      await exec("mariadb-install-db", [
-        "--no-defaults",
-        "--user=mysql",
-        `--datadir=${data}`,
-        "--auth-root-authentication-method=normal",
-        "--skip-test-db",
-      ]);
+      await installMariadbDatadir(data, "normal");
     }
     const node = galeraNode(name, dir, data, ports[i]!, clusterAddress, i === 0);
     nodes.push(node);

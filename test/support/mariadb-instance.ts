@@ -42,25 +42,39 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * Initialises an empty MariaDB data directory (owned by the mysql user). mariadb-install-db now
+ * and then fails on a machine busy with other tests' servers; it is tried twice, and its own
+ * output is in the error.
+ */
+export async function installMariadbDatadir(data: string, rootAuth: "normal" | "socket"): Promise<void> {
+  const args = ["--no-defaults", "--user=mysql", `--datadir=${data}`, `--auth-root-authentication-method=${rootAuth}`, "--skip-test-db"];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await exec("mariadb-install-db", args);
+      return;
+    } catch (e) {
+      const err = e as Error & { stderr?: string; stdout?: string };
+      if (attempt < 2) {
+        rmSync(data, { recursive: true, force: true });
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      const output = `${err.stderr ?? ""}${err.stdout ?? ""}`.trim().split("\n").slice(-10).join("\n");
+      throw new Error(
+        `cannot initialise a MariaDB data directory in ${data} (is the mariadb-server package installed? scripts/test-deps.sh installs it): ${err.message.split("\n")[0]}\n${output}`,
+      );
+    }
+  }
+}
+
 export async function startMariadbInstance(): Promise<MariadbInstance> {
   const dir = mkdtempSync(join(tmpdir(), "fs-mariadb-"));
   const data = join(dir, "data");
   const uid = Number((await exec("id", ["-u", "mysql"])).stdout.trim());
   const gid = Number((await exec("id", ["-g", "mysql"])).stdout.trim());
   chownSync(dir, uid, gid);
-  try {
-    await exec("mariadb-install-db", [
-      "--no-defaults",
-      "--user=mysql",
-      `--datadir=${data}`,
-      "--auth-root-authentication-method=normal",
-      "--skip-test-db",
-    ]);
-  } catch (e) {
-    throw new Error(
-      `cannot initialise a private MariaDB in ${data} (is the mariadb-server package installed? .ci/run installs it): ${(e as Error).message}`,
-    );
-  }
+  await installMariadbDatadir(data, "normal");
   const port = await freePort();
   let proc: ChildProcess | undefined;
 

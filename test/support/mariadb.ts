@@ -5,11 +5,12 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { chownSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mysql, { type Connection } from "mysql2/promise";
 import { parseMysqlDsn } from "../../src/common/mysql-dsn.js";
+import { freePort } from "./haproxy.js";
+import { installMariadbDatadir } from "./mariadb-instance.js";
 
 const DEFAULT_DSN = "root@tcp(127.0.0.1:3306)/";
 
@@ -108,19 +109,8 @@ export async function startThrowawayMariadb(): Promise<ThrowawayMariadb> {
   const gid = Number(execFileSync("id", ["-g", "mysql"]).toString().trim());
   const dir = mkdtempSync(join(tmpdir(), "fs-mariadb-"));
   chownSync(dir, uid, gid);
-  execFileSync(
-    "mariadb-install-db",
-    ["--no-defaults", "--user=mysql", `--datadir=${join(dir, "data")}`, "--auth-root-authentication-method=socket"],
-    { stdio: "ignore" },
-  );
-  const port = await new Promise<number>((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const p = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(p));
-    });
-  });
+  await installMariadbDatadir(join(dir, "data"), "socket");
+  const port = await freePort();
   const socket = join(dir, "mysqld.sock");
   let proc: ChildProcess | undefined;
 
