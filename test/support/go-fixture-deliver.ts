@@ -75,22 +75,30 @@ export async function deliverPending(expected: GoFixtureExpected, opts: DeliverO
       pointMachineAt(o.client.machine, opts.frontend);
       procs.push(startClient(kind, o.client.machine, go));
     }
+    // What is still missing, kept for the timeout's message.
+    let missing: string[] = [];
     await pollUntil(
       `delivery to ${owed.map((o) => o.client.name).join(", ")} (${kind} clients)`,
       async () => {
+        missing = [];
         for (const o of owed) {
           const got = newlyReceived(o);
-          if (!o.due.every((m) => got.some((r) => r.messageId === m.messageId))) return false;
-          if (!o.broadcasts.every((b) => got.some((r) => r.messageType === b.messageType))) return false;
           for (const m of o.due) {
-            const r = await admin.getMessageStatus({ messageId: Buffer.from(m.messageId, "hex") });
-            if (!r.result) return false;
+            if (!got.some((r) => r.messageId === m.messageId)) missing.push(`${o.client.name}: ${m.name} not received`);
+            else if (!(await admin.getMessageStatus({ messageId: Buffer.from(m.messageId, "hex") })).result) {
+              missing.push(`${o.client.name}: ${m.name} received but not processed`);
+            }
+          }
+          for (const b of o.broadcasts) {
+            if (!got.some((r) => r.messageType === b.messageType)) missing.push(`${o.client.name}: broadcast ${b.name} not received`);
           }
         }
-        return true;
+        return missing.length === 0;
       },
       { watch: procs, timeoutMs: opts.timeoutMs ?? 60_000 },
-    );
+    ).catch((e: Error) => {
+      throw new Error(`${e.message}; still missing: ${missing.join("; ")}`);
+    });
 
     for (const o of owed) {
       const got = newlyReceived(o);

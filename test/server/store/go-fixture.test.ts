@@ -146,6 +146,9 @@ for (const { backend, stop, client } of variants) {
         adminAddress: server!.adminAddress,
         frontend: fixture.publicAddress,
         client,
+      }).catch((e: Error) => {
+        const errors = server!.proc.output().split("\n").filter((l) => /^[EW]\d{4}/.test(l));
+        throw new Error(`${e.message}\nFleetspeak's errors and warnings:\n${errors.slice(-20).join("\n")}`);
       });
       assert.deepEqual(Object.keys(received).sort(), ["delta", "gamma"]);
       assert.deepEqual(await checkFixture(server!.adminAddress, expected, checkOptions()), []);
