@@ -73,7 +73,8 @@ export async function startGoServer(d: GoDeployment, servicesConfig = ""): Promi
   writeFileSync(services, servicesConfig);
   const proc = spawn(
     fleetspeakGo().server,
-    ["-components_config", d.componentsConfigPath, "-services_config", services, "-logtostderr"],
+    // FLEETSPEAK_GO_VERBOSE=N: Fleetspeak's glog verbosity, for looking into a failure.
+    ["-components_config", d.componentsConfigPath, "-services_config", services, "-logtostderr", `-v=${process.env.FLEETSPEAK_GO_VERBOSE ?? "0"}`],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   const m = manage("fleetspeak_server (Go)", proc);

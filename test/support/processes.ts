@@ -2,7 +2,7 @@
 // files, and HAProxy with a given config. Every process started here is killed when the test
 // process exits, even if a test forgets to stop it.
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseHostPort } from "../../src/common/net-address.js";
@@ -37,7 +37,12 @@ export function manage(name: string, proc: ChildProcess): ManagedProcess {
   live.add(proc);
   let out = "";
   const waiters = new Set<() => void>();
+  // FLEETSPEAK_TEST_PROCESS_LOGS=DIR: every supervised process's whole output also goes to a file
+  // there, for looking into a failure past the tail that error messages quote.
+  const logDir = process.env.FLEETSPEAK_TEST_PROCESS_LOGS;
+  const logFile = logDir ? join(logDir, `${name.replace(/[^\w.-]+/g, "_")}-${proc.pid}.log`) : undefined;
   const onData = (d: Buffer) => {
+    if (logFile) appendFileSync(logFile, d);
     out += d.toString();
     if (out.length > 2 * KEEP) out = out.slice(-KEEP);
     for (const w of waiters) w();

@@ -147,8 +147,8 @@ for (const { backend, stop, client } of variants) {
         frontend: fixture.publicAddress,
         client,
       }).catch((e: Error) => {
-        const errors = server!.proc.output().split("\n").filter((l) => /^[EW]\d{4}/.test(l));
-        throw new Error(`${e.message}\nFleetspeak's errors and warnings:\n${errors.slice(-20).join("\n")}`);
+        const errors = server!.proc.output().split("\n").filter((l) => /^[EW]\d{4}|broadcast|Broadcast|FindMessagesForClient/.test(l));
+        throw new Error(`${e.message}\nFleetspeak's errors and warnings:\n${errors.slice(-60).join("\n")}`);
       });
       assert.deepEqual(Object.keys(received).sort(), ["delta", "gamma"]);
       assert.deepEqual(await checkFixture(server!.adminAddress, expected, checkOptions()), []);
