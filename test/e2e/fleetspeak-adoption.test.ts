@@ -18,6 +18,7 @@ import {
   buildGoFixture,
   checkFixture,
   deliverPending,
+  fixtureMakeDue,
   type GoFixture,
   type GoFixtureExpected,
   goFixtureServices,
@@ -185,6 +186,7 @@ for (const v of variants) {
         adminAddress: fixture.deployment.adminAddress,
         frontend: fixture.publicAddress,
         client: v.client,
+        makeDue: fixtureMakeDue(fixture),
       });
       expected = delivered.expected;
       assert.ok(Object.keys(delivered.received).length >= 2, JSON.stringify(delivered.received));
@@ -239,6 +241,7 @@ for (const v of variants) {
         frontend: fixture.publicAddress,
         client: "go",
         machines: ["alpha"],
+        makeDue: fixtureMakeDue(fixture),
       });
       assert.ok(
         delivered.received.alpha?.some((m) => m.messageId === id.toString("hex")),

@@ -205,6 +205,20 @@ export class GoFixtureDb {
     }
   }
 
+  /**
+   * Makes pending messages due at `atUs` whichever layout the database has now: Fleetspeak's (hex
+   * text IDs on SQLite) or this server's (bytes), as after a conversion.
+   */
+  async setDueAnyLayout(messageIds: string[], atUs: bigint): Promise<void> {
+    for (const id of messageIds) {
+      await this.run("UPDATE pending_messages SET scheduled_time = ? WHERE message_id IN (?, ?)", [
+        atUs.toString(),
+        id.toLowerCase(),
+        Buffer.from(id, "hex"),
+      ]);
+    }
+  }
+
   async clients(): Promise<ClientRow[]> {
     const rows = await this.run("SELECT client_id, blacklisted FROM clients ORDER BY client_id", []);
     const labels = await this.run("SELECT client_id, label FROM client_labels WHERE service_name = 'client' ORDER BY label", []);

@@ -668,3 +668,19 @@ async function readExpected(b: FixtureBuilder, db: GoFixtureDb, stop: GoServerSt
   if (problems.length > 0) throw new Error(`the Go fixture is not what it should be:\n- ${problems.join("\n- ")}`);
   return { clients, messages, broadcasts, files: b.files };
 }
+
+/**
+ * deliverPending's makeDue for a fixture's database, in either layout (Fleetspeak's, or this
+ * server's after adoption): the given pending messages become due a second ago.
+ */
+export function fixtureMakeDue(fixture: GoFixture): (messageIds: string[]) => Promise<void> {
+  return async (messageIds) => {
+    const db =
+      fixture.backend === "mysql" ? await GoFixtureDb.open("mysql", fixture.mysqlDsn!) : await GoFixtureDb.open("sqlite", fixture.sqlitePath!);
+    try {
+      await db.setDueAnyLayout(messageIds, nowUs() - 1_000_000n);
+    } finally {
+      await db.close();
+    }
+  };
+}

@@ -11,6 +11,7 @@ import {
   buildGoFixture,
   checkFixture,
   deliverPending,
+  fixtureMakeDue,
   type GoFixture,
   type RunningGoServer,
   startGoFixtureServer,
@@ -146,6 +147,7 @@ for (const { backend, stop, client } of variants) {
         adminAddress: server!.adminAddress,
         frontend: fixture.publicAddress,
         client,
+        makeDue: fixtureMakeDue(fixture),
       }).catch((e: Error) => {
         const errors = server!.proc.output().split("\n").filter((l) => /^[EW]\d{4}|broadcast|Broadcast|FindMessagesForClient/.test(l));
         throw new Error(`${e.message}\nFleetspeak's errors and warnings:\n${errors.slice(-60).join("\n")}`);
