@@ -24,10 +24,16 @@ export function distProblem() {
   } catch {
     return undefined; // an installed package: no sources to compare with
   }
+  // A directory newer than the build had a file added, renamed or removed; an edited file is
+  // named rather than its directory when both are newer.
+  let changedDir;
   for (const file of files) {
-    if (statSync(join(src, file)).mtimeMs > built) return `src/${file} changed after the last build`;
+    const stat = statSync(join(src, file));
+    if (stat.mtimeMs <= built) continue;
+    if (!stat.isDirectory()) return `src/${file} changed after the last build`;
+    changedDir ??= `src/${file}`;
   }
-  return undefined;
+  return changedDir && `files in ${changedDir} were added or removed after the last build`;
 }
 
 /** Runs dist/cli/<name>.js, or exits with one line if dist/ is missing or stale. */
