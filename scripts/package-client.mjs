@@ -3,7 +3,8 @@
 //   1. esbuild bundles src/cli/fleetspeak-client.ts and its dependencies into one CommonJS file
 //      (the client needs no native module: it never loads better-sqlite3 or mysql2);
 //   2. `node --experimental-sea-config` turns the bundle into a blob;
-//   3. postject injects the blob into a copy of the node binary running this script.
+//   3. postject injects the blob into a copy of the node binary running this script (stripped of
+//      its debug symbols: ~13 MiB).
 // The executable takes the same flags and config files as bin/fleetspeak-client.js.
 //
 //   node scripts/package-client.mjs [--out DIR]      (default out/)
@@ -11,6 +12,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { stripDebugSymbols } from "./strip.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({ options: { out: { type: "string", default: join(ROOT, "out") } } });
@@ -65,6 +67,7 @@ const exe = join(OUT, "fleetspeak-client");
 rmSync(exe, { force: true });
 copyFileSync(process.execPath, exe);
 chmodSync(exe, 0o755);
+stripDebugSymbols(exe);
 const postject = join(ROOT, "node_modules/postject/dist/cli.js");
 // postject warns about ELF note sections it does not know on every run; its output matters only
 // when it fails.

@@ -30,6 +30,7 @@ import {
 import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
+import { stripDebugSymbols } from "./strip.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({
@@ -38,7 +39,8 @@ const { values } = parseArgs({
 const OUT = resolve(values.out);
 const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 const VERSION = pkg.version;
-const MAINTAINER = "fleetspeak-ts maintainers <fleetspeak-ts@localhost>";
+// Debian's tools take the maintainer from DEBFULLNAME and DEBEMAIL; so does this script.
+const MAINTAINER = `${process.env.DEBFULLNAME ?? "fleetspeak-ts maintainers"} <${process.env.DEBEMAIL ?? "fleetspeak-ts@example.org"}>`;
 const HOMEPAGE = "https://github.com/google/fleetspeak";
 /** What the node binary links against (objdump -T /usr/bin/node: GLIBC_2.28, GLIBCXX_3.4.21). */
 const NODE_DEPENDS = "libc6 (>= 2.28), libgcc-s1 (>= 3.0), libstdc++6 (>= 5)";
@@ -96,7 +98,7 @@ Upstream-Name: ${pkg.name}
 Source: ${HOMEPAGE}
 
 Files: *
-Copyright: fleetspeak-ts authors
+Copyright: ${new Date().getUTCFullYear()} fleetspeak-ts authors
 License: Apache-2.0
  On Debian systems, the full text of the Apache License 2.0 is in
  /usr/share/common-licenses/Apache-2.0.
@@ -105,7 +107,66 @@ License: Apache-2.0
   const date = new Date().toUTCString().replace("GMT", "+0000");
   const changelog = `${name} (${VERSION}) unstable; urgency=medium\n\n  * Release ${VERSION}.\n\n -- ${MAINTAINER}  ${date}\n`;
   mkdirSync(join(root, `usr/share/doc/${name}`), { recursive: true });
-  writeFileSync(join(root, `usr/share/doc/${name}/changelog.Debian.gz`), gzipSync(changelog, { level: 9 }));
+  // A native package (no Debian revision in its version): changelog.gz, not changelog.Debian.gz.
+  writeFileSync(join(root, `usr/share/doc/${name}/changelog.gz`), gzipSync(changelog, { level: 9 }));
+}
+
+/**
+ * Lintian findings that come with shipping Node.js itself, explained in the package: the node
+ * binary links zlib statically and is built without PIE by its packagers.
+ */
+function lintianOverrides(root, name, nodePath) {
+  write(
+    root,
+    `usr/share/lintian/overrides/${name}`,
+    `# Node.js links its own zlib (and ships in this package: see docs/install.md).
+${name}: embedded-library zlib [${nodePath}]
+# The node binary as Node.js's packagers build it.
+${name}: hardening-no-pie [${nodePath}]
+`,
+  );
+}
+
+/** The same systemd handling as debhelper's snippets (deb-systemd-helper, deb-systemd-invoke). */
+function unitScripts(root, unit, startWhen) {
+  const postinst = `if [ "$1" = configure ] || [ "$1" = abort-upgrade ]; then
+  if command -v deb-systemd-helper >/dev/null; then
+    deb-systemd-helper enable ${unit} >/dev/null || true
+  fi
+  if [ -d /run/systemd/system ]; then
+    systemctl --system daemon-reload >/dev/null || true
+    # Started once ${startWhen} is there.
+    if [ -e ${startWhen} ]; then
+      deb-systemd-invoke restart ${unit} >/dev/null || true
+    fi
+  fi
+fi
+`;
+  write(
+    root,
+    "DEBIAN/prerm",
+    `#!/bin/sh
+set -e
+if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
+  deb-systemd-invoke stop ${unit} >/dev/null || true
+fi
+`,
+    0o755,
+  );
+  return {
+    postinst,
+    postrm: `if [ -d /run/systemd/system ]; then
+  systemctl --system daemon-reload >/dev/null || true
+fi
+if command -v deb-systemd-helper >/dev/null; then
+  if [ "$1" = remove ]; then deb-systemd-helper mask ${unit} >/dev/null || true; fi
+  if [ "$1" = purge ]; then
+    deb-systemd-helper purge ${unit} >/dev/null || true
+    deb-systemd-helper unmask ${unit} >/dev/null || true
+  fi
+fi
+`,
+  };
 }
 
 function control(root, fields, description) {
@@ -118,6 +179,26 @@ function build(root, name) {
   rmSync(deb, { force: true });
   run("dpkg-deb", ["--root-owner-group", "-Zgzip", "--build", root, deb], { stdio: ["ignore", "ignore", "inherit"] });
   console.log(`package-deb: ${deb} (${(statSync(deb).size / 1024 / 1024).toFixed(1)} MiB)`);
+}
+
+/**
+ * What a production dependency needs at run time: not its tests, docs, examples, type
+ * declarations, dotfiles or (for better-sqlite3) its C sources and build tree.
+ */
+function runtimeFile(path) {
+  const name = path.split("/").pop();
+  if (name.startsWith(".") || /\.(md|markdown|html|d\.[cm]?ts|map)$/i.test(name)) return false;
+  if (/\/node_modules\/[^/]+(\/[^/]+)*\/(test|tests|__tests__|docs?|examples?|benchmarks?)(\/|$)/.test(path)) return false;
+  return !/better-sqlite3\/(deps|src|build\/(?!Release(\/better_sqlite3\.node)?$))/.test(path);
+}
+
+/** Files of node_modules are data to node: 0644 all, the native addon too. */
+function dropExecutableBits(dir) {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, e.name);
+    if (e.isDirectory()) dropExecutableBits(path);
+    else if (e.isFile()) chmodSync(path, 0o644);
+  }
 }
 
 /** The directories of the production dependencies under node_modules (npm's flat layout). */
@@ -136,11 +217,12 @@ function serverPackage() {
   cpSync(join(ROOT, "dist"), join(root, lib, "dist"), { recursive: true });
   write(root, `${lib}/package.json`, `${JSON.stringify({ name: pkg.name, version: VERSION, type: "module", private: true }, null, 2)}\n`);
   copy(root, `${lib}/node`, process.execPath, 0o755);
+  stripDebugSymbols(join(root, lib, "node"));
   for (const dir of productionModules()) {
-    // better-sqlite3 needs only its JavaScript and the compiled addon, not its build tree.
-    const filter = (src) => !/better-sqlite3\/(deps|src|build\/(?!Release(\/better_sqlite3\.node)?$))/.test(src);
-    cpSync(join(ROOT, "node_modules", dir), join(root, lib, "node_modules", dir), { recursive: true, filter });
+    if (dir.startsWith("@types/")) continue;
+    cpSync(join(ROOT, "node_modules", dir), join(root, lib, "node_modules", dir), { recursive: true, filter: runtimeFile });
   }
+  stripDebugSymbols(join(root, lib, "node_modules/better-sqlite3/build/Release/better_sqlite3.node"));
   for (const bin of ["fleetspeak-server", "fleetspeak-config", "fleetspeak-admin"]) {
     write(root, `usr/bin/${bin}`, `#!/bin/sh\nexec /${lib}/node /${lib}/dist/cli/${bin}.js "$@"\n`, 0o755);
   }
@@ -149,10 +231,13 @@ function serverPackage() {
   for (const f of conffiles) copy(root, `etc/fleetspeak-server/${f}`, join(ROOT, "deploy/examples", f));
   mkdirSync(join(root, "var/lib/fleetspeak-server"), { recursive: true });
   docs(root, "fleetspeak-server");
-  for (const d of ["examples", "haproxy", "grafana"]) {
-    cpSync(join(ROOT, "deploy", d), join(root, "usr/share/doc/fleetspeak-server/examples", d), { recursive: true });
+  for (const [from, to] of [["examples", "configs"], ["haproxy", "haproxy"], ["grafana", "grafana"]]) {
+    cpSync(join(ROOT, "deploy", from), join(root, "usr/share/doc/fleetspeak-server/examples", to), { recursive: true });
   }
+  lintianOverrides(root, "fleetspeak-server", `${lib}/node`);
   normalizeModes(root);
+  dropExecutableBits(join(root, lib, "node_modules"));
+  const systemd = unitScripts(root, "fleetspeak-server.service", "/etc/fleetspeak-server/server.components.config");
 
   write(root, "DEBIAN/conffiles", conffiles.map((f) => `/etc/fleetspeak-server/${f}\n`).join(""));
   write(
@@ -170,27 +255,8 @@ if [ "$1" = configure ]; then
   chmod 0750 /etc/fleetspeak-server /var/lib/fleetspeak-server
   chgrp fleetspeak /etc/fleetspeak-server/configurator.config /etc/fleetspeak-server/server.services.config
   chmod 0640 /etc/fleetspeak-server/configurator.config /etc/fleetspeak-server/server.services.config
-  if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload
-    systemctl enable fleetspeak-server.service >/dev/null
-    # Started once fleetspeak-config has written the components config (docs/install.md).
-    if [ -e /etc/fleetspeak-server/server.components.config ]; then
-      systemctl restart fleetspeak-server.service
-    fi
-  fi
 fi
-`,
-    0o755,
-  );
-  write(
-    root,
-    "DEBIAN/prerm",
-    `#!/bin/sh
-set -e
-if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
-  systemctl stop fleetspeak-server.service || true
-fi
-`,
+${systemd.postinst}`,
     0o755,
   );
   write(
@@ -198,10 +264,7 @@ fi
     "DEBIAN/postrm",
     `#!/bin/sh
 set -e
-if [ -d /run/systemd/system ]; then
-  systemctl daemon-reload || true
-fi
-# The database and the certificates the configurator made stay on purge unless nothing else is
+${systemd.postrm}# The database and the certificates the configurator made stay on purge unless nothing else is
 # there: deleting a deployment's CA or its messages is the operator's decision.
 if [ "$1" = purge ]; then
   rmdir /var/lib/fleetspeak-server 2>/dev/null || true
@@ -252,7 +315,9 @@ function clientPackage(exe) {
   mkdirSync(join(root, "etc/fleetspeak-client/textservices"), { recursive: true });
   mkdirSync(join(root, "etc/fleetspeak-client/services"), { recursive: true });
   docs(root, "fleetspeak-client");
+  lintianOverrides(root, "fleetspeak-client", "usr/bin/fleetspeak-client");
   normalizeModes(root);
+  const systemd = unitScripts(root, "fleetspeak-client.service", "/etc/fleetspeak-client/client.config");
 
   write(root, "DEBIAN/conffiles", "/etc/fleetspeak-client/communicator.txt\n");
   write(
@@ -260,26 +325,7 @@ function clientPackage(exe) {
     "DEBIAN/postinst",
     `#!/bin/sh
 set -e
-if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
-  systemctl daemon-reload
-  systemctl enable fleetspeak-client.service >/dev/null
-  # Started once /etc/fleetspeak-client/client.config (the server's linux_client.config) is there.
-  if [ -e /etc/fleetspeak-client/client.config ]; then
-    systemctl restart fleetspeak-client.service
-  fi
-fi
-`,
-    0o755,
-  );
-  write(
-    root,
-    "DEBIAN/prerm",
-    `#!/bin/sh
-set -e
-if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
-  systemctl stop fleetspeak-client.service || true
-fi
-`,
+${systemd.postinst}`,
     0o755,
   );
   write(
@@ -287,10 +333,7 @@ fi
     "DEBIAN/postrm",
     `#!/bin/sh
 set -e
-if [ -d /run/systemd/system ]; then
-  systemctl daemon-reload || true
-fi
-# Purging forgets the client's identity (its key, in the state file).
+${systemd.postrm}# Purging forgets the client's identity (its key, in the state file).
 if [ "$1" = purge ]; then
   rm -f /var/lib/misc/fleetspeak-client.state
 fi
