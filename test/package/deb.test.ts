@@ -4,7 +4,8 @@
 // User; the packaged client (the single executable) started with its unit's command line and a
 // Daemon service in /etc/fleetspeak-client/textservices/; a message from the packaged
 // fleetspeak-admin reaches the daemon and its answer reaches the Processor (GRR's place). Both
-// packages are purged at the end. Needs root (as CI runs), and a machine where neither package
+// packages are purged at the end. The configuration steps are docs/install.md's own commands
+// (sudo -u becomes runuser -u), and the paths that page names are where it says. Needs root (as CI runs), and a machine where neither package
 // nor a Fleetspeak client's state file is there already.
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
@@ -13,6 +14,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { anyUnpack, StringValueSchema } from "@bufbuild/protobuf/wkt";
 import { daemonServiceText, REPO, tempDir, testDaemonArgv, until } from "../client/support/client-env.js";
+import { docBlocks } from "../support/doc-blocks.js";
 import { freePort } from "../support/haproxy.js";
 import { type ManagedProcess, manage } from "../support/processes.js";
 import { startProcessor, type TestProcessor } from "../support/processor-server.js";
@@ -43,6 +45,18 @@ function unit(name: string): { execStart: string[]; user: string } {
   const text = readFileSync(`/lib/systemd/system/${name}.service`, "utf8");
   const value = (key: string) => text.match(new RegExp(`^${key}=(.*)$`, "m"))?.[1] ?? "";
   return { execStart: value("ExecStart").split(/\s+/), user: value("User") };
+}
+
+/**
+ * Runs the command of docs/install.md (a line of a command block, with its continuation lines)
+ * that contains `text`, as root: `sudo -u USER` becomes `runuser -u USER --`.
+ */
+function installDocCommand(text: string, cwd = "/"): string {
+  const commands = docBlocks("install.md").flatMap((b) => b.text.replace(/\\\n\s*/g, "").split("\n"));
+  const command = commands.find((c) => c.includes(text));
+  assert.ok(command, `docs/install.md has no command with ${text}`);
+  const script = command.replace(/\s+# .*$/, "").replace(/sudo -u (\S+) /g, "runuser -u $1 -- ").replace(/\bsudo /g, "");
+  return execFileSync("sh", ["-ec", script], { cwd, env: UNIT_ENV, encoding: "utf8" });
 }
 
 function asUnit(name: string): ManagedProcess {
@@ -125,13 +139,14 @@ describe("the Debian packages", { timeout: 600_000 }, () => {
     writeFileSync(cfg, edited);
     const services = "/etc/fleetspeak-server/server.services.config";
     writeFileSync(services, readFileSync(services, "utf8").replace('"localhost:11111"', `"${processor.address}"`));
-    execFileSync("runuser", ["-u", "fleetspeak", "--", "fleetspeak-config", "--config", cfg], { env: UNIT_ENV, encoding: "utf8" });
+    installDocCommand("fleetspeak-config --config /etc/fleetspeak-server/configurator.config");
+    assert.match(installDocCommand("--check"), /frontend/i);
 
     server = asUnit("fleetspeak-server");
     await server.waitFor(/Fleetspeak server started/, 60_000);
     assert.ok(existsSync("/var/lib/fleetspeak-server/fleetspeak.sqlite"), "the SQLite database in /var/lib/fleetspeak-server");
 
-    execFileSync("cp", ["/etc/fleetspeak-server/linux_client.config", "/etc/fleetspeak-client/client.config"]);
+    installDocCommand("cp linux_client.config /etc/fleetspeak-client/client.config", "/etc/fleetspeak-server");
     // The daemon answers the server service "GRR", as GRR's agent does.
     const [env, ...argv] = testDaemonArgv("echo");
     writeFileSync(
@@ -140,6 +155,7 @@ describe("the Debian packages", { timeout: 600_000 }, () => {
     );
     client = asUnit("fleetspeak-client");
     await until(() => processor.processed.some((m) => m.messageType === "Hello"), 60_000, "the daemon's Hello");
+    assert.ok(existsSync(CLIENT_STATE), `the client keeps its identity in ${CLIENT_STATE}, as install.md says`);
     const clientId = Buffer.from(processor.processed.find((m) => m.messageType === "Hello")!.source!.clientId).toString("hex");
 
     const admin = (...args: string[]) =>
