@@ -1,7 +1,7 @@
 #!/usr/bin/env -S node --max-semi-space-size=1 --optimize-for-size --lite-mode
-// Launcher for fleetspeak-client: runs the compiled entry point dist/cli/fleetspeak-client.js (see
-// launch.js). Machines without Node.js run the single executable instead (`npm run
-// package:client`, docs/client.md).
+// Launcher for fleetspeak-client: runs the client compiled into one file,
+// dist/fleetspeak-client.bundle.mjs (see launch.js and scripts/build.mjs). Machines without
+// Node.js run the single executable instead (`npm run package:client`, docs/client.md).
 //
 // The shebang's V8 flags trade CPU for memory, as suits an agent that idles on every machine of a
 // fleet: a 1 MiB young generation and --optimize-for-size keep ~35 MiB of heap growth away under
@@ -10,4 +10,4 @@
 // `node bin/fleetspeak-client.js` skips the shebang: give node the same flags there.
 import { runCompiled } from "./launch.js";
 
-await runCompiled("fleetspeak-client");
+await runCompiled("fleetspeak-client", "fleetspeak-client.bundle.mjs");

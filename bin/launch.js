@@ -36,12 +36,15 @@ export function distProblem() {
   return changedDir && `files in ${changedDir} were added or removed after the last build`;
 }
 
-/** Runs dist/cli/<name>.js, or exits with one line if dist/ is missing or stale. */
-export async function runCompiled(name) {
+/**
+ * Runs dist/cli/<name>.js (or another file of dist/), or exits with one line if dist/ is missing
+ * or stale.
+ */
+export async function runCompiled(name, file = `cli/${name}.js`) {
   const problem = distProblem();
   if (problem) {
     process.stderr.write(`${name}: ${problem}; run \`npm run build\` in ${ROOT}\n`);
     process.exit(1);
   }
-  await import(pathToFileURL(join(ROOT, "dist/cli", `${name}.js`)).href);
+  await import(pathToFileURL(join(ROOT, "dist", file)).href);
 }

@@ -25,6 +25,7 @@ const CLIENT_STATE = "/var/lib/misc/fleetspeak-client.state";
 const UNIT_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
 
 function installed(pkg: string): boolean {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
   const r = spawnSync("dpkg-query", ["-W", "-f=${db:Status-Abbrev}", pkg], { encoding: "utf8" });
   return r.status === 0 && r.stdout.startsWith("ii");
 }
@@ -119,6 +120,7 @@ describe("the Debian packages", { timeout: 600_000 }, () => {
     assert.equal(spawnSync("getent", ["passwd", "fleetspeak"]).status, 0, "the fleetspeak user");
     const owner = execFileSync("stat", ["-c", "%U %a", "/etc/fleetspeak-server", "/var/lib/fleetspeak-server"], { encoding: "utf8" });
     assert.equal(owner, "fleetspeak 750\nfleetspeak 750\n");
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own format syntax
     const conffiles = execFileSync("dpkg-query", ["-W", "-f=${Conffiles}", "fleetspeak-server"], { encoding: "utf8" });
     assert.match(conffiles, /\/etc\/fleetspeak-server\/configurator\.config [0-9a-f]{32}/);
     assert.ok(statSync("/etc/fleetspeak-client/textservices").isDirectory());
