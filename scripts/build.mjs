@@ -9,6 +9,7 @@
 import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { distProblem } from "../bin/launch.js";
+import { loadEsbuild } from "./build-tools.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const SRC = join(ROOT, "src");
@@ -20,13 +21,7 @@ const ASSETS = ["server/console/assets"];
 // under binaries that are running from it.
 if (!process.argv.includes("--force") && distProblem() === undefined) process.exit(0);
 
-let esbuild;
-try {
-  esbuild = await import("esbuild");
-} catch {
-  console.error("build: esbuild is not installed (a development dependency); run `npm install` in the checkout first");
-  process.exit(1);
-}
+const esbuild = await loadEsbuild("build");
 
 function tsFiles(dir) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {

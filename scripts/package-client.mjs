@@ -12,7 +12,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { stripDebugSymbols } from "./strip.mjs";
+import { loadEsbuild, stripDebugSymbols } from "./build-tools.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({ options: { out: { type: "string", default: join(ROOT, "out") } } });
@@ -36,13 +36,7 @@ if (major < 20) {
   console.error(`package-client: needs Node.js 20 or newer (single executable applications); this is ${process.version}`);
   process.exit(1);
 }
-let esbuild;
-try {
-  esbuild = await import("esbuild");
-} catch {
-  console.error("package-client: esbuild is not installed (a development dependency); run `npm install` in the checkout first");
-  process.exit(1);
-}
+const esbuild = await loadEsbuild("package-client");
 
 rmSync(WORK, { recursive: true, force: true });
 mkdirSync(WORK, { recursive: true });

@@ -12,8 +12,9 @@
 //   package:client` (no Node.js needed); its unit; /etc/fleetspeak-client/ with communicator.txt,
 //   textservices/ and services/.
 //
-//   node scripts/package-deb.mjs [--out DIR] [--client-exe FILE]
-// --client-exe takes an executable made by package-client.mjs instead of making one.
+//   node scripts/package-deb.mjs [--out DIR] [--client-exe FILE] [--compression xz|gzip]
+// --client-exe takes an executable made by package-client.mjs instead of making one;
+// --compression gzip packs ~4× faster into ~30% larger files than xz (the default), for tests.
 import { execFileSync } from "node:child_process";
 import {
   chmodSync,
@@ -30,13 +31,21 @@ import {
 import { dirname, join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
-import { stripDebugSymbols } from "./strip.mjs";
+import { stripDebugSymbols } from "./build-tools.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({
-  options: { out: { type: "string", default: join(ROOT, "out") }, "client-exe": { type: "string" } },
+  options: {
+    out: { type: "string", default: join(ROOT, "out") },
+    "client-exe": { type: "string" },
+    compression: { type: "string", default: "xz" },
+  },
 });
 const OUT = resolve(values.out);
+if (!["xz", "gzip"].includes(values.compression)) {
+  console.error(`package-deb: --compression is xz or gzip, not ${values.compression}`);
+  process.exit(1);
+}
 const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
 const VERSION = pkg.version;
 // Debian's tools take the maintainer from DEBFULLNAME and DEBEMAIL; so does this script.
@@ -64,6 +73,11 @@ function write(root, path, text, mode = 0o644) {
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, text);
   chmodSync(file, mode);
+}
+
+/** A maintainer script (DEBIAN/postinst, prerm, postrm): POSIX sh, stopping at the first error. */
+function maintainerScript(root, name, body) {
+  write(root, `DEBIAN/${name}`, `#!/bin/sh\nset -e\n${body}`, 0o755);
 }
 
 function copy(root, path, from, mode = 0o644) {
@@ -142,16 +156,13 @@ function unitScripts(root, unit, startWhen) {
   fi
 fi
 `;
-  write(
+  maintainerScript(
     root,
-    "DEBIAN/prerm",
-    `#!/bin/sh
-set -e
-if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
+    "prerm",
+    `if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
   deb-systemd-invoke stop ${unit} >/dev/null || true
 fi
 `,
-    0o755,
   );
   return {
     postinst,
@@ -177,7 +188,7 @@ function control(root, fields, description) {
 function build(root, name) {
   const deb = join(OUT, `${name}_${VERSION}_amd64.deb`);
   rmSync(deb, { force: true });
-  run("dpkg-deb", ["--root-owner-group", "-Zgzip", "--build", root, deb], { stdio: ["ignore", "ignore", "inherit"] });
+  run("dpkg-deb", ["--root-owner-group", `-Z${values.compression}`, "--build", root, deb], { stdio: ["ignore", "ignore", "inherit"] });
   console.log(`package-deb: ${deb} (${(statSync(deb).size / 1024 / 1024).toFixed(1)} MiB)`);
 }
 
@@ -240,12 +251,10 @@ function serverPackage() {
   const systemd = unitScripts(root, "fleetspeak-server.service", "/etc/fleetspeak-server/server.components.config");
 
   write(root, "DEBIAN/conffiles", conffiles.map((f) => `/etc/fleetspeak-server/${f}\n`).join(""));
-  write(
+  maintainerScript(
     root,
-    "DEBIAN/postinst",
-    `#!/bin/sh
-set -e
-if [ "$1" = configure ]; then
+    "postinst",
+    `if [ "$1" = configure ]; then
   if ! getent passwd fleetspeak >/dev/null; then
     useradd --system --user-group --home-dir /var/lib/fleetspeak-server --no-create-home --shell /usr/sbin/nologin fleetspeak
   fi
@@ -257,21 +266,17 @@ if [ "$1" = configure ]; then
   chmod 0640 /etc/fleetspeak-server/configurator.config /etc/fleetspeak-server/server.services.config
 fi
 ${systemd.postinst}`,
-    0o755,
   );
-  write(
+  maintainerScript(
     root,
-    "DEBIAN/postrm",
-    `#!/bin/sh
-set -e
-${systemd.postrm}# The database and the certificates the configurator made stay on purge unless nothing else is
+    "postrm",
+    `${systemd.postrm}# The database and the certificates the configurator made stay on purge unless nothing else is
 # there: deleting a deployment's CA or its messages is the operator's decision.
 if [ "$1" = purge ]; then
   rmdir /var/lib/fleetspeak-server 2>/dev/null || true
   rmdir /etc/fleetspeak-server 2>/dev/null || true
 fi
 `,
-    0o755,
   );
   control(
     root,
@@ -320,25 +325,15 @@ function clientPackage(exe) {
   const systemd = unitScripts(root, "fleetspeak-client.service", "/etc/fleetspeak-client/client.config");
 
   write(root, "DEBIAN/conffiles", "/etc/fleetspeak-client/communicator.txt\n");
-  write(
+  maintainerScript(root, "postinst", systemd.postinst);
+  maintainerScript(
     root,
-    "DEBIAN/postinst",
-    `#!/bin/sh
-set -e
-${systemd.postinst}`,
-    0o755,
-  );
-  write(
-    root,
-    "DEBIAN/postrm",
-    `#!/bin/sh
-set -e
-${systemd.postrm}# Purging forgets the client's identity (its key, in the state file).
+    "postrm",
+    `${systemd.postrm}# Purging forgets the client's identity (its key, in the state file).
 if [ "$1" = purge ]; then
   rm -f /var/lib/misc/fleetspeak-client.state
 fi
 `,
-    0o755,
   );
   control(
     root,

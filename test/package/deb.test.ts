@@ -81,7 +81,7 @@ describe("the Debian packages", { timeout: 600_000 }, () => {
     }
     assert.ok(!existsSync(CLIENT_STATE), `${CLIENT_STATE} exists: a Fleetspeak client runs here; this test would take its identity`);
     userExisted = spawnSync("getent", ["passwd", "fleetspeak"]).status === 0;
-    execFileSync(process.execPath, [join(REPO, "scripts/package-deb.mjs"), "--out", out], { stdio: ["ignore", "ignore", "inherit"] });
+    execFileSync(process.execPath, [join(REPO, "scripts/package-deb.mjs"), "--out", out, "--compression", "gzip"], { stdio: ["ignore", "ignore", "inherit"] });
     processor = await startProcessor();
     ports = { frontend: await freePort(), admin: await freePort(), health: await freePort(), stats: await freePort() };
   });
