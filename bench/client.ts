@@ -2,15 +2,17 @@
 // one daemon (Python, on Fleetspeak's channel) through the client over a streaming connection to
 // a server on this machine, with the client's memory and CPU under that load.
 //
-//   npm run bench -- client [--messages 20000] [--size 100] [--server real|fake] [--idle-seconds 10] [--record]
+//   npm run bench -- client [--messages 20000] [--size 100] [--server real|fake] [--idle-seconds 10]
+//                           [--client-exe FILE] [--record]
 //
 // --server real (default) runs bin/fleetspeak-server.js (SQLite, NOOP service) and counts the
 // messages it ingests from its /metrics; --server fake uses the client tests' frontend, which
-// stores nothing, to see the client's own ceiling.
+// stores nothing, to see the client's own ceiling. --client-exe runs that single executable (`npm
+// run package:client`) with an empty environment instead of bin/fleetspeak-client.js.
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { type CertAndKey, createCa } from "../src/common/certs.js";
 import { ClientProcess, daemonServiceText, tempDir, testDaemonArgv, writeClientConfig } from "../test/client/support/client-env.js";
@@ -83,6 +85,7 @@ export async function run(argv: string[]): Promise<void> {
       size: { type: "string", default: "100" },
       server: { type: "string", default: "real" },
       "idle-seconds": { type: "string", default: "10" },
+      "client-exe": { type: "string" },
       record: { type: "boolean", default: false },
     },
   });
@@ -107,7 +110,8 @@ export async function run(argv: string[]): Promise<void> {
     join(dir, "client"),
   );
   // Run as an installed binary runs: the script itself, so that its shebang's node flags apply.
-  const client = new ClientProcess(["-config", files.configFile], { FLEETSPEAK_LOG_LEVEL: "warn" }, true);
+  const exe = values["client-exe"];
+  const client = new ClientProcess(["-config", files.configFile], { FLEETSPEAK_LOG_LEVEL: "warn" }, !exe, exe && resolve(exe));
   try {
     await sleep(Number(values["idle-seconds"]) * 1000);
     const idleRss = rssBytes(client.pid);

@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-// Launcher: runs the TypeScript entry point through tsx's loader, from any working directory.
-import { register } from "tsx/esm/api";
+// Launcher: runs the compiled entry point dist/cli/fleetspeak-server.js (see launch.js).
+import { runCompiled } from "./launch.js";
 
-register();
-await import("../src/cli/fleetspeak-server.ts");
+await runCompiled("fleetspeak-server");

@@ -114,25 +114,32 @@ async function stopWithin(client: RunningClient, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
-let current = await start();
-watchExit(current);
+// No top-level await: the single executable (scripts/package-client.mjs) runs this as CommonJS.
+let current: RunningClient;
 let busy = false;
 
-for (const sig of ["SIGTERM", "SIGINT"] as const) {
-  process.on(sig, () => {
-    log.info({ signal: sig }, "stopping");
-    void stopWithin(current, STOP_GRACE_MS).then(() => exit(0));
+async function main(): Promise<void> {
+  current = await start();
+  watchExit(current);
+
+  for (const sig of ["SIGTERM", "SIGINT"] as const) {
+    process.on(sig, () => {
+      log.info({ signal: sig }, "stopping");
+      void stopWithin(current, STOP_GRACE_MS).then(() => exit(0));
+    });
+  }
+
+  process.on("SIGHUP", () => {
+    if (busy) return;
+    busy = true;
+    log.info("SIGHUP: reloading");
+    void (async () => {
+      await stopWithin(current, RELOAD_GRACE_MS);
+      current = await start();
+      watchExit(current);
+      busy = false;
+    })();
   });
 }
 
-process.on("SIGHUP", () => {
-  if (busy) return;
-  busy = true;
-  log.info("SIGHUP: reloading");
-  void (async () => {
-    await stopWithin(current, RELOAD_GRACE_MS);
-    current = await start();
-    watchExit(current);
-    busy = false;
-  })();
-});
+void main();

@@ -131,14 +131,21 @@ export class ClientProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private readonly child: ChildProcess;
 
-  /** `direct` runs the script itself (its shebang's node flags apply), as an installed binary runs. */
-  constructor(args: string[], env: Record<string, string> = {}, direct = false) {
+  /**
+   * `direct` runs the script itself (its shebang's node flags apply), as an installed binary runs.
+   * `executable` runs that file instead, from its own directory, with `env` as its whole
+   * environment (the single executable on a machine without Node.js).
+   */
+  constructor(args: string[], env: Record<string, string> = {}, direct = false, executable?: string) {
     const bin = join(REPO, "bin/fleetspeak-client.js");
-    this.child = spawn(direct ? bin : process.execPath, direct ? args : [bin, ...args], {
-      cwd: tmpdir(),
-      env: { ...process.env, FLEETSPEAK_LOG_LEVEL: "debug", FLEETSPEAK_DAEMON_RESPAWN_DELAY_MS: "500", ...env },
-      stdio: ["ignore", "inherit", "pipe"],
-    });
+    const testEnv = { ...process.env, FLEETSPEAK_LOG_LEVEL: "debug", FLEETSPEAK_DAEMON_RESPAWN_DELAY_MS: "500", ...env };
+    this.child = executable
+      ? spawn(executable, args, { cwd: dirname(executable), env, stdio: ["ignore", "inherit", "pipe"] })
+      : spawn(direct ? bin : process.execPath, direct ? args : [bin, ...args], {
+          cwd: tmpdir(),
+          env: testEnv,
+          stdio: ["ignore", "inherit", "pipe"],
+        });
     let partial = "";
     this.child.stderr!.on("data", (b: Buffer) => {
       partial += b.toString("utf8");
