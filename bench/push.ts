@@ -19,6 +19,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../test/support/haproxy.js";
+import { startGaleraCluster } from "../test/support/galera.js";
 import { createTestDatabase, type TestDatabase } from "../test/support/mariadb.js";
 import { type ManagedProcess, startHaproxyProcess } from "../test/support/processes.js";
 import { Fleet } from "./loadgen/fleet.js";
@@ -32,7 +33,7 @@ import { type BenchServer, noopServices, startBenchServer, warnings } from "./lo
 import { mosquittoPush, startMosquitto } from "./mosquitto.js";
 import { nowMs } from "./loadgen/wire.js";
 
-const SETUPS = ["sqlite", "mariadb", "split", "split-nonotify"] as const;
+const SETUPS = ["sqlite", "mariadb", "galera", "split", "split-nonotify"] as const;
 type SetupName = (typeof SETUPS)[number];
 /** Issue 8's goal for p99 at 500 msgs/s with 2,000 clients; Fleetspeak (Go) ≈ 1 s p50. */
 const GOAL_P99_MS = 50;
@@ -87,9 +88,9 @@ function profileFlags(o: Options, name: string, dirs: Map<string, string>): stri
 }
 
 /** One process with both components: on SQLite in its directory, or on a new MariaDB database. */
-async function oneProcessTopology(backend: "sqlite" | "mariadb", o: Options, profDirs: Map<string, string>): Promise<Topology> {
+async function oneProcessTopology(backend: "sqlite" | "mariadb" | "galera", o: Options, profDirs: Map<string, string>): Promise<Topology> {
   const dir = mkdtempSync(join(tmpdir(), `fs-bench-push-${backend}-`));
-  const db = backend === "mariadb" ? await createTestDatabase() : undefined;
+  const db = backend === "mariadb" ? await createTestDatabase() : backend === "galera" ? await galeraDatabase() : undefined;
   await prepareDatabase(o.schema, db ? { mysqlDsn: db.dsn } : { dir });
   const server = await startBenchServer({
     dir,
@@ -111,6 +112,13 @@ async function oneProcessTopology(backend: "sqlite" | "mariadb", o: Options, pro
       await db?.drop();
     },
   };
+}
+
+/** A database on node 1 of a new 3-node Galera cluster (every commit certified by all three). */
+async function galeraDatabase(): Promise<{ dsn: string; drop(): Promise<void> }> {
+  const cluster = await startGaleraCluster();
+  await cluster.createDatabase("fleetspeak");
+  return { dsn: cluster.nodes[0]!.dsn("fleetspeak"), drop: () => cluster.destroy() };
 }
 
 /** 2 frontends + 2 admin servers on MariaDB behind HAProxy; the admins restartable without notifier. */
@@ -322,7 +330,7 @@ export async function run(args: string[]): Promise<void> {
       rate: { type: "string", default: "500" },
       seconds: { type: "string", default: "30" },
       warmup: { type: "string", default: "5" },
-      setups: { type: "string", default: SETUPS.join(",") },
+      setups: { type: "string", default: "sqlite,split,split-nonotify" },
       workers: { type: "string" },
       peer: { type: "string", default: "mosquitto" },
       schema: { type: "string", default: "ours" },
@@ -346,7 +354,7 @@ export async function run(args: string[]): Promise<void> {
   const results: PushFigures[] = [];
 
   const profDirs = new Map<string, string>();
-  for (const backend of ["sqlite", "mariadb"] as const) {
+  for (const backend of ["sqlite", "mariadb", "galera"] as const) {
     if (!setups.includes(backend)) continue;
     const topo = await oneProcessTopology(backend, o, profDirs);
     let fleet: Fleet | undefined;
@@ -391,7 +399,7 @@ export async function run(args: string[]): Promise<void> {
   for (const r of results) {
     appendResultRow(
       "push (issue 7/8): InsertMessage → client receipt",
-      `C streaming clients, R InsertMessage calls per second for D seconds (after a warm-up), each message for the next client in turn; delay from the start of the InsertMessage call to the client's receipt. sqlite = one process (frontend + admin); mariadb = the same on MariaDB; split = MariaDB, 2 frontends + 2 admin servers behind HAProxy with HTTP notifications; split-nonotify = the same without notifications (delivery by the frontends' due-message sweep). Goal: p99 ≤ ${GOAL_P99_MS} ms at 500 msgs/s with 2,000 clients (issue 7: p50 ≤ 10 ms, p99 ≤ 100 ms on split); Fleetspeak (Go) ≈ 1,000 ms p50. Peer: Mosquitto, one publisher at the same rate, QoS 1.`,
+      `C streaming clients, R InsertMessage calls per second for D seconds (after a warm-up), each message for the next client in turn; delay from the start of the InsertMessage call to the client's receipt. sqlite = one process (frontend + admin); mariadb = the same on MariaDB; galera = the same on node 1 of a 3-node Galera cluster; split = MariaDB, 2 frontends + 2 admin servers behind HAProxy with HTTP notifications; split-nonotify = the same without notifications (delivery by the frontends' due-message sweep). Goal: p99 ≤ ${GOAL_P99_MS} ms at 500 msgs/s with 2,000 clients (issue 7: p50 ≤ 10 ms, p99 ≤ 100 ms on split); Fleetspeak (Go) ≈ 1,000 ms p50. Peer: Mosquitto, one publisher at the same rate, QoS 1.`,
       ["Date", "Commit", "Machine", "Command", "Setup", "Clients", "Msgs/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "Lost", "Mosquitto p50/p99 ms", "p99 ours/Mosquitto"],
       [
         today(),

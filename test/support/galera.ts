@@ -155,7 +155,11 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
     if (i === 0) {
       await installMariadbDatadir(data, "normal");
     }
-    const node = galeraNode(name, dir, data, ports[i]!, clusterAddress, i === 0);
+    // A rejoining node copies its state (SST) from the last node (the last but one for that one),
+    // and only from another when that one cannot: rsync blocks its donor while it copies, and with
+    // HAProxy in single-writer mode the first nodes are the writers.
+    const donor = `node${i + 1 === size ? size - 1 : size},`;
+    const node = galeraNode(name, dir, data, ports[i]!, clusterAddress, i === 0, donor);
     nodes.push(node);
     const check = await startHealthCheck(node);
     ports[i]!.health = check.port;
@@ -172,7 +176,15 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
   return cluster;
 }
 
-function galeraNode(name: string, dir: string, data: string, p: NodePorts, clusterAddress: string, bootstrap: boolean): GaleraNode {
+function galeraNode(
+  name: string,
+  dir: string,
+  data: string,
+  p: NodePorts,
+  clusterAddress: string,
+  bootstrap: boolean,
+  sstDonor: string,
+): GaleraNode {
   let proc: ChildProcess | undefined;
   let firstStart = true;
   const errorLog = join(dir, `${name}.err`);
@@ -239,6 +251,7 @@ function galeraNode(name: string, dir: string, data: string, p: NodePorts, clust
           "evs.suspect_timeout=PT2S;evs.inactive_timeout=PT4S;evs.inactive_check_period=PT0.5S;evs.keepalive_period=PT0.5S",
         ].join(""),
         "--wsrep-sst-method=rsync",
+        `--wsrep-sst-donor=${sstDonor}`,
         `--wsrep-sst-receive-address=127.0.0.1:${p.sst}`,
         // Reads wait until this node has applied what other nodes committed before them.
         "--wsrep-sync-wait=1",
