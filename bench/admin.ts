@@ -10,7 +10,9 @@
 // Options: --seconds N (per measurement, default 10), --concurrency N (InsertMessage calls in
 // flight, default 64), --connections N (HTTP/2 connections of the load process, default 4),
 // --contacts N (contacts in flight for forwarding, default 10: 100 messages, the service's
-// default max_parallelism), --backend sqlite|mariadb|both, --measure insert|forward|both.
+// default max_parallelism), --backend sqlite|mariadb|both, --measure insert|forward|both,
+// --grpc ours|grpc-js (which gRPC stack serves the admin API and calls the Processor: the
+// project's own, or @grpc/grpc-js through bench/grpc-js.ts; default ours).
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
 import * as http2 from "node:http2";
@@ -25,11 +27,14 @@ import { clientMessageId } from "../src/common/ids.js";
 import { EmptyMessageSchema, type Message, MessageSchema } from "../src/gen/fleetspeak/common_pb.js";
 import { ConfigSchema as GrpcConfigSchema, Processor } from "../src/gen/fleetspeak_grpcservice/grpcservice_pb.js";
 import { ServiceConfigSchema } from "../src/gen/fleetspeak_server/services_pb.js";
-import { startAdminServer } from "../src/server/admin/admin-server.js";
+import { Admin } from "../src/gen/fleetspeak_server/admin_pb.js";
+import { ADMIN_MAX_RECEIVE_BYTES, startAdminServer } from "../src/server/admin/admin-server.js";
 import { AdminService } from "../src/server/admin/admin-service.js";
 import { ServiceManager } from "../src/server/services/manager.js";
+import { defaultServiceFactories } from "../src/server/services/service-factories.js";
 import type { Store } from "../src/server/store/store.js";
 import { openBackend } from "../test/support/stores.js";
+import { grpcJsUnaryClient, startGrpcJsServer } from "./grpc-js.js";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 const CLIENTS = 1000;
@@ -42,6 +47,7 @@ interface Options {
   contacts: number;
   backends: ("sqlite" | "mariadb")[];
   measure: "insert" | "forward" | "both";
+  grpc: "ours" | "grpc-js";
 }
 
 function parseOptions(args: string[]): Options {
@@ -52,6 +58,7 @@ function parseOptions(args: string[]): Options {
     contacts: 10,
     backends: ["sqlite", "mariadb"],
     measure: "both",
+    grpc: "ours",
   };
   for (let i = 0; i < args.length; i++) {
     const name = args[i]!.replace(/^--?/, "");
@@ -66,12 +73,17 @@ function parseOptions(args: string[]): Options {
         throw new Error(`bench admin: --measure must be insert, forward or both, got ${JSON.stringify(value)}`);
       }
       o.measure = value;
+    } else if (name === "grpc") {
+      if (value !== "ours" && value !== "grpc-js") {
+        throw new Error(`bench admin: --grpc must be ours or grpc-js, got ${JSON.stringify(value)}`);
+      }
+      o.grpc = value;
     } else if (name === "seconds" || name === "concurrency" || name === "connections" || name === "contacts") {
       const n = Number(value);
       if (!Number.isFinite(n) || n <= 0) throw new Error(`bench admin: --${name} must be a positive number`);
       o[name] = n;
     } else {
-      throw new Error(`bench admin: unknown option --${name} (known: --seconds --concurrency --connections --contacts --backend --measure)`);
+      throw new Error(`bench admin: unknown option --${name} (known: --seconds --concurrency --connections --contacts --backend --measure --grpc)`);
     }
   }
   return o;
@@ -118,7 +130,10 @@ async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Pr
     },
     logger,
   });
-  const server = await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
+  const server =
+    o.grpc === "grpc-js"
+      ? await startGrpcJsServer(Admin, service, ADMIN_MAX_RECEIVE_BYTES)
+      : await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
   try {
     const ids = await addClients(store);
     const idsHex = ids.map((id) => Buffer.from(id).toString("hex")).join(",");
@@ -140,7 +155,7 @@ async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Pr
       `InsertMessage ${backend}: ${rate.toFixed(0)} calls/s (${r.calls} calls in ${r.seconds.toFixed(1)} s, ` +
       `${r.errors} errors, latency p50 ${r.p50.toFixed(1)} ms p99 ${r.p99.toFixed(1)} ms, ` +
       `concurrency ${o.concurrency} over ${o.connections} connections; ${pending} stored, ${notified} notifications; ` +
-      `admin process CPU ${cpuPerCall.toFixed(0)} µs/call)`
+      `admin process CPU ${cpuPerCall.toFixed(0)} µs/call; gRPC: ${o.grpc})`
     );
   } finally {
     await server.close();
@@ -152,7 +167,12 @@ async function benchForwarding(backend: "sqlite" | "mariadb", o: Options): Promi
   const { store, cleanup } = await openBackend(backend);
   const processor = await startWorker(["--processor"]);
   const port = Number(processor.firstLine.replace("PORT ", ""));
-  const manager = new ServiceManager({ store, logger: pino({ level: "warn" }), lookupClient: (id) => store.getClientData(id) });
+  const manager = new ServiceManager({
+    store,
+    logger: pino({ level: "warn" }),
+    lookupClient: (id) => store.getClientData(id),
+    factories: defaultServiceFactories(o.grpc === "grpc-js" ? { grpc: { makeClient: grpcJsUnaryClient } } : {}),
+  });
   try {
     await manager.installService(
       create(ServiceConfigSchema, {
@@ -204,7 +224,7 @@ async function benchForwarding(backend: "sqlite" | "mariadb", o: Options): Promi
     return (
       `forwarding ${backend}: ${(forwarded / seconds).toFixed(0)} messages/s to a Processor and stored as processed ` +
       `(${forwarded} of ${sent} messages of ${PAYLOAD_BYTES} B in ${seconds.toFixed(1)} s, the rest left pending; ` +
-      `${o.contacts} contacts of 10 in flight; server CPU ${((cpu.user + cpu.system) / Math.max(1, forwarded)).toFixed(0)} µs/message)`
+      `${o.contacts} contacts of 10 in flight; server CPU ${((cpu.user + cpu.system) / Math.max(1, forwarded)).toFixed(0)} µs/message; gRPC: ${o.grpc})`
     );
   } finally {
     await manager.stop();

@@ -67,7 +67,13 @@ export interface GrpcUnaryClientOptions {
   tls?: Pick<http2.SecureClientSessionOptions, "ca" | "cert" | "key">;
 }
 
-export class GrpcUnaryClient {
+/** What the GRPC service forwards with: unary calls of serialized messages. */
+export interface UnaryCaller {
+  call(path: string, request: Uint8Array, signal: AbortSignal): Promise<Uint8Array>;
+  close(): void;
+}
+
+export class GrpcUnaryClient implements UnaryCaller {
   readonly #authority: string;
   readonly #connectOptions: http2.SecureClientSessionOptions;
   #conn: { session: http2.ClientHttp2Session; inFlight: number } | undefined;
