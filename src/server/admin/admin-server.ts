@@ -1,6 +1,7 @@
 // The admin gRPC listener: fleetspeak.server.Admin over HTTP/2. Plaintext (h2c) by default, as
 // Fleetspeak's admin port is; TLS, optionally requiring client certificates, when configured.
 import * as http2 from "node:http2";
+import type * as net from "node:net";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "../../common/log.js";
 import { listen } from "../../common/listen.js";
@@ -11,6 +12,8 @@ import { createGrpcHandler } from "./grpc-server.js";
 
 /** grpc-go's default limit on an inbound message; larger requests fail with RESOURCE_EXHAUSTED. */
 export const ADMIN_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
+/** Idle time after which TCP keep-alive starts probing a caller's connection. */
+const KEEPALIVE_IDLE_MS = 60_000;
 /** How long close() lets running calls finish before cutting their connections. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -50,6 +53,19 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   const onStream = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => grpc.onStream(stream, headers);
   // Mutual TLS: only callers whose certificate chains to tls.ca reach the service.
   server.on("stream", opts.tls?.requireClientCert ? requireClientCertificate(onStream, opts.logger) : onStream);
+
+  // A peer that ends its side of the connection (its process died) in the middle of a frame
+  // leaves node's HTTP/2 session waiting for the rest of the frame forever; HTTP/2 has no use for
+  // a half-closed connection, so it is closed. A peer that vanishes without a word (a dead host)
+  // is found by TCP keep-alive probes.
+  server.on(opts.tls ? "secureConnection" : "connection", (socket: net.Socket) => {
+    socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
+    socket.once("end", () =>
+      setImmediate(() => {
+        if (!socket.destroyed) socket.destroy();
+      }),
+    );
+  });
 
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session: http2.ServerHttp2Session) => {

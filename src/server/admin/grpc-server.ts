@@ -15,7 +15,6 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import { once } from "node:events";
 import * as http2 from "node:http2";
 import { promisify } from "node:util";
 import { gunzip, gzip } from "node:zlib";
@@ -260,9 +259,7 @@ class Call {
         this.#headersSent = true;
         stream.respond(this.#responseHeaders(), { waitForTrailers: true });
       }
-      if (!stream.write(framed)) {
-        await Promise.race([once(stream, "drain"), once(stream, "close")]);
-      }
+      if (!stream.write(framed)) await drainedOrClosed(stream);
     }
     if (this.#answered || stream.closed) return;
     if (!this.#headersSent) {
@@ -380,6 +377,22 @@ class CallContext implements HandlerContext {
       into[k] = v;
     });
   }
+}
+
+/**
+ * Waits until the stream can take more or has closed. Not events.once() raced: the losing waiter
+ * would stay registered, one per pause, for as long as the stream lives.
+ */
+function drainedOrClosed(stream: http2.ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
 }
 
 function asMessage<Desc extends DescMessage>(schema: Desc, value: unknown): MessageShape<Desc> {
