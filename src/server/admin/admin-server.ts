@@ -1,7 +1,6 @@
 // The admin gRPC listener: fleetspeak.server.Admin over HTTP/2. Plaintext (h2c) by default, as
 // Fleetspeak's admin port is; TLS, optionally requiring client certificates, when configured.
 import * as http2 from "node:http2";
-import type * as net from "node:net";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { Logger } from "../../common/log.js";
 import { listen } from "../../common/listen.js";
@@ -12,8 +11,10 @@ import { createGrpcHandler } from "./grpc-server.js";
 
 /** grpc-go's default limit on an inbound message; larger requests fail with RESOURCE_EXHAUSTED. */
 export const ADMIN_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
-/** Idle time after which TCP keep-alive starts probing a caller's connection. */
-const KEEPALIVE_IDLE_MS = 60_000;
+/** A connection idle this long is pinged (grpc-go's keepalive pings after 2 h). */
+const KEEPALIVE_IDLE_MS = 5 * 60 * 1000;
+/** A ping not answered within this long closes the connection (grpc-go: 20 s). */
+const KEEPALIVE_TIMEOUT_MS = 20_000;
 /** How long close() lets running calls finish before cutting their connections. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -33,6 +34,8 @@ export interface AdminServerOptions {
   logger: Logger;
   tls?: AdminTlsOptions;
   maxReceiveBytes?: number;
+  /** Idle time before a connection is pinged to see that its caller is still there. */
+  keepAliveIdleMs?: number;
 }
 
 export interface AdminServer {
@@ -54,24 +57,25 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   // Mutual TLS: only callers whose certificate chains to tls.ca reach the service.
   server.on("stream", opts.tls?.requireClientCert ? requireClientCertificate(onStream, opts.logger) : onStream);
 
-  // A peer that ends its side of the connection (its process died) in the middle of a frame
-  // leaves node's HTTP/2 session waiting for the rest of the frame forever; HTTP/2 has no use for
-  // a half-closed connection, so it is closed. A peer that vanishes without a word (a dead host)
-  // is found by TCP keep-alive probes.
-  server.on(opts.tls ? "secureConnection" : "connection", (socket: net.Socket) => {
-    socket.setKeepAlive(true, KEEPALIVE_IDLE_MS);
-    socket.once("end", () =>
-      setImmediate(() => {
-        if (!socket.destroyed) socket.destroy();
-      }),
-    );
-  });
-
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session: http2.ServerHttp2Session) => {
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
     session.on("error", (err) => opts.logger.debug({ err: err.message }, "admin connection error"));
+    // A caller that died or vanished (its host gone, or its process killed in the middle of a
+    // frame, which leaves node's session waiting for the rest of the frame) would hold its
+    // connection forever: an idle connection is pinged, and closed if the ping goes unanswered.
+    session.setTimeout(opts.keepAliveIdleMs ?? KEEPALIVE_IDLE_MS, () => {
+      const dead = setTimeout(() => session.destroy(), KEEPALIVE_TIMEOUT_MS).unref();
+      const sent = session.ping((err) => {
+        clearTimeout(dead);
+        if (err && !session.destroyed) session.destroy();
+      });
+      if (!sent) {
+        clearTimeout(dead);
+        session.destroy();
+      }
+    });
   });
   server.on("sessionError", (err) => opts.logger.debug({ err: err.message }, "admin session error"));
 

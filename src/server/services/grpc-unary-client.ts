@@ -51,6 +51,10 @@ function codeOfReset(rst: number): Code {
   }
 }
 
+function grpcStatusOf(headers: http2.IncomingHttpHeaders | undefined, trailers: http2.IncomingHttpHeaders | undefined) {
+  return trailers?.["grpc-status"] ?? headers?.["grpc-status"];
+}
+
 function percentDecode(s: string): string {
   if (!s.includes("%")) return s;
   try {
@@ -162,13 +166,17 @@ export class GrpcUnaryClient implements UnaryCaller {
           return fail(`${deadline ? "deadline exceeded" : "canceled"}: ${String(signal.reason)}`, deadline ? Code.DeadlineExceeded : Code.Canceled, signal.reason);
         }
         if (tooLarge) return fail(`grpc: received message larger than max (${tooLarge} vs. ${MAX_RESPONSE_BYTES})`, Code.ResourceExhausted);
+        // The connection went (the Processor's process or host died): worth retrying, as grpc-go
+        // reports a transport that closes under a call.
+        const lost = grpcStatusOf(headers, trailers) === undefined && conn.session.destroyed;
+        if (lost) return fail(`connection to the Processor lost before its answer${error ? `: ${error.message}` : ""}`, Code.Unavailable, error);
         if (!headers) {
           const rst = req.rstCode;
           if (error) return fail(`connection error: ${error.message}`, Code.Unavailable, error);
           return fail(`stream reset before an answer (HTTP/2 error ${rst})`, rst ? codeOfReset(rst) : Code.Unavailable);
         }
         const status = Number(headers[":status"]);
-        const grpcStatus = trailers?.["grpc-status"] ?? headers["grpc-status"];
+        const grpcStatus = grpcStatusOf(headers, trailers);
         if (grpcStatus === undefined) {
           if (status !== 200) return fail(`HTTP ${status} instead of a gRPC answer`, codeOfHttpStatus(status));
           if (error) return fail(`stream error: ${error.message}`, Code.Internal, error);
