@@ -175,7 +175,11 @@ describe("Processor client against a broken server", () => {
     await withRawServer(
       (stream, _n, sockets) => {
         stream.respond({ ":status": 200, "content-type": "application/grpc" });
-        stream.write(Buffer.from([0, 0, 0, 0, 10, 1, 2]), () => setTimeout(() => sockets.forEach((s) => s.destroy()), 20));
+        stream.write(Buffer.from([0, 0, 0, 0, 10, 1, 2]), () =>
+          setTimeout(() => {
+            for (const s of sockets) s.destroy();
+          }, 20),
+        );
       },
       async (client) => {
         const e = await failure(client.call(PATH, request(), never()));
