@@ -10,7 +10,8 @@
 // Options: --seconds N (per measurement, default 10), --concurrency N (InsertMessage calls in
 // flight, default 64), --connections N (HTTP/2 connections of the load process, default 4),
 // --contacts N (contacts in flight for forwarding, default 10: 100 messages, the service's
-// default max_parallelism), --backend sqlite|mariadb|both, --measure insert|forward|both,
+// default max_parallelism), --backend sqlite|mariadb|both, --measure insert|forward|both|keepalive
+// (keepalive: empty KeepAlive calls instead of InsertMessage, the gRPC stack's cost alone),
 // --grpc ours|grpc-js (which gRPC stack serves the admin API and calls the Processor: the
 // project's own, or @grpc/grpc-js through bench/grpc-js.ts; default ours).
 import { type ChildProcess, spawn } from "node:child_process";
@@ -46,7 +47,7 @@ interface Options {
   connections: number;
   contacts: number;
   backends: ("sqlite" | "mariadb")[];
-  measure: "insert" | "forward" | "both";
+  measure: "insert" | "forward" | "both" | "keepalive";
   grpc: "ours" | "grpc-js";
 }
 
@@ -69,8 +70,8 @@ function parseOptions(args: string[]): Options {
       else if (value === "sqlite" || value === "mariadb") o.backends = [value];
       else throw new Error(`bench admin: --backend must be sqlite, mariadb or both, got ${JSON.stringify(value)}`);
     } else if (name === "measure") {
-      if (value !== "insert" && value !== "forward" && value !== "both") {
-        throw new Error(`bench admin: --measure must be insert, forward or both, got ${JSON.stringify(value)}`);
+      if (value !== "insert" && value !== "forward" && value !== "both" && value !== "keepalive") {
+        throw new Error(`bench admin: --measure must be insert, forward, both or keepalive, got ${JSON.stringify(value)}`);
       }
       o.measure = value;
     } else if (name === "grpc") {
@@ -137,9 +138,11 @@ async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Pr
   try {
     const ids = await addClients(store);
     const idsHex = ids.map((id) => Buffer.from(id).toString("hex")).join(",");
+    const method = o.measure === "keepalive" ? "KeepAlive" : "InsertMessage";
     const cpu0 = process.cpuUsage();
     const worker = await startWorker([
       "--insert-load",
+      method,
       server.address,
       String(o.seconds),
       String(o.concurrency),
@@ -152,7 +155,7 @@ async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Pr
     const pending = await store.getPendingMessageCount(ids);
     const rate = r.calls / r.seconds;
     return (
-      `InsertMessage ${backend}: ${rate.toFixed(0)} calls/s (${r.calls} calls in ${r.seconds.toFixed(1)} s, ` +
+      `${method} ${backend}: ${rate.toFixed(0)} calls/s (${r.calls} calls in ${r.seconds.toFixed(1)} s, ` +
       `${r.errors} errors, latency p50 ${r.p50.toFixed(1)} ms p99 ${r.p99.toFixed(1)} ms, ` +
       `concurrency ${o.concurrency} over ${o.connections} connections; ${pending} stored, ${notified} notifications; ` +
       `admin process CPU ${cpuPerCall.toFixed(0)} µs/call; gRPC: ${o.grpc})`
@@ -237,19 +240,27 @@ export async function run(args: string[]): Promise<void> {
   const o = parseOptions(args);
   for (const backend of o.backends) {
     if (o.measure !== "forward") console.log(await benchInsertMessage(backend, o));
-    if (o.measure !== "insert") console.log(await benchForwarding(backend, o));
+    if (o.measure === "forward" || o.measure === "both") console.log(await benchForwarding(backend, o));
   }
 }
 
 /**
- * Worker role: InsertMessage callers. A minimal gRPC client on raw HTTP/2 sessions (a full client
+ * Worker role: InsertMessage (or KeepAlive) callers. A minimal gRPC client on raw HTTP/2 sessions (a full client
  * stack costs more CPU per call than the server under test, on the same machine). Each message is
  * a serialized template with a fresh random message_id (field 1, the first 34 bytes). Prints one
  * JSON line with the counts.
  */
-async function insertLoad(address: string, seconds: number, concurrency: number, connections: number, idsHex: string) {
+async function insertLoad(
+  method: "InsertMessage" | "KeepAlive",
+  address: string,
+  seconds: number,
+  concurrency: number,
+  connections: number,
+  idsHex: string,
+) {
+  const keepAlive = method === "KeepAlive";
   const payload = anyPack(BytesValueSchema, create(BytesValueSchema, { value: randomBytes(PAYLOAD_BYTES) }));
-  const templates = idsHex.split(",").map((h) => {
+  const templates = (keepAlive ? [] : idsHex.split(",")).map((h) => {
     const bytes = toBinary(
       MessageSchema,
       create(MessageSchema, {
@@ -265,10 +276,11 @@ async function insertLoad(address: string, seconds: number, concurrency: number,
     framed.set(bytes, 5);
     return framed;
   });
+  if (keepAlive) templates.push(Buffer.alloc(5));
   const sessions = Array.from({ length: connections }, () => http2.connect(`http://${address}`));
   const headers = {
     ":method": "POST",
-    ":path": "/fleetspeak.server.Admin/InsertMessage",
+    ":path": `/fleetspeak.server.Admin/${method}`,
     "content-type": "application/grpc",
     te: "trailers",
   };
@@ -298,7 +310,7 @@ async function insertLoad(address: string, seconds: number, concurrency: number,
       const session = sessions[w % connections]!;
       while (performance.now() < deadline) {
         const body = Buffer.from(templates[n++ % templates.length]!);
-        randomFillSync(body, 7, 32);
+        if (!keepAlive) randomFillSync(body, 7, 32);
         const t = performance.now();
         const status = await call(session, body).catch((e: Error) => e.message);
         if (status === "0") {
@@ -332,8 +344,8 @@ async function processorWorker() {
 if (process.argv[1] === THIS_FILE) {
   const [role, ...rest] = process.argv.slice(2);
   if (role === "--insert-load") {
-    const [address, seconds, concurrency, connections, ids] = rest;
-    await insertLoad(address!, Number(seconds), Number(concurrency), Number(connections), ids!);
+    const [method, address, seconds, concurrency, connections, ids] = rest;
+    await insertLoad(method as "InsertMessage" | "KeepAlive", address!, Number(seconds), Number(concurrency), Number(connections), ids!);
     process.exit(0);
   } else if (role === "--processor") {
     await processorWorker();
