@@ -10,7 +10,10 @@
 // Options: --seconds N (per measurement, default 10), --concurrency N (InsertMessage calls in
 // flight, default 64), --connections N (HTTP/2 connections of the load process, default 4),
 // --contacts N (contacts in flight for forwarding, default 10: 100 messages, the service's
-// default max_parallelism), --backend sqlite|mariadb|both, --measure insert|forward|both.
+// default max_parallelism), --backend sqlite|mariadb|both, --measure insert|forward|both|keepalive
+// (keepalive: empty KeepAlive calls instead of InsertMessage, the gRPC stack's cost alone),
+// --grpc ours|grpc-js (which gRPC stack serves the admin API and calls the Processor: the
+// project's own, or @grpc/grpc-js through bench/grpc-js.ts; default ours).
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomFillSync } from "node:crypto";
 import * as http2 from "node:http2";
@@ -25,11 +28,14 @@ import { clientMessageId } from "../src/common/ids.js";
 import { EmptyMessageSchema, type Message, MessageSchema } from "../src/gen/fleetspeak/common_pb.js";
 import { ConfigSchema as GrpcConfigSchema, Processor } from "../src/gen/fleetspeak_grpcservice/grpcservice_pb.js";
 import { ServiceConfigSchema } from "../src/gen/fleetspeak_server/services_pb.js";
-import { startAdminServer } from "../src/server/admin/admin-server.js";
+import { Admin } from "../src/gen/fleetspeak_server/admin_pb.js";
+import { ADMIN_MAX_RECEIVE_BYTES, startAdminServer } from "../src/server/admin/admin-server.js";
 import { AdminService } from "../src/server/admin/admin-service.js";
 import { ServiceManager } from "../src/server/services/manager.js";
+import { defaultServiceFactories } from "../src/server/services/service-factories.js";
 import type { Store } from "../src/server/store/store.js";
 import { openBackend } from "../test/support/stores.js";
+import { grpcJsUnaryClient, startGrpcJsServer } from "./grpc-js.js";
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 const CLIENTS = 1000;
@@ -41,7 +47,8 @@ interface Options {
   connections: number;
   contacts: number;
   backends: ("sqlite" | "mariadb")[];
-  measure: "insert" | "forward" | "both";
+  measure: "insert" | "forward" | "both" | "keepalive";
+  grpc: "ours" | "grpc-js";
 }
 
 function parseOptions(args: string[]): Options {
@@ -52,6 +59,7 @@ function parseOptions(args: string[]): Options {
     contacts: 10,
     backends: ["sqlite", "mariadb"],
     measure: "both",
+    grpc: "ours",
   };
   for (let i = 0; i < args.length; i++) {
     const name = args[i]!.replace(/^--?/, "");
@@ -62,16 +70,21 @@ function parseOptions(args: string[]): Options {
       else if (value === "sqlite" || value === "mariadb") o.backends = [value];
       else throw new Error(`bench admin: --backend must be sqlite, mariadb or both, got ${JSON.stringify(value)}`);
     } else if (name === "measure") {
-      if (value !== "insert" && value !== "forward" && value !== "both") {
-        throw new Error(`bench admin: --measure must be insert, forward or both, got ${JSON.stringify(value)}`);
+      if (value !== "insert" && value !== "forward" && value !== "both" && value !== "keepalive") {
+        throw new Error(`bench admin: --measure must be insert, forward, both or keepalive, got ${JSON.stringify(value)}`);
       }
       o.measure = value;
+    } else if (name === "grpc") {
+      if (value !== "ours" && value !== "grpc-js") {
+        throw new Error(`bench admin: --grpc must be ours or grpc-js, got ${JSON.stringify(value)}`);
+      }
+      o.grpc = value;
     } else if (name === "seconds" || name === "concurrency" || name === "connections" || name === "contacts") {
       const n = Number(value);
       if (!Number.isFinite(n) || n <= 0) throw new Error(`bench admin: --${name} must be a positive number`);
       o[name] = n;
     } else {
-      throw new Error(`bench admin: unknown option --${name} (known: --seconds --concurrency --connections --contacts --backend --measure)`);
+      throw new Error(`bench admin: unknown option --${name} (known: --seconds --concurrency --connections --contacts --backend --measure --grpc)`);
     }
   }
   return o;
@@ -118,13 +131,18 @@ async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Pr
     },
     logger,
   });
-  const server = await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
+  const server =
+    o.grpc === "grpc-js"
+      ? await startGrpcJsServer(Admin, service, ADMIN_MAX_RECEIVE_BYTES)
+      : await startAdminServer({ listenAddress: "127.0.0.1:0", service, logger });
   try {
     const ids = await addClients(store);
     const idsHex = ids.map((id) => Buffer.from(id).toString("hex")).join(",");
+    const method = o.measure === "keepalive" ? "KeepAlive" : "InsertMessage";
     const cpu0 = process.cpuUsage();
     const worker = await startWorker([
       "--insert-load",
+      method,
       server.address,
       String(o.seconds),
       String(o.concurrency),
@@ -137,10 +155,10 @@ async function benchInsertMessage(backend: "sqlite" | "mariadb", o: Options): Pr
     const pending = await store.getPendingMessageCount(ids);
     const rate = r.calls / r.seconds;
     return (
-      `InsertMessage ${backend}: ${rate.toFixed(0)} calls/s (${r.calls} calls in ${r.seconds.toFixed(1)} s, ` +
+      `${method} ${backend}: ${rate.toFixed(0)} calls/s (${r.calls} calls in ${r.seconds.toFixed(1)} s, ` +
       `${r.errors} errors, latency p50 ${r.p50.toFixed(1)} ms p99 ${r.p99.toFixed(1)} ms, ` +
       `concurrency ${o.concurrency} over ${o.connections} connections; ${pending} stored, ${notified} notifications; ` +
-      `admin process CPU ${cpuPerCall.toFixed(0)} µs/call)`
+      `admin process CPU ${cpuPerCall.toFixed(0)} µs/call; gRPC: ${o.grpc})`
     );
   } finally {
     await server.close();
@@ -152,7 +170,12 @@ async function benchForwarding(backend: "sqlite" | "mariadb", o: Options): Promi
   const { store, cleanup } = await openBackend(backend);
   const processor = await startWorker(["--processor"]);
   const port = Number(processor.firstLine.replace("PORT ", ""));
-  const manager = new ServiceManager({ store, logger: pino({ level: "warn" }), lookupClient: (id) => store.getClientData(id) });
+  const manager = new ServiceManager({
+    store,
+    logger: pino({ level: "warn" }),
+    lookupClient: (id) => store.getClientData(id),
+    factories: defaultServiceFactories(o.grpc === "grpc-js" ? { grpc: { makeClient: grpcJsUnaryClient } } : {}),
+  });
   try {
     await manager.installService(
       create(ServiceConfigSchema, {
@@ -204,7 +227,7 @@ async function benchForwarding(backend: "sqlite" | "mariadb", o: Options): Promi
     return (
       `forwarding ${backend}: ${(forwarded / seconds).toFixed(0)} messages/s to a Processor and stored as processed ` +
       `(${forwarded} of ${sent} messages of ${PAYLOAD_BYTES} B in ${seconds.toFixed(1)} s, the rest left pending; ` +
-      `${o.contacts} contacts of 10 in flight; server CPU ${((cpu.user + cpu.system) / Math.max(1, forwarded)).toFixed(0)} µs/message)`
+      `${o.contacts} contacts of 10 in flight; server CPU ${((cpu.user + cpu.system) / Math.max(1, forwarded)).toFixed(0)} µs/message; gRPC: ${o.grpc})`
     );
   } finally {
     await manager.stop();
@@ -217,19 +240,27 @@ export async function run(args: string[]): Promise<void> {
   const o = parseOptions(args);
   for (const backend of o.backends) {
     if (o.measure !== "forward") console.log(await benchInsertMessage(backend, o));
-    if (o.measure !== "insert") console.log(await benchForwarding(backend, o));
+    if (o.measure === "forward" || o.measure === "both") console.log(await benchForwarding(backend, o));
   }
 }
 
 /**
- * Worker role: InsertMessage callers. A minimal gRPC client on raw HTTP/2 sessions (a full client
+ * Worker role: InsertMessage (or KeepAlive) callers. A minimal gRPC client on raw HTTP/2 sessions (a full client
  * stack costs more CPU per call than the server under test, on the same machine). Each message is
  * a serialized template with a fresh random message_id (field 1, the first 34 bytes). Prints one
  * JSON line with the counts.
  */
-async function insertLoad(address: string, seconds: number, concurrency: number, connections: number, idsHex: string) {
+async function insertLoad(
+  method: "InsertMessage" | "KeepAlive",
+  address: string,
+  seconds: number,
+  concurrency: number,
+  connections: number,
+  idsHex: string,
+) {
+  const keepAlive = method === "KeepAlive";
   const payload = anyPack(BytesValueSchema, create(BytesValueSchema, { value: randomBytes(PAYLOAD_BYTES) }));
-  const templates = idsHex.split(",").map((h) => {
+  const templates = (keepAlive ? [] : idsHex.split(",")).map((h) => {
     const bytes = toBinary(
       MessageSchema,
       create(MessageSchema, {
@@ -245,10 +276,11 @@ async function insertLoad(address: string, seconds: number, concurrency: number,
     framed.set(bytes, 5);
     return framed;
   });
+  if (keepAlive) templates.push(Buffer.alloc(5));
   const sessions = Array.from({ length: connections }, () => http2.connect(`http://${address}`));
   const headers = {
     ":method": "POST",
-    ":path": "/fleetspeak.server.Admin/InsertMessage",
+    ":path": `/fleetspeak.server.Admin/${method}`,
     "content-type": "application/grpc",
     te: "trailers",
   };
@@ -278,7 +310,7 @@ async function insertLoad(address: string, seconds: number, concurrency: number,
       const session = sessions[w % connections]!;
       while (performance.now() < deadline) {
         const body = Buffer.from(templates[n++ % templates.length]!);
-        randomFillSync(body, 7, 32);
+        if (!keepAlive) randomFillSync(body, 7, 32);
         const t = performance.now();
         const status = await call(session, body).catch((e: Error) => e.message);
         if (status === "0") {
@@ -312,8 +344,8 @@ async function processorWorker() {
 if (process.argv[1] === THIS_FILE) {
   const [role, ...rest] = process.argv.slice(2);
   if (role === "--insert-load") {
-    const [address, seconds, concurrency, connections, ids] = rest;
-    await insertLoad(address!, Number(seconds), Number(concurrency), Number(connections), ids!);
+    const [method, address, seconds, concurrency, connections, ids] = rest;
+    await insertLoad(method as "InsertMessage" | "KeepAlive", address!, Number(seconds), Number(concurrency), Number(connections), ids!);
     process.exit(0);
   } else if (role === "--processor") {
     await processorWorker();

@@ -11,6 +11,10 @@ import { createGrpcHandler } from "./grpc-server.js";
 
 /** grpc-go's default limit on an inbound message; larger requests fail with RESOURCE_EXHAUSTED. */
 export const ADMIN_MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
+/** A connection idle this long is pinged (grpc-go's keepalive pings after 2 h). */
+const KEEPALIVE_IDLE_MS = 5 * 60 * 1000;
+/** A ping not answered within this long closes the connection (grpc-go: 20 s). */
+const KEEPALIVE_TIMEOUT_MS = 20_000;
 /** How long close() lets running calls finish before cutting their connections. */
 const CLOSE_GRACE_MS = 5000;
 
@@ -30,6 +34,8 @@ export interface AdminServerOptions {
   logger: Logger;
   tls?: AdminTlsOptions;
   maxReceiveBytes?: number;
+  /** Idle time before a connection is pinged to see that its caller is still there. */
+  keepAliveIdleMs?: number;
 }
 
 export interface AdminServer {
@@ -56,6 +62,20 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     sessions.add(session);
     session.on("close", () => sessions.delete(session));
     session.on("error", (err) => opts.logger.debug({ err: err.message }, "admin connection error"));
+    // A caller that died or vanished (its host gone, or its process killed in the middle of a
+    // frame, which leaves node's session waiting for the rest of the frame) would hold its
+    // connection forever: an idle connection is pinged, and closed if the ping goes unanswered.
+    session.setTimeout(opts.keepAliveIdleMs ?? KEEPALIVE_IDLE_MS, () => {
+      const dead = setTimeout(() => session.destroy(), KEEPALIVE_TIMEOUT_MS).unref();
+      const sent = session.ping((err) => {
+        clearTimeout(dead);
+        if (err && !session.destroyed) session.destroy();
+      });
+      if (!sent) {
+        clearTimeout(dead);
+        session.destroy();
+      }
+    });
   });
   server.on("sessionError", (err) => opts.logger.debug({ err: err.message }, "admin session error"));
 

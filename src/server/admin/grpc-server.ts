@@ -15,15 +15,17 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import { once } from "node:events";
 import * as http2 from "node:http2";
-import { gunzip } from "node:zlib";
+import { promisify } from "node:util";
+import { gunzip, gzip } from "node:zlib";
 import type { Logger } from "../../common/log.js";
 
 const { HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE, HTTP2_HEADER_METHOD, HTTP2_HEADER_PATH } = http2.constants;
 const GRPC_CONTENT_TYPE = /^application\/grpc(\+proto)?(;|$)/;
 /** How long after answering a request that is still uploading its stream is reset. */
 const ABANDONED_UPLOAD_RESET_MS = 1000;
+const gunzipAsync = promisify(gunzip);
+const gzipAsync = promisify(gzip);
 const TIMEOUT_UNITS_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
 type AnyImpl = (req: unknown, ctx: HandlerContext) => unknown;
@@ -98,6 +100,7 @@ class Call {
   #headersSent = false;
   #timer: NodeJS.Timeout | undefined;
   #context: CallContext | undefined;
+  #gzipResponses = false;
 
   constructor(
     stream: http2.ServerHttp2Stream,
@@ -125,6 +128,7 @@ class Call {
       this.#fail(new ConnectError(`grpc-encoding ${JSON.stringify(encoding)} is not supported; use identity or gzip`, Code.Unimplemented));
       return;
     }
+    this.#gzipResponses = encoding === "gzip";
     let timeoutMs: number | undefined;
     const timeout = this.#headers["grpc-timeout"];
     if (typeof timeout === "string") {
@@ -193,7 +197,7 @@ class Call {
       }
       if (route.method.methodKind === "unary") {
         const out = await route.impl(req, this.#context!);
-        this.#sendUnary(toBinary(route.method.output, asMessage(route.method.output, out)));
+        this.#sendUnary(await this.#frame(toBinary(route.method.output, asMessage(route.method.output, out))));
       } else {
         await this.#sendStream(route.method.output, route.impl(req, this.#context!) as AsyncIterable<unknown>);
       }
@@ -203,19 +207,24 @@ class Call {
   }
 
   async #requestBytes(body: Buffer, gzipped: boolean, typeName: string): Promise<Uint8Array> {
-    if (body.length < 5) throw new ConnectError(`no ${typeName} request message was sent`, Code.Internal);
+    if (body.length === 0) throw new ConnectError(`no ${typeName} request message was sent`, Code.Internal);
+    if (body.length < 5) {
+      throw new ConnectError(`truncated request: ${body.length} bytes where a 5-byte message prefix was expected`, Code.Internal);
+    }
     const flags = body[0]!;
     const length = body.readUInt32BE(1);
-    if (body.length !== 5 + length) {
+    if (flags > 1) throw new ConnectError(`grpc: received unexpected payload format ${flags}`, Code.Internal);
+    if (body.length < 5 + length) {
+      throw new ConnectError(`truncated request: the message prefix announces ${length} bytes, ${body.length - 5} arrived`, Code.Internal);
+    }
+    if (body.length > 5 + length) {
       throw new ConnectError("a unary or server-streaming call must carry exactly one request message", Code.Internal);
     }
     const payload = body.subarray(5);
     if ((flags & 1) === 0) return payload;
     if (!gzipped) throw new ConnectError("compressed message without grpc-encoding", Code.Internal);
     try {
-      return await new Promise<Buffer>((resolve, reject) =>
-        gunzip(payload, { maxOutputLength: this.#opts.maxReceiveBytes }, (e, out) => (e ? reject(e) : resolve(out))),
-      );
+      return await gunzipAsync(payload, { maxOutputLength: this.#opts.maxReceiveBytes });
     } catch (e) {
       const tooLarge = (e as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE";
       throw new ConnectError(
@@ -225,27 +234,32 @@ class Call {
     }
   }
 
-  #sendUnary(bytes: Uint8Array): void {
+  /** A response message framed, gzip-compressed when the request was (as grpc-go answers). */
+  async #frame(bytes: Uint8Array): Promise<Buffer> {
+    return this.#gzipResponses ? frame(await gzipAsync(bytes), 1) : frame(bytes, 0);
+  }
+
+  #sendUnary(framed: Buffer): void {
     if (this.#answered || this.#stream.closed) return;
     this.#answered = true;
     clearTimeout(this.#timer);
     const stream = this.#stream;
     stream.respond(this.#responseHeaders(), { waitForTrailers: true });
     stream.once("wantTrailers", () => stream.sendTrailers(this.#trailers(0)));
-    stream.end(frame(bytes));
+    stream.end(framed);
   }
 
   async #sendStream(schema: DescMessage, items: AsyncIterable<unknown>): Promise<void> {
     const stream = this.#stream;
     for await (const item of items) {
       if (this.#answered || stream.closed) return;
+      const framed = await this.#frame(toBinary(schema, asMessage(schema, item)));
+      if (this.#answered || stream.closed) return;
       if (!this.#headersSent) {
         this.#headersSent = true;
         stream.respond(this.#responseHeaders(), { waitForTrailers: true });
       }
-      if (!stream.write(frame(toBinary(schema, asMessage(schema, item))))) {
-        await Promise.race([once(stream, "drain"), once(stream, "close")]);
-      }
+      if (!stream.write(framed)) await drainedOrClosed(stream);
     }
     if (this.#answered || stream.closed) return;
     if (!this.#headersSent) {
@@ -290,6 +304,7 @@ class Call {
       [HTTP2_HEADER_CONTENT_TYPE]: "application/grpc",
       "grpc-accept-encoding": "identity,gzip",
     };
+    if (this.#gzipResponses) h["grpc-encoding"] = "gzip";
     this.#context?.copyResponseHeader(h);
     return h;
   }
@@ -364,14 +379,30 @@ class CallContext implements HandlerContext {
   }
 }
 
+/**
+ * Waits until the stream can take more or has closed. Not events.once() raced: the losing waiter
+ * would stay registered, one per pause, for as long as the stream lives.
+ */
+function drainedOrClosed(stream: http2.ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
 function asMessage<Desc extends DescMessage>(schema: Desc, value: unknown): MessageShape<Desc> {
   return isMessage(value, schema) ? value : create(schema, value as Parameters<typeof create<Desc>>[1]);
 }
 
-/** A gRPC length-prefixed message, uncompressed. */
-function frame(bytes: Uint8Array): Buffer {
+/** A gRPC length-prefixed message; flags 1: compressed. */
+function frame(bytes: Uint8Array, flags: 0 | 1): Buffer {
   const out = Buffer.allocUnsafe(5 + bytes.length);
-  out[0] = 0;
+  out[0] = flags;
   out.writeUInt32BE(bytes.length, 1);
   out.set(bytes, 5);
   return out;

@@ -15,7 +15,7 @@ import { formatHostPort, parseHostPort } from "../../common/net-address.js";
 import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
 import { type Config, ConfigSchema } from "../../gen/fleetspeak_grpcservice/grpcservice_pb.js";
 import type { ServiceConfig } from "../../gen/fleetspeak_server/services_pb.js";
-import { GrpcUnaryClient } from "./grpc-unary-client.js";
+import { GrpcUnaryClient, type GrpcUnaryClientOptions, type UnaryCaller } from "./grpc-unary-client.js";
 import { type Service, type ServiceFactory, TemporaryError } from "./service.js";
 
 const PROCESS_PATH = "/fleetspeak.grpcservice.Processor/Process";
@@ -53,12 +53,15 @@ const GO_CODE_NAMES: Record<Code, string> = {
 export interface GrpcServiceOptions {
   /** First pause between attempts; doubles after each. Fleetspeak: 1 s. */
   initialBackoffMs?: number;
+  /** Makes the Processor client (bench/admin.ts measures another gRPC stack through this). */
+  makeClient?: (opts: GrpcUnaryClientOptions) => UnaryCaller;
 }
 
 export function grpcServiceFactory(opts: GrpcServiceOptions = {}): ServiceFactory {
   return (cfg, ctx) => {
     const conf = unpackConfig(cfg);
-    return new GrpcService(cfg.name, conf, ctx.logger, opts.initialBackoffMs ?? 1000);
+    const makeClient = opts.makeClient ?? ((o: GrpcUnaryClientOptions) => new GrpcUnaryClient(o));
+    return new GrpcService(cfg.name, conf, ctx.logger, opts.initialBackoffMs ?? 1000, makeClient);
   };
 }
 
@@ -162,16 +165,22 @@ class GrpcService implements Service {
   readonly #name: string;
   readonly #log: Logger;
   readonly #initialBackoffMs: number;
-  readonly #client: GrpcUnaryClient;
+  readonly #client: UnaryCaller;
   #stopped = false;
 
-  constructor(name: string, conf: Config, log: Logger, initialBackoffMs: number) {
+  constructor(
+    name: string,
+    conf: Config,
+    log: Logger,
+    initialBackoffMs: number,
+    makeClient: (opts: GrpcUnaryClientOptions) => UnaryCaller,
+  ) {
     this.#name = name;
     this.#log = log;
     this.#initialBackoffMs = initialBackoffMs;
     const { baseUrl, tls, tlsOptions } = connectionSettings(name, conf);
     // Like grpc-go's non-blocking dial: nothing connects until the first message.
-    this.#client = new GrpcUnaryClient({ baseUrl, tls: tlsOptions });
+    this.#client = makeClient({ baseUrl, tls: tlsOptions });
     log.info(
       { target: conf.target, tls, clientCertificate: tlsOptions.cert !== undefined },
       `service ${name} forwards messages to a Processor`,

@@ -51,6 +51,10 @@ function codeOfReset(rst: number): Code {
   }
 }
 
+function grpcStatusOf(headers: http2.IncomingHttpHeaders | undefined, trailers: http2.IncomingHttpHeaders | undefined) {
+  return trailers?.["grpc-status"] ?? headers?.["grpc-status"];
+}
+
 function percentDecode(s: string): string {
   if (!s.includes("%")) return s;
   try {
@@ -67,7 +71,13 @@ export interface GrpcUnaryClientOptions {
   tls?: Pick<http2.SecureClientSessionOptions, "ca" | "cert" | "key">;
 }
 
-export class GrpcUnaryClient {
+/** What the GRPC service forwards with: unary calls of serialized messages. */
+export interface UnaryCaller {
+  call(path: string, request: Uint8Array, signal: AbortSignal): Promise<Uint8Array>;
+  close(): void;
+}
+
+export class GrpcUnaryClient implements UnaryCaller {
   readonly #authority: string;
   readonly #connectOptions: http2.SecureClientSessionOptions;
   #conn: { session: http2.ClientHttp2Session; inFlight: number } | undefined;
@@ -120,6 +130,8 @@ export class GrpcUnaryClient {
       let canceled = false;
       const chunks: Buffer[] = [];
       let received = 0;
+      let declared = -1;
+      let tooLarge = 0;
       const onAbort = () => {
         canceled = true;
         req.close(http2.constants.NGHTTP2_CANCEL);
@@ -133,12 +145,13 @@ export class GrpcUnaryClient {
       });
       req.on("data", (c: Buffer) => {
         received += c.length;
-        if (received > MAX_RESPONSE_BYTES + 5) {
-          error = new Error(`response larger than ${MAX_RESPONSE_BYTES} bytes`);
-          req.close(http2.constants.NGHTTP2_CANCEL);
-          return;
-        }
         chunks.push(c);
+        if (declared < 0 && received >= 5) declared = (chunks.length === 1 ? c : Buffer.concat(chunks)).readUInt32BE(1);
+        if (declared > MAX_RESPONSE_BYTES || received > MAX_RESPONSE_BYTES + 5) {
+          tooLarge = Math.max(declared, received - 5);
+          chunks.length = 0;
+          req.close(http2.constants.NGHTTP2_CANCEL);
+        }
       });
       req.on("error", (e) => {
         error ??= e;
@@ -147,14 +160,23 @@ export class GrpcUnaryClient {
         signal.removeEventListener("abort", onAbort);
         const fail = (message: string, code: Code, cause?: unknown) =>
           reject(new ConnectError(message, code, undefined, undefined, cause));
-        if (canceled) return fail(`canceled: ${String(signal.reason)}`, Code.Canceled, signal.reason);
+        if (canceled) {
+          // As grpc-go reports a call whose context's deadline passed.
+          const deadline = (signal.reason as Error | undefined)?.name === "TimeoutError";
+          return fail(`${deadline ? "deadline exceeded" : "canceled"}: ${String(signal.reason)}`, deadline ? Code.DeadlineExceeded : Code.Canceled, signal.reason);
+        }
+        if (tooLarge) return fail(`grpc: received message larger than max (${tooLarge} vs. ${MAX_RESPONSE_BYTES})`, Code.ResourceExhausted);
+        // The connection went (the Processor's process or host died): worth retrying, as grpc-go
+        // reports a transport that closes under a call.
+        const lost = grpcStatusOf(headers, trailers) === undefined && conn.session.destroyed;
+        if (lost) return fail(`connection to the Processor lost before its answer${error ? `: ${error.message}` : ""}`, Code.Unavailable, error);
         if (!headers) {
           const rst = req.rstCode;
           if (error) return fail(`connection error: ${error.message}`, Code.Unavailable, error);
           return fail(`stream reset before an answer (HTTP/2 error ${rst})`, rst ? codeOfReset(rst) : Code.Unavailable);
         }
         const status = Number(headers[":status"]);
-        const grpcStatus = trailers?.["grpc-status"] ?? headers["grpc-status"];
+        const grpcStatus = grpcStatusOf(headers, trailers);
         if (grpcStatus === undefined) {
           if (status !== 200) return fail(`HTTP ${status} instead of a gRPC answer`, codeOfHttpStatus(status));
           if (error) return fail(`stream error: ${error.message}`, Code.Internal, error);
@@ -166,18 +188,30 @@ export class GrpcUnaryClient {
           const message = trailers?.["grpc-message"] ?? headers["grpc-message"];
           return fail(percentDecode(typeof message === "string" ? message : ""), code in Code ? (code as Code) : Code.Unknown);
         }
-        const body = Buffer.concat(chunks);
-        if (body.length < 5 || body.length !== 5 + body.readUInt32BE(1)) {
-          return fail("the server answered OK without exactly one response message", Code.Internal);
+        const contentType = String(headers["content-type"]);
+        if (!/^application\/grpc(\+proto)?(;|$)/.test(contentType)) {
+          return fail(`the server answered with content-type ${contentType}, not application/grpc`, Code.Internal);
         }
+        const body = Buffer.concat(chunks);
+        if (body.length < 5) return fail(`truncated response: ${body.length} bytes where a message was expected`, Code.Internal);
+        const length = body.readUInt32BE(1);
+        if (body.length < 5 + length) {
+          return fail(`truncated response: the message prefix announces ${length} bytes, ${body.length - 5} arrived`, Code.Internal);
+        }
+        if (body.length > 5 + length) return fail("the server answered OK with more than one response message", Code.Internal);
+        if (body[0]! > 1) return fail(`grpc: received unexpected payload format ${body[0]}`, Code.Internal);
         const payload = body.subarray(5);
         if ((body[0]! & 1) === 0) return resolve(payload);
         if (headers["grpc-encoding"] !== "gzip") {
           return fail(`compressed response with grpc-encoding ${String(headers["grpc-encoding"])}`, Code.Internal);
         }
-        gunzip(payload, { maxOutputLength: MAX_RESPONSE_BYTES }, (e, out) =>
-          e ? fail(`cannot decompress the response: ${e.message}`, Code.Internal, e) : resolve(out),
-        );
+        gunzip(payload, { maxOutputLength: MAX_RESPONSE_BYTES }, (e, out) => {
+          if (!e) return resolve(out);
+          if ((e as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+            return fail(`grpc: received message after decompression larger than max (${MAX_RESPONSE_BYTES})`, Code.ResourceExhausted);
+          }
+          fail(`cannot decompress the response: ${e.message}`, Code.Internal, e);
+        });
       });
       const framed = Buffer.allocUnsafe(5 + request.length);
       framed[0] = 0;
