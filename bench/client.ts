@@ -3,12 +3,16 @@
 // a server on this machine, with the client's memory and CPU under that load.
 //
 //   npm run bench -- client [--messages 20000] [--size 100] [--server real|fake] [--idle-seconds 10]
-//                           [--client-exe FILE] [--record]
+//                           [--client-exe FILE [--cold-exe]] [--record]
 //
 // --server real (default) runs bin/fleetspeak-server.js (SQLite, NOOP service) and counts the
 // messages it ingests from its /metrics; --server fake uses the client tests' frontend, which
 // stores nothing, to see the client's own ceiling. --client-exe runs that single executable (`npm
 // run package:client`) with an empty environment instead of bin/fleetspeak-client.js.
+// --cold-exe first drops that file's pages from the page cache (as after a reboot): the
+// executable's file-backed RSS depends on how its pages came into the cache — a file just written
+// (by postject, by dpkg) is cached in large folios that the kernel maps whole, while pages read
+// from disk on demand come in smaller pieces (bench/RESULTS.md, shipping: ~12 MiB of difference).
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg } from "node:os";
@@ -18,7 +22,7 @@ import { type CertAndKey, createCa } from "../src/common/certs.js";
 import { ClientProcess, daemonServiceText, tempDir, testDaemonArgv, writeClientConfig } from "../test/client/support/client-env.js";
 import { FakeFrontend } from "../test/client/support/fake-frontend.js";
 import { benchPki } from "./loadgen/identities.js";
-import { cpuSeconds, rssBytes } from "./loadgen/processes.js";
+import { cpuSeconds, rssBytes, rssSplit } from "./loadgen/processes.js";
 import { noopServices, startBenchServer } from "./loadgen/servers.js";
 
 const MiB = 1024 * 1024;
@@ -75,6 +79,15 @@ function gitCommit(): string {
   }
 }
 
+/**
+ * Writes a file's dirty pages out and drops its pages from the page cache (posix_fadvise
+ * DONTNEED, which Node does not expose; Python does). Pages some process has mapped stay.
+ */
+function dropFromPageCache(file: string): void {
+  const script = "import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nos.fsync(fd)\nos.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)";
+  execFileSync("python3", ["-c", script, file], { stdio: "inherit" });
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function run(argv: string[]): Promise<void> {
@@ -86,6 +99,7 @@ export async function run(argv: string[]): Promise<void> {
       server: { type: "string", default: "real" },
       "idle-seconds": { type: "string", default: "10" },
       "client-exe": { type: "string" },
+      "cold-exe": { type: "boolean", default: false },
       record: { type: "boolean", default: false },
     },
   });
@@ -111,10 +125,15 @@ export async function run(argv: string[]): Promise<void> {
   );
   // Run as an installed binary runs: the script itself, so that its shebang's node flags apply.
   const exe = values["client-exe"];
+  if (values["cold-exe"]) {
+    if (!exe) throw new Error("--cold-exe applies to --client-exe FILE");
+    dropFromPageCache(resolve(exe));
+  }
   const client = new ClientProcess(["-config", files.configFile], { FLEETSPEAK_LOG_LEVEL: "warn" }, !exe, exe && resolve(exe));
   try {
     await sleep(Number(values["idle-seconds"]) * 1000);
     const idleRss = rssBytes(client.pid);
+    const idleSplit = rssSplit(client.pid);
 
     let maxRss = idleRss;
     const cpu0 = cpuSeconds(client.pid);
@@ -147,7 +166,7 @@ export async function run(argv: string[]): Promise<void> {
       load: loadavg()[0]!.toFixed(1),
     };
     console.log(
-      `client: idle RSS ${row.idleMiB} MiB, max RSS under load ${row.loadMiB} MiB, after ${row.afterMiB} MiB; ` +
+      `client: idle RSS ${row.idleMiB} MiB (anonymous ${(idleSplit.anon / MiB).toFixed(1)}, file-backed ${(idleSplit.file / MiB).toFixed(1)}), max RSS under load ${row.loadMiB} MiB, after ${row.afterMiB} MiB; ` +
         `${messages} × ${size} B from one daemon in ${seconds.toFixed(2)} s = ${rate} msgs/s to ${row.server}; ` +
         `client CPU ${row.cpuPerMsgUs} µs/message; load average ${row.load}`,
     );

@@ -1,6 +1,7 @@
 // Shared by the build and packaging scripts: esbuild, which only a checkout with its development
 // dependencies has, and strip for ELF files (the node binary, a native addon).
 import { execFileSync } from "node:child_process";
+import { join } from "node:path";
 
 /** esbuild, or exit with one line saying how to get it; `who` names the script in that line. */
 export async function loadEsbuild(who) {
@@ -23,3 +24,17 @@ export function stripDebugSymbols(file) {
     console.error(`packaging: ${file} left unstripped (${e.code === "ENOENT" ? "no strip: apt-get install binutils" : e.stderr})`);
   }
 }
+
+/**
+ * esbuild plugin for the client's bundles: src/common/log.ts (pino) becomes src/common/log-lite.ts,
+ * which writes the same lines without pino (~1.8 MiB less idle RSS; see log-lite.ts).
+ */
+export const clientLogPlugin = {
+  name: "client-log-lite",
+  setup(build) {
+    build.onResolve({ filter: /\/common\/log\.js$/ }, (args) => {
+      const path = join(args.resolveDir, args.path).replace(/log\.js$/, "log-lite.ts");
+      return path.includes("/src/common/") ? { path } : undefined;
+    });
+  },
+};

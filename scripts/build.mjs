@@ -9,7 +9,7 @@
 import { copyFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { distProblem } from "../bin/launch.js";
-import { loadEsbuild } from "./build-tools.mjs";
+import { clientLogPlugin, loadEsbuild } from "./build-tools.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const SRC = join(ROOT, "src");
@@ -46,7 +46,7 @@ const result = await esbuild.build({
 if (result.errors.length > 0) process.exit(1);
 // The client, which idles on every machine of a fleet, also as one file: loading one module
 // instead of ~60 keeps ~2 MiB of resident memory away (bench/RESULTS.md); bin/fleetspeak-client.js
-// runs it.
+// runs it. Its logger is log-lite.ts (clientLogPlugin): the same lines without pino.
 const clientBundle = await esbuild.build({
   entryPoints: [join(SRC, "cli/fleetspeak-client.ts")],
   outfile: join(DIST, "fleetspeak-client.bundle.mjs"),
@@ -56,6 +56,7 @@ const clientBundle = await esbuild.build({
   platform: "node",
   target: "node20",
   sourcemap: "linked",
+  plugins: [clientLogPlugin],
   logLevel: "warning",
   // Bundled CommonJS dependencies call require(); an ES module has none of its own.
   banner: { js: "import { createRequire as __fsCreateRequire } from 'node:module'; const require = __fsCreateRequire(import.meta.url);" },

@@ -12,7 +12,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { loadEsbuild, stripDebugSymbols } from "./build-tools.mjs";
+import { clientLogPlugin, loadEsbuild, stripDebugSymbols } from "./build-tools.mjs";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({ options: { out: { type: "string", default: join(ROOT, "out") } } });
@@ -51,6 +51,7 @@ await esbuild.build({
   minify: true,
   banner: { js: `require("node:v8").setFlagsFromString(${JSON.stringify(V8_FLAGS)});` },
   outfile: bundle,
+  plugins: [clientLogPlugin],
   logLevel: "warning",
 });
 

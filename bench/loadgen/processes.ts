@@ -62,6 +62,13 @@ export function rssBytes(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
+/** A process's resident memory split as /proc/<pid>/status gives it: anonymous (heap, stacks) and file-backed (the executable's and libraries' pages). */
+export function rssSplit(pid: number): { anon: number; file: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN) * 1024;
+  return { anon: kb("RssAnon"), file: kb("RssFile") + kb("RssShmem") };
+}
+
 /** CPU time (user + system) used by a process so far, seconds. */
 export function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

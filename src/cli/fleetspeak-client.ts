@@ -115,17 +115,22 @@ async function stopWithin(client: RunningClient, ms: number): Promise<void> {
 }
 
 // No top-level await: the single executable (scripts/package-client.mjs) runs this as CommonJS.
-let current: RunningClient;
+let current: RunningClient | undefined;
 let busy = false;
 
 async function main(): Promise<void> {
-  current = await start();
-  watchExit(current);
+  // The handlers come first: "client started" is logged before start() returns, and a signal
+  // that arrived before they were installed killed the client without a graceful stop. A signal
+  // during the first start acts once the client has started.
+  const first = start();
+  const running = () => (current ? Promise.resolve(current) : first);
 
   for (const sig of ["SIGTERM", "SIGINT"] as const) {
     process.on(sig, () => {
       log.info({ signal: sig }, "stopping");
-      void stopWithin(current, STOP_GRACE_MS).then(() => exit(0));
+      void running()
+        .then((c) => stopWithin(c, STOP_GRACE_MS))
+        .then(() => exit(0));
     });
   }
 
@@ -134,12 +139,19 @@ async function main(): Promise<void> {
     busy = true;
     log.info("SIGHUP: reloading");
     void (async () => {
-      await stopWithin(current, RELOAD_GRACE_MS);
+      await stopWithin(await running(), RELOAD_GRACE_MS);
       current = await start();
       watchExit(current);
       busy = false;
     })();
   });
+
+  const started = await first;
+  // A SIGHUP during the first start may already have replaced it.
+  if (!current) {
+    current = started;
+    watchExit(current);
+  }
 }
 
 void main();

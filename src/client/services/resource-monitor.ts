@@ -4,7 +4,10 @@
 // memory limit on every sample.
 import { create } from "@bufbuild/protobuf";
 import { type Any, anyPack, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
-import { readdir, readFile } from "node:fs/promises";
+// The callback API, promisified: node:fs/promises would load Node's readline and more into every
+// client (the single executable's idle RSS, bench/RESULTS.md shipping).
+import { readdir as readdirCb, readFile as readFileCb } from "node:fs";
+import { promisify } from "node:util";
 import type { Logger } from "../../common/log.js";
 import { AddressSchema, Message_Priority, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
 import {
@@ -13,6 +16,9 @@ import {
   ResourceUsageDataSchema,
 } from "../../gen/fleetspeak_monitoring/resource_pb.js";
 import type { ServiceContext } from "./service.js";
+
+const readFile = promisify(readFileCb);
+const readdir = promisify(readdirCb);
 
 /** Fleetspeak assumes 100 clock ticks per second (Linux's USER_HZ). */
 const MS_PER_TICK = 10;
