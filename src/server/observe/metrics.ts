@@ -8,7 +8,7 @@
 // wrappers for whole interfaces (`instrumentStore`, `instrumentNotifier`, `instrumentAdminService`).
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Label, Message } from "../../gen/fleetspeak/common_pb.js";
 import {
   type KillNotification,
@@ -447,6 +447,36 @@ export class Metrics {
   /** The Prometheus text exposition of every metric. */
   scrape(): Promise<string> {
     return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /**
+   * In a worker process: answer the supervisor's metric requests with this registry (prom-client's
+   * cluster protocol over the IPC channel).
+   */
+  shareWithSupervisor(): void {
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([this.registry]);
+  }
+}
+
+/**
+ * In the supervisor of worker processes: every worker's metrics, summed by prom-client's
+ * AggregatorRegistry (counters and histograms added, gauges such as the connected clients added;
+ * process metrics by prom-client's own rule for each).
+ */
+export class ClusterMetrics {
+  readonly #registry = new AggregatorRegistry();
+
+  scrape(): Promise<string> {
+    return this.#registry.clusterMetrics();
+  }
+
+  get contentType(): string {
+    return this.#registry.contentType;
   }
 }
 
