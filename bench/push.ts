@@ -26,7 +26,7 @@ import { benchPki, clientIdentities } from "./loadgen/identities.js";
 import { insertAtRate, type LeanAdmin, leanAdmin } from "./loadgen/inserter.js";
 import { parseSchemaOrigin, prepareDatabase, type SchemaOrigin } from "./loadgen/schema.js";
 import { mainThreadProfile, topFunctions } from "./loadgen/profile.js";
-import { allProcessCpu, busyPercent, cpuSeconds, machineCpu, treeCpuSeconds, topCpuUsers } from "./loadgen/processes.js";
+import { allProcessCpu, busyPercent, machineCpu, topCpuUsers, treeCpuSeconds } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, printResult, rounded, type Summary, summarize, today } from "./loadgen/report.js";
 import { type BenchServer, noopServices, startBenchServer, warnings } from "./loadgen/servers.js";
 import { mosquittoPush, startMosquitto } from "./mosquitto.js";

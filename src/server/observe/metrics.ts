@@ -55,7 +55,8 @@ export interface PollInfo {
 }
 
 /** How a notification to another server (or this one) went. */
-export type NotificationResult = "ok" | "failed";
+/** ok: delivered (and, when the target says, it held the stream); absent: the target holds no stream of the client. */
+export type NotificationResult = "ok" | "absent" | "failed";
 
 export function describeMessage(m: Message, clientLabels?: readonly Label[]): MessageDescription {
   return {
@@ -250,7 +251,7 @@ export class Metrics {
     });
     this.#notificationsSent = counter(
       "fleetspeak_notifications_sent_total",
-      "New-message notifications sent to the server holding a client's stream, by result (ok, failed).",
+      "New-message notifications sent to the server holding a client's stream, by result (ok; absent: it holds no stream of that client; failed).",
       ["result"],
     );
     this.#notificationsReceived = counter(
@@ -420,8 +421,8 @@ export class Metrics {
 
   notificationSent(result: NotificationResult): void {
     this.#notificationsSent.inc({ result });
-    if (result === "ok") this.activity.notificationsOk++;
-    else this.activity.notificationsFailed++;
+    if (result === "failed") this.activity.notificationsFailed++;
+    else this.activity.notificationsOk++;
   }
 
   /** known=false: this server holds no stream of the client named in the notification. */
@@ -542,7 +543,7 @@ export function instrumentNotifier(notifier: Notifier, metrics: Metrics): Notifi
     async newMessageForClient(target, clientId, carried) {
       try {
         const answer = await notifier.newMessageForClient(target, clientId, carried);
-        metrics.notificationSent("ok");
+        metrics.notificationSent(answer === "absent" ? "absent" : "ok");
         return answer;
       } catch (e) {
         metrics.notificationSent("failed");
