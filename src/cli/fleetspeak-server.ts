@@ -18,7 +18,7 @@ import {
   MAX_WORKER_PROCESSES,
   workerProcesses,
 } from "../server/config.js";
-import { startServerProcess } from "../server/main.js";
+import { handOverStartFailure, startServerProcess, WorkerStartError } from "../server/main.js";
 import { probeStore } from "../server/store/open-store.js";
 
 const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--workers N] [--check [--connect]]
@@ -153,7 +153,8 @@ async function main(argv: string[]): Promise<void> {
   try {
     server = await startServerProcess({ components, services, sqlitePath, logger: log, workers: workerProcesses(components, workersFlag) });
   } catch (e) {
-    const msg = e instanceof ConfigError ? e.message : `cannot start: ${(e as Error).message}`;
+    const msg = e instanceof ConfigError || e instanceof WorkerStartError ? e.message : `cannot start: ${(e as Error).message}`;
+    if (await handOverStartFailure(msg)) process.exit(1);
     die(msg, 1);
   }
   let stopping = false;

@@ -7,7 +7,9 @@ import { createLogger, type Logger } from "../common/log.js";
 import { startAdminServer } from "./admin/admin-server.js";
 import { STREAMING_ADDRESS_ENV, type WorkerAddresses } from "./cluster/messages.js";
 import { Supervisor } from "./cluster/supervisor.js";
-import { WorkerLink } from "./cluster/worker-link.js";
+import { reportStartFailure, WorkerLink } from "./cluster/worker-link.js";
+
+export { WorkerStartError } from "./cluster/supervisor.js";
 import { ConsoleData } from "./console/console-data.js";
 import { startConsoleServer } from "./console/console-server.js";
 import { AdminService } from "./admin/admin-service.js";
@@ -119,6 +121,16 @@ export async function startServerProcess(opts: ServerOptions & { workers: number
   return opts.workers > 1 ? startSupervisor(opts) : startServer(opts);
 }
 
+/**
+ * In a worker process that could not start: hands the one-line reason to the supervisor, which
+ * reports it once for all workers, and says whether it did (false: print it yourself).
+ */
+export async function handOverStartFailure(message: string): Promise<boolean> {
+  if (!cluster.isWorker) return false;
+  await reportStartFailure(message);
+  return true;
+}
+
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const log = opts.logger ?? createLogger("server");
   const cfg = opts.components;
@@ -181,6 +193,8 @@ interface Core {
   store: Store;
   cache: ClientCache;
   dispatcher: Dispatcher;
+  /** What closes the client listener (set once the frontend runs): a supervisor's stop asks a worker for it first. */
+  stopAccepting: () => void;
   /** In a worker process: its channel to the supervisor. */
   link?: WorkerLink;
 }
@@ -211,11 +225,13 @@ async function startCore(opts: ServerOptions, metrics: Metrics, stops: Stops): P
         return held;
       },
       unknownNotification: () => metrics.notificationReceived(false),
+      stopAccepting: () => core.stopAccepting(),
     });
     const l = link;
     stops.push(() => l.close());
   }
-  return { store, cache, dispatcher, ...(link ? { link } : {}) };
+  const core: Core = { store, cache, dispatcher, stopAccepting: () => {}, ...(link ? { link } : {}) };
+  return core;
 }
 
 interface Notifications {
@@ -373,6 +389,7 @@ async function startFrontendComponent(
       }),
   });
   stops.push(() => frontend.close());
+  core.stopAccepting = () => frontend.stopAccepting();
   // Stopping starts here (stops run last first): no more notifications, then the drain.
   stops.push(async () => {
     await notifications.listener?.stop();

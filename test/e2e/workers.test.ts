@@ -110,14 +110,14 @@ describe("a fleetspeak-server with worker processes", { timeout: 240_000 }, () =
     await local.stop();
     await remote.stop();
     await until("every inserted message received", () => ledger.outstanding === 0);
-    const f = ledger.figures(started, nowMs(), nowMs());
-    assert.ok(f.inserted >= 100, `inserted ${f.inserted}`);
-    // In-process and sibling-worker notifications: answered "held" by the supervisor's routing.
-    assert.equal(await metric(server, "fleetspeak_notifications_sent_total", { result: "ok" }), f.inserted / 2);
-    assert.equal(await metric(server, "fleetspeak_notifications_sent_total"), f.inserted / 2, "none absent or failed");
+    assert.ok(local.ok >= 50 && remote.ok >= 50, `inserted ${local.ok} + ${remote.ok}`);
+    // In-process and sibling-worker notifications: each found the worker holding the stream.
+    assert.equal(await metric(server, "fleetspeak_notifications_sent_total", { result: "ok" }), local.ok);
+    assert.equal(await metric(server, "fleetspeak_notifications_sent_total"), local.ok, "none absent or failed");
     // HTTP notifications to the supervisor's listener, each routed to the worker holding the stream.
-    assert.equal(await metric(adminOnly, "fleetspeak_notifications_sent_total", { result: "ok" }), f.inserted / 2);
-    assert.equal(await metric(server, "fleetspeak_notifications_received_total", { known: "true" }), f.inserted / 2);
+    assert.equal(await metric(adminOnly, "fleetspeak_notifications_sent_total", { result: "ok" }), remote.ok);
+    assert.equal(await metric(server, "fleetspeak_notifications_received_total", { known: "true" }), remote.ok);
+    assert.deepEqual({ ...local.errors, ...remote.errors }, {});
   });
 
   it("restarts a SIGKILLed worker; its clients reconnect to the others and nothing acknowledged is lost", async () => {
@@ -139,7 +139,10 @@ describe("a fleetspeak-server with worker processes", { timeout: 240_000 }, () =
     // client is back: at once (recent leases are released) or at the next due-message sweep.
     await until("every inserted message received", () => ledger.outstanding === 0, 30_000);
     const f = ledger.figures(started, stoppedAt, killedAt);
-    assert.equal(f.insertFailed, 0, JSON.stringify({ local: local.errors, remote: remote.errors }));
+    // A call under way on the killed worker's admin connection fails (the caller retries it);
+    // the admin-only server's calls all succeed.
+    assert.deepEqual(remote.errors, {});
+    for (const e of Object.keys(local.errors)) assert.match(e, /ECONNRESET|closed|unavailable/i);
     assert.equal(f.lost, 0, `lost: ${f.lostIds.join(", ")}`);
     assert.ok(held > 0);
     assert.ok(!processTree(server.pid).includes(victim));

@@ -19,14 +19,23 @@ export type WorkerToSupervisor =
   /** A client's stream is not here: wake it wherever it is. */
   | { type: "fs:route"; request: number; clientId: Uint8Array; message?: Message }
   | { type: "fs:woken"; request: number; held: boolean }
-  | { type: "fs:activity"; counts: ActivityCounts };
+  | { type: "fs:activity"; counts: ActivityCounts }
+  /** The worker cannot start (a port in use, say): the one line the supervisor reports. */
+  | { type: "fs:failed"; message: string }
+  | { type: "fs:not-accepting" };
 
 export type SupervisorToWorker =
   /** counted: the notification came from another server (the worker counts it in its metrics). */
   | { type: "fs:wake"; request: number; clientId: Uint8Array; message?: Message; counted?: boolean }
   | { type: "fs:routed"; request: number; held: boolean }
   /** A notification from another server for a client no worker holds (counted by one worker). */
-  | { type: "fs:unknown-notification" };
+  | { type: "fs:unknown-notification" }
+  /**
+   * The first step of stopping: close the client listener (answered fs:not-accepting), so that
+   * once every worker has, the shared port is closed and a client told done_sending by one worker
+   * reconnects to another server instead of to a sibling about to drain.
+   */
+  | { type: "fs:stop-accepting" };
 
 /** The environment variable that gives a worker the address its clients' streams are recorded at. */
 export const STREAMING_ADDRESS_ENV = "FLEETSPEAK_WORKER_STREAMING_ADDRESS";

@@ -33,6 +33,9 @@ export interface SupervisorOptions {
   wakeTimeoutMs?: number;
 }
 
+/** A worker could not start; the message is its own (the supervisor prints it once, not once per worker). */
+export class WorkerStartError extends Error {}
+
 /** One place in the pool of workers; the worker in it changes when it is restarted. */
 interface Slot {
   index: number;
@@ -41,6 +44,10 @@ interface Slot {
   delayMs: number;
   timer?: NodeJS.Timeout;
   ready: boolean;
+  /** Resolved when its worker says it closed its client listener. */
+  notAccepting?: () => void;
+  /** Why its worker could not start, as it said. */
+  failure?: string;
 }
 
 /** A worker that lived longer than this before dying is restarted after the shortest delay. */
@@ -113,9 +120,14 @@ export class Supervisor {
     this.#send(worker?.worker, { type: "fs:unknown-notification" });
   }
 
-  /** SIGTERM to every worker (each drains its streams), SIGKILL to those still running after the timeout. */
+  /**
+   * Every worker closes its client listener (so the shared port closes and clients told
+   * done_sending go to another server), then gets SIGTERM (each drains its streams); SIGKILL to
+   * those still running after the timeout.
+   */
   async stop(): Promise<void> {
     this.#stopping = true;
+    await this.#stopAccepting();
     const exits: Array<Promise<void>> = [];
     for (const slot of this.#slots) {
       clearTimeout(slot.timer);
@@ -135,6 +147,22 @@ export class Supervisor {
       await Promise.all(exits);
     }
     clearTimeout(timer);
+  }
+
+  /** Asks every worker to close its client listener; waits for their answers (at most 5 s). */
+  async #stopAccepting(): Promise<void> {
+    const answers = this.#slots.map(
+      (slot) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 5_000);
+          slot.notAccepting = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          if (!slot.worker || !this.#send(slot.worker, { type: "fs:stop-accepting" })) slot.notAccepting();
+        }),
+    );
+    await Promise.all(answers);
   }
 
   #fork(slot: Slot): void {
@@ -177,6 +205,12 @@ export class Supervisor {
       case "fs:activity":
         this.#opts.onActivity?.(m.counts);
         return;
+      case "fs:failed":
+        slot.failure = m.message;
+        return;
+      case "fs:not-accepting":
+        slot.notAccepting?.();
+        return;
     }
   }
 
@@ -188,7 +222,7 @@ export class Supervisor {
     slot.worker = undefined;
     const how = signal ? `signal ${signal}` : `code ${code}`;
     if (this.#starting) {
-      this.#starting.reject(new Error(`worker process ${slot.index} exited with ${how} before it started (its error is above)`));
+      this.#starting.reject(new WorkerStartError(slot.failure ?? `worker process ${slot.index} exited with ${how} before it started`));
       return;
     }
     const { min, max } = this.#opts.restartDelayMs ?? { min: 500, max: 30_000 };
@@ -228,7 +262,7 @@ export class Supervisor {
   }
 
   #send(worker: Worker | undefined, m: SupervisorToWorker): boolean {
-    if (!worker || !worker.isConnected()) return false;
+    if (!worker?.isConnected()) return false;
     try {
       worker.send(m);
       return true;

@@ -6,6 +6,15 @@ import type { Message } from "../../gen/fleetspeak/common_pb.js";
 import { type Activity, type ActivityCounts, countsOf, countsSince } from "../observe/activity.js";
 import { isSupervisorMessage, type SupervisorToWorker, type WorkerAddresses, type WorkerToSupervisor } from "./messages.js";
 
+/** In a worker that cannot start: tells the supervisor why (resolves once the message is sent). */
+export function reportStartFailure(message: string): Promise<void> {
+  const m: WorkerToSupervisor = { type: "fs:failed", message };
+  return new Promise((resolve) => {
+    if (!process.send || !process.connected) return resolve();
+    process.send(m, undefined, {}, () => resolve());
+  });
+}
+
 export interface WorkerLinkOptions {
   /** Streams this process holds now. */
   held: () => number;
@@ -14,6 +23,8 @@ export interface WorkerLinkOptions {
   wake: (clientId: Uint8Array, message: Message | undefined, counted: boolean) => boolean;
   /** A notification from another server named a client no worker holds. */
   unknownNotification: () => void;
+  /** Closes the client listener (the stop's first step). */
+  stopAccepting: () => void;
   /** How long stream reports are gathered before they are sent. Default 10 ms. */
   batchMs?: number;
   /** How often activity is reported. Default 2 s. */
@@ -82,6 +93,10 @@ export class WorkerLink {
         return;
       case "fs:unknown-notification":
         this.#opts.unknownNotification();
+        return;
+      case "fs:stop-accepting":
+        this.#opts.stopAccepting();
+        this.#send({ type: "fs:not-accepting" });
         return;
     }
   }
