@@ -36,6 +36,7 @@ export async function run(args: string[]): Promise<void> {
       // still accept its admin and metrics connections.
       clients: { type: "string", default: "19900" },
       workers: { type: "string" },
+      "server-workers": { type: "string" },
       ramp: { type: "string", default: "1000" },
       "max-connecting": { type: "string", default: "400" },
       settle: { type: "string", default: "5" },
@@ -71,6 +72,7 @@ export async function run(args: string[]): Promise<void> {
     nodeFlags,
     dir,
     logLevel: "warn",
+    ...(values["server-workers"] ? { workers: Number(values["server-workers"]) } : {}),
   });
   let ours: HoldFigures;
   let delivery: Record<string, unknown> | undefined;

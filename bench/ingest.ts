@@ -27,7 +27,7 @@ import { parseSchemaOrigin, prepareDatabase, type SchemaOrigin } from "./loadgen
 import { startCountingProcessor } from "./loadgen/processor.js";
 import { benchPki } from "./loadgen/identities.js";
 import { mainThreadProfile, selfTimeByModule, topFunctions } from "./loadgen/profile.js";
-import { allProcessCpu, busyPercent, cpuSeconds, machineCpu, topCpuUsers } from "./loadgen/processes.js";
+import { allProcessCpu, busyPercent, cpuSeconds, machineCpu, treeCpuSeconds, topCpuUsers } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, printResult, today } from "./loadgen/report.js";
 import { type BenchServer, grpcServices, startBenchServer, warnings } from "./loadgen/servers.js";
 
@@ -49,6 +49,8 @@ interface Options {
   /** Who made the database: a new one (ours) or one Fleetspeak (Go) made and ours adopted. */
   schema: SchemaOrigin;
   cpuProf: boolean;
+  /** --server-workers: the server's worker processes (default: the binary's). */
+  serverWorkers?: number;
   log: (s: string) => void;
 }
 
@@ -100,6 +102,7 @@ async function measure(backend: Backend, o: Options): Promise<IngestFigures> {
       services: grpcServices("GRR", processor.address, o.maxParallelism),
       ...(db ? { mysqlDsn: db.dsn } : {}),
       ...(o.cpuProf ? { nodeFlags: ["--cpu-prof", `--cpu-prof-dir=${profDir}`] } : {}),
+      ...(o.serverWorkers ? { workers: o.serverWorkers } : {}),
     });
     const pki = benchPki();
     fleet = await Fleet.start({
@@ -117,7 +120,7 @@ async function measure(backend: Backend, o: Options): Promise<IngestFigures> {
     const dbPid = backend === "mariadb" ? databasePid() : undefined;
     const a = await fleet.refresh();
     const p0 = await processor.count();
-    const cpu0 = cpuSeconds(server.pid);
+    const cpu0 = treeCpuSeconds(server.pid);
     const db0 = dbPid ? cpuSeconds(dbPid) : 0;
     const m0 = machineCpu();
     const procs0 = allProcessCpu();
@@ -126,7 +129,7 @@ async function measure(backend: Backend, o: Options): Promise<IngestFigures> {
     const b = await fleet.refresh();
     const p1 = await processor.count();
     const elapsed = (Date.now() - t0) / 1000;
-    const serverCpu = (cpuSeconds(server.pid) - cpu0) / elapsed;
+    const serverCpu = (treeCpuSeconds(server.pid) - cpu0) / elapsed;
     const dbCpu = dbPid ? (cpuSeconds(dbPid) - db0) / elapsed : undefined;
     const busy = busyPercent(m0, machineCpu());
     for (const line of topCpuUsers(procs0, allProcessCpu(), elapsed)) o.log(`${backend}: cpu ${line}`);
@@ -186,10 +189,12 @@ export async function run(args: string[]): Promise<void> {
       backends: { type: "string", default: BACKENDS.join(",") },
       schema: { type: "string", default: "ours" },
       "cpu-prof": { type: "boolean", default: false },
+      "server-workers": { type: "string" },
     },
     strict: true,
   });
   const o: Options = {
+    ...(values["server-workers"] ? { serverWorkers: Number(values["server-workers"]) } : {}),
     clients: Number(values.clients),
     batch: Number(values.batch),
     window: Number(values.window),

@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { createTestDatabase, type TestDatabase } from "../test/support/mariadb.js";
 import { Fleet } from "./loadgen/fleet.js";
 import { benchPki } from "./loadgen/identities.js";
-import { busyPercent, cpuSeconds, machineCpu } from "./loadgen/processes.js";
+import { busyPercent, cpuSeconds, machineCpu, treeCpuSeconds } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, printResult, rounded, summarize, today } from "./loadgen/report.js";
 import { type BenchServer, noopServices, startBenchServer, warnings } from "./loadgen/servers.js";
 
@@ -62,7 +62,7 @@ export async function run(args: string[]): Promise<void> {
     const a = await fleet.refresh();
     fleet.takePollTimes();
     const dbPid = backend === "mariadb" ? Number(readFileSync("/run/mysqld/mysqld.pid", "utf8").trim()) : undefined;
-    const cpu0 = cpuSeconds(server.pid);
+    const cpu0 = treeCpuSeconds(server.pid);
     const db0 = dbPid ? cpuSeconds(dbPid) : 0;
     const m0 = machineCpu();
     const t0 = Date.now();
@@ -70,7 +70,7 @@ export async function run(args: string[]): Promise<void> {
     const b = await fleet.refresh();
     const elapsed = (Date.now() - t0) / 1000;
     const polls = b.polls - a.polls;
-    const serverCpu = cpuSeconds(server.pid) - cpu0;
+    const serverCpu = treeCpuSeconds(server.pid) - cpu0;
     const times = summarize(fleet.takePollTimes());
     for (const w of warnings(server, 3)) log(`server warned: ${w}`);
     result = {

@@ -27,7 +27,7 @@ import { benchPki, clientIdentities } from "./loadgen/identities.js";
 import { insertAtRate, type LeanAdmin, leanAdmin } from "./loadgen/inserter.js";
 import { parseSchemaOrigin, prepareDatabase, type SchemaOrigin } from "./loadgen/schema.js";
 import { mainThreadProfile, topFunctions } from "./loadgen/profile.js";
-import { allProcessCpu, busyPercent, cpuSeconds, machineCpu, topCpuUsers } from "./loadgen/processes.js";
+import { allProcessCpu, busyPercent, machineCpu, topCpuUsers, treeCpuSeconds } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, printResult, rounded, type Summary, summarize, today } from "./loadgen/report.js";
 import { type BenchServer, noopServices, startBenchServer, warnings } from "./loadgen/servers.js";
 import { mosquittoPush, startMosquitto } from "./mosquitto.js";
@@ -47,6 +47,8 @@ interface Options {
   /** Who made the database: a new one (ours) or one Fleetspeak (Go) made and ours adopted. */
   schema: SchemaOrigin;
   cpuProf: boolean;
+  /** --server-workers: every server's worker processes (default: the binary's). */
+  serverWorkers?: number;
   log: (s: string) => void;
 }
 
@@ -100,6 +102,7 @@ async function oneProcessTopology(backend: "sqlite" | "mariadb" | "galera", o: O
     services: noopServices(),
     nodeFlags: profileFlags(o, `server-${backend}`, profDirs),
     ...(db ? { mysqlDsn: db.dsn } : {}),
+    ...(o.serverWorkers ? { workers: o.serverWorkers } : {}),
   });
   const admins = [0, 1, 2, 3].map(() => admin(server.adminAddress!));
   return {
@@ -149,6 +152,7 @@ class SplitTopology implements Topology {
           mysqlDsn: this.db.dsn,
           services: noopServices(),
           nodeFlags: profileFlags(this.o, `frontend-${i}`, this.profDirs),
+          ...(this.o.serverWorkers ? { workers: this.o.serverWorkers } : {}),
         }),
       );
     }
@@ -191,6 +195,7 @@ class SplitTopology implements Topology {
         mysqlDsn: this.db!.dsn,
         services: noopServices(),
         nodeFlags: profileFlags(this.o, `admin-${i}${notify ? "" : "-nonotify"}`, this.profDirs),
+        ...(this.o.serverWorkers ? { workers: this.o.serverWorkers } : {}),
         ...(addresses ? { adminAddress: addresses[i - 1]! } : {}),
       });
       this.adminServers.push(s);
@@ -229,7 +234,7 @@ async function measure(setup: SetupName, topo: Topology, fleet: Fleet, clientIds
   fleet.takeLatencies();
   const since = nowMs();
   const watched = [...topo.servers.map((s) => ({ name: s.name, pid: s.pid })), ...databasePid()];
-  const cpu0 = watched.map((s) => cpuSeconds(s.pid));
+  const cpu0 = watched.map((s) => treeCpuSeconds(s.pid));
   const machine0 = machineCpu();
   const procs0 = allProcessCpu();
   const t0 = Date.now();
@@ -238,7 +243,7 @@ async function measure(setup: SetupName, topo: Topology, fleet: Fleet, clientIds
   const elapsed = (Date.now() - t0) / 1000;
   const machineBusy = busyPercent(machine0, machineCpu());
   for (const line of topCpuUsers(procs0, allProcessCpu(), elapsed)) o.log(`${setup}: cpu ${line}`);
-  const serverCpu = Object.fromEntries(watched.map((s, i) => [s.name, Number(((cpuSeconds(s.pid) - cpu0[i]!) / elapsed).toFixed(2))]));
+  const serverCpu = Object.fromEntries(watched.map((s, i) => [s.name, Number(((treeCpuSeconds(s.pid) - cpu0[i]!) / elapsed).toFixed(2))]));
   // Delivery after the last insert: the sweep runs every 5 s, so give it time. Messages of the
   // warm-up that arrive in this window are not counted.
   const latencies: number[] = [];
@@ -332,6 +337,7 @@ export async function run(args: string[]): Promise<void> {
       warmup: { type: "string", default: "5" },
       setups: { type: "string", default: "sqlite,split,split-nonotify" },
       workers: { type: "string" },
+      "server-workers": { type: "string" },
       peer: { type: "string", default: "mosquitto" },
       schema: { type: "string", default: "ours" },
       "cpu-prof": { type: "boolean", default: false },
@@ -344,6 +350,7 @@ export async function run(args: string[]): Promise<void> {
     seconds: Number(values.seconds),
     warmup: Number(values.warmup),
     ...(values.workers ? { workers: Number(values.workers) } : {}),
+    ...(values["server-workers"] ? { serverWorkers: Number(values["server-workers"]) } : {}),
     schema: parseSchemaOrigin(values.schema!),
     cpuProf: values["cpu-prof"] ?? false,
     log: (s) => console.error(`push: ${s}`),

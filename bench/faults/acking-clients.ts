@@ -120,7 +120,12 @@ export class AckingClients implements ClientHost {
     for (const id of ids) this.opts.ledger.ackStored(id, at);
   }
 
-  frameAcked(): void {}
+  /** Client messages the server acknowledged (stored). */
+  ingestedAcked = 0;
+
+  frameAcked(_c: StreamClient, ingestMessages: number): void {
+    this.ingestedAcked += ingestMessages;
+  }
 
   pollDone(): void {}
 

@@ -20,6 +20,8 @@ export class SteadyInserter {
   private readonly calls = new Set<Promise<void>>();
   /** Failed calls by error, all run long. */
   readonly errors: Record<string, number> = {};
+  /** Calls answered OK, all run long. */
+  ok = 0;
 
   constructor(
     adminAddress: string,
@@ -65,6 +67,7 @@ export class SteadyInserter {
         AbortSignal.timeout(CALL_DEADLINE_MS),
       );
       this.ledger.insertOk(id);
+      this.ok++;
     } catch (e) {
       const key = (e as Error).message.slice(0, 100);
       this.errors[key] = (this.errors[key] ?? 0) + 1;

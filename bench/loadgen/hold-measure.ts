@@ -3,7 +3,7 @@
 // per client from /proc/<pid>/status, CPU while idle from /proc/<pid>/stat) and how fast it took
 // them on (handshakes per second, from the first connection to the last stream opened).
 import { Fleet, type FleetOptions, type FleetTotals } from "./fleet.js";
-import { cpuSeconds, fdCount, rssBytes, threadCpu } from "./processes.js";
+import { maxTreeFdCount, threadCpu, treeCpuSeconds as cpuSeconds, treeRssBytes as rssBytes } from "./processes.js";
 import { monotonicMicros } from "./profile.js";
 import { kib, mib, rounded, type Summary, summarize } from "./report.js";
 
@@ -115,7 +115,7 @@ export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
       rssPerClientKiB: kib((rssAfter - rssBefore) / Math.max(1, t.open)),
       idleCpuPercent: Number((idleCpu * 100).toFixed(1)),
       idleCpuByThread: idleThreads,
-      serverFds: fdCount(o.pid),
+      serverFds: maxTreeFdCount(o.pid),
       loadgenRssMiB: mib(t.workerRssBytes),
       idleWindow,
       rampWindow,

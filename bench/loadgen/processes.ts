@@ -78,6 +78,47 @@ export function cpuSeconds(pid: number): number {
   return ticks / 100; // CLK_TCK is 100 on Linux
 }
 
+/** A process and its descendants (a server's worker processes), parents first. */
+export function processTree(pid: number): number[] {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      for (const p of readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, "utf8").trim().split(/\s+/)) if (p) out.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** Sums f over a process and its descendants, skipping those that exit meanwhile. */
+function overTree(pid: number, f: (pid: number) => number): number {
+  let sum = 0;
+  for (const p of processTree(pid)) {
+    try {
+      sum += f(p);
+    } catch {
+      // exited between the listing and the reading
+    }
+  }
+  return sum;
+}
+
+/** RSS of a server with every worker process, bytes. */
+export function treeRssBytes(pid: number): number {
+  return overTree(pid, rssBytes);
+}
+
+/** CPU time of a server with every worker process (those alive now), seconds. */
+export function treeCpuSeconds(pid: number): number {
+  return overTree(pid, cpuSeconds);
+}
+
+/** The most open file descriptors of any one process of a server (the per-process limit is what binds). */
+export function maxTreeFdCount(pid: number): number {
+  return Math.max(...processTree(pid).map(fdCount));
+}
+
 /** Open file descriptors of a process (-1 if it is gone). */
 export function fdCount(pid: number): number {
   try {

@@ -34,6 +34,8 @@ export interface ServerSpec {
   dir?: string;
   /** FLEETSPEAK_LOG_LEVEL; default warn (the benchmarks measure the server, not its logging). */
   logLevel?: string;
+  /** --workers: the server's worker processes (default: the binary's, one per CPU). */
+  workers?: number;
 }
 
 export interface BenchServer {
@@ -112,6 +114,7 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
     svc,
     "-sqlite_path",
     join(dir, "fleetspeak.sqlite"),
+    ...(spec.workers !== undefined ? ["--workers", String(spec.workers)] : []),
   ];
   const proc = start(spec.name, process.execPath, args, {
     cwd: dir,

@@ -3,6 +3,7 @@
 //   fleetspeak-server --components_config FILE --services_config FILE [--check]
 //   fleetspeak-server prune --older_than 720h [...]
 //   fleetspeak-server migrate [--to-fleetspeak] [...]
+import cluster from "node:cluster";
 import { parseArgs } from "node:util";
 import { goStyleArgs } from "../common/go-flags.js";
 import { createLogger, flushLogs, setLogLevel } from "../common/log.js";
@@ -14,11 +15,13 @@ import {
   DEFAULT_SERVICES_CONFIG,
   loadComponentsConfig,
   loadServicesConfig,
+  MAX_WORKER_PROCESSES,
+  workerProcesses,
 } from "../server/config.js";
-import { startServer } from "../server/main.js";
+import { handOverStartFailure, startServerProcess, WorkerStartError } from "../server/main.js";
 import { probeStore } from "../server/store/open-store.js";
 
-const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--check [--connect]]
+const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_config FILE] [--sqlite_path FILE] [--workers N] [--check [--connect]]
        fleetspeak-server prune --older_than DURATION [--mysql_data_source_name DSN | --sqlite_path FILE]
        fleetspeak-server migrate [--to-fleetspeak] [--components_config FILE | --mysql_data_source_name DSN | --sqlite_path FILE]
 
@@ -26,6 +29,8 @@ const USAGE = `usage: fleetspeak-server [--components_config FILE] [--services_c
   --services_config    fleetspeak.server.ServerConfig, text format (default ${DEFAULT_SERVICES_CONFIG})
   --sqlite_path        database file used when the components config has no mysql_data_source_name
                        (default $FLEETSPEAK_SQLITE_PATH or /var/lib/fleetspeak-server/fleetspeak.sqlite)
+  --workers            worker processes sharing the listen ports (default: the components config's
+                       worker_processes, else one per CPU; 1 runs everything in one process)
   --check              check both files as a start would (addresses, certificates and keys,
                        files, the DSN), print what would run, and exit: 0 if it would start
   --connect            with --check: also connect to the MySQL database and check its schema
@@ -84,6 +89,7 @@ async function main(argv: string[]): Promise<void> {
         check: { type: "boolean", default: false },
         connect: { type: "boolean", default: false },
         log_level: { type: "string" },
+        workers: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
         ...Object.fromEntries(GLOG_STRING_FLAGS.map((f) => [f, { type: "string" as const }])),
         ...Object.fromEntries(GLOG_BOOL_FLAGS.map((f) => [f, { type: "boolean" as const }])),
@@ -106,6 +112,13 @@ async function main(argv: string[]): Promise<void> {
   const componentsPath = values.components_config as string;
   const servicesPath = values.services_config as string;
   const sqlitePath = values.sqlite_path as string;
+  let workersFlag: number | undefined;
+  if (typeof values.workers === "string") {
+    workersFlag = Number(values.workers);
+    if (!Number.isInteger(workersFlag) || workersFlag < 1 || workersFlag > MAX_WORKER_PROCESSES) {
+      die(`--workers ${values.workers}: give a whole number from 1 to ${MAX_WORKER_PROCESSES} (1 runs everything in one process)`);
+    }
+  }
 
   let components: ReturnType<typeof loadComponentsConfig>;
   let services: ReturnType<typeof loadServicesConfig>;
@@ -115,8 +128,10 @@ async function main(argv: string[]): Promise<void> {
     services = loadServicesConfig(servicesPath);
     const c = checkComponentsConfig(components, componentsPath, sqlitePath);
     const s = checkServicesConfig(services, servicesPath);
-    for (const w of [...c.warnings, ...s.warnings]) process.stderr.write(`fleetspeak-server: warning: ${w}\n`);
+    // A worker process reads the same files; its supervisor has printed the warnings already.
+    if (!cluster.isWorker) for (const w of [...c.warnings, ...s.warnings]) process.stderr.write(`fleetspeak-server: warning: ${w}\n`);
     summary = [...c.summary, ...s.summary];
+    if (workersFlag !== undefined) summary.push(`--workers ${workersFlag}`);
   } catch (e) {
     die((e as Error).message, 1);
   }
@@ -134,11 +149,12 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const log = createLogger("server");
-  let server: Awaited<ReturnType<typeof startServer>>;
+  let server: Awaited<ReturnType<typeof startServerProcess>>;
   try {
-    server = await startServer({ components, services, sqlitePath, logger: log });
+    server = await startServerProcess({ components, services, sqlitePath, logger: log, workers: workerProcesses(components, workersFlag) });
   } catch (e) {
-    const msg = e instanceof ConfigError ? e.message : `cannot start: ${(e as Error).message}`;
+    const msg = e instanceof ConfigError || e instanceof WorkerStartError ? e.message : `cannot start: ${(e as Error).message}`;
+    if (await handOverStartFailure(msg)) process.exit(1);
     die(msg, 1);
   }
   let stopping = false;
@@ -146,7 +162,9 @@ async function main(argv: string[]): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "stopping");
-    const force = setTimeout(() => die("did not stop within 30 s; exiting", 1), 30_000);
+    // A supervisor waits for its workers, each of which gives up after 30 s.
+    const forceMs = cluster.isPrimary ? 35_000 : 30_000;
+    const force = setTimeout(() => die(`did not stop within ${forceMs / 1000} s; exiting`, 1), forceMs);
     force.unref();
     await server.stop();
     log.info("stopped");

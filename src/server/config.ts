@@ -4,6 +4,7 @@
 // text format. This module reads and checks them; `main` turns them into running components.
 import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
+import { availableParallelism } from "node:os";
 import { createRegistry, type Registry } from "@bufbuild/protobuf";
 import { file_fleetspeak_components_config } from "../gen/fleetspeak_components/config_pb.js";
 import type { Config as ComponentsConfig, HttpsConfig } from "../gen/fleetspeak_components/config_pb.js";
@@ -121,6 +122,18 @@ function dialedHost(address: string): string | undefined {
  * within 30 days of expiry), the DSN parses, the SQLite file's folder is writable. Throws
  * ConfigError naming file:line:column and field; returns what would run.
  */
+/** More worker processes than this is a typo, not a plan (each costs ~60 MiB before its first client). */
+export const MAX_WORKER_PROCESSES = 256;
+
+/**
+ * How many worker processes to run: the --workers flag, else worker_processes, else one per CPU.
+ * Both are checked (1..MAX_WORKER_PROCESSES) before this is called.
+ */
+export function workerProcesses(cfg: ComponentsConfig, flag?: number): number {
+  const n = flag ?? cfg.workerProcesses;
+  return n > 0 ? n : availableParallelism();
+}
+
 export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlitePath: string): ConfigCheck {
   const summary: string[] = [];
   const warnings: string[] = [];
@@ -242,6 +255,15 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
     summary.push(`health check on ${cfg.healthCheckConfig.listenAddress || "a random port"}`);
   }
   if (cfg.requiredLabel) summary.push(`clients must carry label "${cfg.requiredLabel}"`);
+  if (cfg.workerProcesses > MAX_WORKER_PROCESSES) {
+    fail("worker_processes", `${cfg.workerProcesses} is more than ${MAX_WORKER_PROCESSES}; use about one per CPU, more only to hold more streams (docs/scaling.md)`);
+  }
+  const workers = workerProcesses(cfg);
+  summary.push(
+    workers === 1
+      ? "one process"
+      : `${workers} worker processes${cfg.workerProcesses === 0 ? " (one per CPU; worker_processes sets another number)" : ""}`,
+  );
   try {
     const security = checkSecurityConfig(cfg);
     summary.push(...security.summary);

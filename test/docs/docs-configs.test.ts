@@ -73,6 +73,7 @@ describe("config blocks in docs/", () => {
     assert.deepEqual(inScaling.sort(), [
       "fleetspeak.client.generic.Config",
       "fleetspeak.components.Config",
+      "fleetspeak.components.Config",
       "fleetspeak.config.Config",
     ]);
   });

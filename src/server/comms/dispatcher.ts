@@ -25,6 +25,12 @@ export interface DispatcherOptions {
   sweepIntervalMs?: number;
   /** Clients per store query in a sweep. */
   sweepBatch?: number;
+  /**
+   * Told when this process starts or stops holding a client's stream (not when a newer stream
+   * of the same client replaces the older one): a worker process tells its supervisor, which
+   * routes that client's notifications here.
+   */
+  onPresence?: (clientId: Uint8Array, held: boolean) => void;
 }
 
 export class Dispatcher {
@@ -49,12 +55,18 @@ export class Dispatcher {
 
   /** Registers a stream; a newer stream of the same client replaces the older one. */
   register(stream: Wakeable): void {
-    this.streams.set(bytesToHex(stream.clientId), stream);
+    const key = bytesToHex(stream.clientId);
+    const known = this.streams.has(key);
+    this.streams.set(key, stream);
+    if (!known) this.opts.onPresence?.(stream.clientId, true);
   }
 
   unregister(stream: Wakeable): void {
     const key = bytesToHex(stream.clientId);
-    if (this.streams.get(key) === stream) this.streams.delete(key);
+    if (this.streams.get(key) === stream) {
+      this.streams.delete(key);
+      this.opts.onPresence?.(stream.clientId, false);
+    }
     for (const w of this.unregistered) w();
   }
 

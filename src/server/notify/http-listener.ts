@@ -46,7 +46,7 @@ export class HttpNotificationListener implements NotificationListener {
     return this.bound;
   }
 
-  async start(onClient: (clientId: Uint8Array, message?: Message) => boolean): Promise<void> {
+  async start(onClient: (clientId: Uint8Array, message?: Message) => boolean | Promise<boolean>): Promise<void> {
     const server = createServer((req, res) => {
       const reply = (status: number, text: string, headers: Record<string, string> = {}) => {
         res.writeHead(status, { "content-type": "text/plain; charset=utf-8", ...headers });
@@ -81,9 +81,13 @@ export class HttpNotificationListener implements NotificationListener {
       if (id.length === 0) return reply(400, "Client id is required.");
       if (req.method !== "POST") return reply(400, `Unexpected method: ${req.method}`);
       const answer = (message?: Message) => {
+        const done = (known: boolean) => {
+          this.opts.onReceived?.(known);
+          reply(200, "", { [STREAM_PRESENCE_HEADER]: known ? "held" : "absent" });
+        };
         const known = onClient(id, message);
-        this.opts.onReceived?.(known);
-        reply(200, "", { [STREAM_PRESENCE_HEADER]: known ? "held" : "absent" });
+        if (typeof known === "boolean") done(known);
+        else known.then(done, () => done(false));
       };
       const length = Number(req.headers["content-length"] ?? 0);
       if (req.headers["content-type"] !== CARRIED_MESSAGE_CONTENT_TYPE || !(length > 0)) {

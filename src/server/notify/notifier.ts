@@ -41,10 +41,11 @@ export interface NotificationListener {
   /** The address other servers should use to reach this listener (recorded per client). */
   readonly publicAddress: string;
   /**
-   * onClient says whether this process holds that client's stream; the sender is told. `message`
-   * is the new message when the notification carried it.
+   * onClient says whether this server holds that client's stream (at once, or once a worker
+   * process answered); the sender is told. `message` is the new message when the notification
+   * carried it.
    */
-  start(onClient: (clientId: Uint8Array, message?: Message) => boolean): Promise<void>;
+  start(onClient: (clientId: Uint8Array, message?: Message) => boolean | Promise<boolean>): Promise<void>;
   stop(): Promise<void>;
 }
 

@@ -41,3 +41,55 @@ export class Activity {
     return this.#services;
   }
 }
+
+/** Counters of an Activity as plain data (a worker process sends these to its supervisor). */
+export interface ActivityCounts {
+  received: number;
+  sent: number;
+  notificationsOk: number;
+  notificationsFailed: number;
+  /** Per service name: [received, sent, errors]. */
+  services: Array<[string, number, number, number]>;
+}
+
+/** The counters now. */
+export function countsOf(a: Activity): ActivityCounts {
+  return {
+    received: a.received,
+    sent: a.sent,
+    notificationsOk: a.notificationsOk,
+    notificationsFailed: a.notificationsFailed,
+    services: [...a.services()].map(([name, s]) => [name, s.received, s.sent, s.errors]),
+  };
+}
+
+/** What happened between two readings of the same Activity (`before` first). */
+export function countsSince(now: ActivityCounts, before: ActivityCounts): ActivityCounts {
+  const old = new Map(before.services.map(([name, ...rest]) => [name, rest]));
+  return {
+    received: now.received - before.received,
+    sent: now.sent - before.sent,
+    notificationsOk: now.notificationsOk - before.notificationsOk,
+    notificationsFailed: now.notificationsFailed - before.notificationsFailed,
+    services: now.services
+      .map(([name, r, s, e]): [string, number, number, number] => {
+        const [r0, s0, e0] = old.get(name) ?? [0, 0, 0];
+        return [name, r - r0!, s - s0!, e - e0!];
+      })
+      .filter(([, r, s, e]) => r !== 0 || s !== 0 || e !== 0),
+  };
+}
+
+/** Adds counts (another process's, since its last report) into an Activity. */
+export function addCounts(a: Activity, d: ActivityCounts): void {
+  a.received += d.received;
+  a.sent += d.sent;
+  a.notificationsOk += d.notificationsOk;
+  a.notificationsFailed += d.notificationsFailed;
+  for (const [name, r, s, e] of d.services) {
+    const svc = a.service(name);
+    svc.received += r;
+    svc.sent += s;
+    svc.errors += e;
+  }
+}

@@ -5,12 +5,16 @@ import { createServer, type Server } from "node:http";
 import type { Logger } from "../../common/log.js";
 import { listen } from "../../common/listen.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
-import type { Metrics } from "./metrics.js";
+/** What the endpoint serves: one process's metrics, or every worker's summed. */
+export interface MetricsSource {
+  scrape(): Promise<string>;
+  readonly contentType: string;
+}
 
 export interface MetricsServerOptions {
   /** "host:port" (stats_config.address); ":port" listens on every interface, port 0 picks one. */
   address: string;
-  metrics: Metrics;
+  metrics: MetricsSource;
   logger: Logger;
 }
 
@@ -36,7 +40,7 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
     }
     opts.metrics.scrape().then(
       (text) => {
-        res.writeHead(200, { "content-type": opts.metrics.registry.contentType });
+        res.writeHead(200, { "content-type": opts.metrics.contentType });
         res.end(req.method === "HEAD" ? undefined : text);
       },
       (e: unknown) => {

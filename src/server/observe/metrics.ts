@@ -8,7 +8,7 @@
 // wrappers for whole interfaces (`instrumentStore`, `instrumentNotifier`, `instrumentAdminService`).
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Label, Message } from "../../gen/fleetspeak/common_pb.js";
 import {
   type KillNotification,
@@ -55,7 +55,8 @@ export interface PollInfo {
 }
 
 /** How a notification to another server (or this one) went. */
-export type NotificationResult = "ok" | "failed";
+/** ok: delivered (and, when the target says, it held the stream); absent: the target holds no stream of the client. */
+export type NotificationResult = "ok" | "absent" | "failed";
 
 export function describeMessage(m: Message, clientLabels?: readonly Label[]): MessageDescription {
   return {
@@ -250,7 +251,7 @@ export class Metrics {
     });
     this.#notificationsSent = counter(
       "fleetspeak_notifications_sent_total",
-      "New-message notifications sent to the server holding a client's stream, by result (ok, failed).",
+      "New-message notifications sent to the server holding a client's stream, by result (ok; absent: it holds no stream of that client; failed).",
       ["result"],
     );
     this.#notificationsReceived = counter(
@@ -420,8 +421,8 @@ export class Metrics {
 
   notificationSent(result: NotificationResult): void {
     this.#notificationsSent.inc({ result });
-    if (result === "ok") this.activity.notificationsOk++;
-    else this.activity.notificationsFailed++;
+    if (result === "failed") this.activity.notificationsFailed++;
+    else this.activity.notificationsOk++;
   }
 
   /** known=false: this server holds no stream of the client named in the notification. */
@@ -447,6 +448,36 @@ export class Metrics {
   /** The Prometheus text exposition of every metric. */
   scrape(): Promise<string> {
     return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /**
+   * In a worker process: answer the supervisor's metric requests with this registry (prom-client's
+   * cluster protocol over the IPC channel).
+   */
+  shareWithSupervisor(): void {
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([this.registry]);
+  }
+}
+
+/**
+ * In the supervisor of worker processes: every worker's metrics, summed by prom-client's
+ * AggregatorRegistry (counters and histograms added, gauges such as the connected clients added;
+ * process metrics by prom-client's own rule for each).
+ */
+export class ClusterMetrics {
+  readonly #registry = new AggregatorRegistry();
+
+  scrape(): Promise<string> {
+    return this.#registry.clusterMetrics();
+  }
+
+  get contentType(): string {
+    return this.#registry.contentType;
   }
 }
 
@@ -512,7 +543,7 @@ export function instrumentNotifier(notifier: Notifier, metrics: Metrics): Notifi
     async newMessageForClient(target, clientId, carried) {
       try {
         const answer = await notifier.newMessageForClient(target, clientId, carried);
-        metrics.notificationSent("ok");
+        metrics.notificationSent(answer === "absent" ? "absent" : "ok");
         return answer;
       } catch (e) {
         metrics.notificationSent("failed");

@@ -188,15 +188,19 @@ describe("Metrics over HTTP", () => {
 
   it("counts notifications through instrumentNotifier and notificationReceived", async () => {
     let fail = false;
+    let absent = false;
     const notifier = instrumentNotifier(
       {
         async newMessageForClient() {
           if (fail) throw new Error("connection refused");
+          return absent ? "absent" : "held";
         },
       },
       metrics,
     );
     await notifier.newMessageForClient("10.0.0.1:10000", new Uint8Array(8));
+    absent = true;
+    assert.equal(await notifier.newMessageForClient("10.0.0.1:10000", new Uint8Array(8)), "absent");
     fail = true;
     await assert.rejects(notifier.newMessageForClient("10.0.0.1:10000", new Uint8Array(8)), /connection refused/);
     metrics.notificationReceived(true);
@@ -204,6 +208,7 @@ describe("Metrics over HTTP", () => {
     metrics.notificationReceived(false);
     const s = await scrape();
     assert.equal(sampleValue(s, "fleetspeak_notifications_sent_total", { result: "ok" }), 1);
+    assert.equal(sampleValue(s, "fleetspeak_notifications_sent_total", { result: "absent" }), 1);
     assert.equal(sampleValue(s, "fleetspeak_notifications_sent_total", { result: "failed" }), 1);
     assert.equal(sampleValue(s, "fleetspeak_notifications_received_total", { known: "false" }), 2);
   });
