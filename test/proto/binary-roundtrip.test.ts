@@ -334,6 +334,7 @@ const fullComponentsConfig: MessageInitShape<typeof ComponentsConfigSchema> = {
   notificationUseHttpNotifier: true,
   notificationSharedSecret: ["new-secret-0123456789", "old-secret-0123456789"],
   notificationWithoutMessages: true,
+  workerProcesses: 4,
   spannerConfig: {
     projectId: "p",
     instanceName: "i",
@@ -678,6 +679,7 @@ describe("fleetspeak.components", () => {
   it("field numbers of this implementation's own fields (from 100 on)", () => {
     golden(ComponentsConfigSchema, { notificationSharedSecret: ["a", "b"] }, "a2060161 a2060162");
     golden(ComponentsConfigSchema, { notificationWithoutMessages: true }, "a80601");
+    golden(ComponentsConfigSchema, { workerProcesses: 4 }, "b00604");
     golden(AdminConfigSchema, { tlsCertificates: "c", tlsKey: "k", clientCaCertificates: "a" }, "a2060163 aa06016b b2060161");
     golden(AdminConfigSchema, { console: { listenAddress: "a", loginSecret: ["s"] } }, "ba0606 0a0161 120173");
     golden(HttpsConfigSchema, { limits: { maxConnections: 1 } }, "a206020801");

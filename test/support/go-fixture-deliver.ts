@@ -84,21 +84,21 @@ export async function deliverPending(expected: GoFixtureExpected, opts: DeliverO
       pointMachineAt(o.client.machine, opts.frontend);
       procs.push(startClient(kind, o.client.machine, go));
     }
-    // Messages Fleetspeak's client dropped before its services started (its own race), by client.
-    const dropped = new Map<number, Set<string>>();
+    // Fleetspeak's client drops what arrives before its services have started (its own race):
+    // those messages are made due again and the client restarted, once per message seen dropped.
+    const handled = new WeakMap<ManagedProcess, Set<string>>();
     const redeliverDropped = async () => {
+      if (kind !== "go" || !opts.makeDue) return;
       for (const [i, p] of procs.entries()) {
-        if (kind !== "go") continue;
-        const seen = dropped.get(i) ?? new Set<string>();
-        dropped.set(i, seen);
+        const seen = handled.get(p) ?? new Set<string>();
+        handled.set(p, seen);
         const ids = [...p.output().matchAll(DROPPED)].map((m) => m[1]!).filter((id) => !seen.has(id));
-        if (ids.length === 0 || !opts.makeDue) continue;
+        if (ids.length === 0) continue;
         for (const id of ids) seen.add(id);
         console.log(`# ${p.name} dropped ${ids.join(", ")} before its services started (Fleetspeak's client does); made due again, client restarted`);
         await p.stop("SIGTERM", 15_000);
         await opts.makeDue(ids);
         procs[i] = startClient(kind, owed[i]!.client.machine, go);
-        dropped.set(i, new Set());
       }
     };
     // What is still missing, kept for the timeout's message.
