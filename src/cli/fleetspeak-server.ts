@@ -126,12 +126,11 @@ async function main(argv: string[]): Promise<void> {
   try {
     components = loadComponentsConfig(componentsPath);
     services = loadServicesConfig(servicesPath);
-    const c = checkComponentsConfig(components, componentsPath, sqlitePath);
+    const c = checkComponentsConfig(components, componentsPath, sqlitePath, workersFlag);
     const s = checkServicesConfig(services, servicesPath);
     // A worker process reads the same files; its supervisor has printed the warnings already.
     if (!cluster.isWorker) for (const w of [...c.warnings, ...s.warnings]) process.stderr.write(`fleetspeak-server: warning: ${w}\n`);
     summary = [...c.summary, ...s.summary];
-    if (workersFlag !== undefined) summary.push(`--workers ${workersFlag}`);
   } catch (e) {
     die((e as Error).message, 1);
   }

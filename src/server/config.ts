@@ -134,7 +134,7 @@ export function workerProcesses(cfg: ComponentsConfig, flag?: number): number {
   return n > 0 ? n : availableParallelism();
 }
 
-export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlitePath: string): ConfigCheck {
+export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlitePath: string, workersFlag?: number): ConfigCheck {
   const summary: string[] = [];
   const warnings: string[] = [];
   const at = placeOf(cfg, path);
@@ -258,12 +258,10 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
   if (cfg.workerProcesses > MAX_WORKER_PROCESSES) {
     fail("worker_processes", `${cfg.workerProcesses} is more than ${MAX_WORKER_PROCESSES}; use about one per CPU, more only to hold more streams (docs/scaling.md)`);
   }
-  const workers = workerProcesses(cfg);
-  summary.push(
-    workers === 1
-      ? "one process"
-      : `${workers} worker processes${cfg.workerProcesses === 0 ? " (one per CPU; worker_processes sets another number)" : ""}`,
-  );
+  const workers = workerProcesses(cfg, workersFlag);
+  const source =
+    workersFlag !== undefined ? " (--workers)" : cfg.workerProcesses === 0 ? " (one per CPU; worker_processes sets another number)" : "";
+  summary.push(workers === 1 ? `one process${source}` : `${workers} worker processes${source}`);
   try {
     const security = checkSecurityConfig(cfg);
     summary.push(...security.summary);

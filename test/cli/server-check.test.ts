@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { buildCertificate, createServerCertificate, derToPem, generateP256Key, keyToPem } from "../../src/common/certs.js";
@@ -77,6 +77,20 @@ describe("fleetspeak-server --check: will it start?", () => {
     assert.equal(r.code, 0, r.err);
     assert.equal(r.err, "");
     assert.match(r.out, /frontend certificate CN=test Fleetspeak Server, names localhost, 127\.0\.0\.1, [0:]+1, valid until \d{4}-\d\d-\d\d/);
+  });
+
+  it("says how many worker processes would run: one per CPU by default, worker_processes, or --workers", () => {
+    const cpus = availableParallelism();
+    const byDefault = check(frontend(pki.certChainPem, pki.keyPem));
+    assert.match(byDefault.out, cpus === 1 ? /; one process \(one per CPU;/ : new RegExp(`; ${cpus} worker processes \\(one per CPU;`));
+    const configured = check(`${frontend(pki.certChainPem, pki.keyPem)}worker_processes: 6\n`);
+    assert.equal(configured.code, 0, configured.err);
+    assert.match(configured.out, /; 6 worker processes;/);
+    assert.match(check(frontend(pki.certChainPem, pki.keyPem), "", "--workers", "1").out, /; one process \(--workers\);/);
+    refused(check(`${frontend(pki.certChainPem, pki.keyPem)}worker_processes: 1000\n`), /c\.config:6:1: worker_processes: 1000 is more than 256/);
+    const zero = check(frontend(pki.certChainPem, pki.keyPem), "", "--workers", "0");
+    assert.equal(zero.code, 2);
+    assert.match(zero.err, /--workers 0: give a whole number from 1 to 256/);
   });
 
   it("refuses a certificate that does not parse", () => {

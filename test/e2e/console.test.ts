@@ -204,7 +204,7 @@ describe("operator console in Chromium: one server, streaming clients", { timeou
     // Rates and queues are read at most every few seconds (shared by every viewer): wait for them.
     await reloadUntil(page, `${base}/services`, "the services and the broadcast", async () => {
       const text = await visibleText(page.locator("main"));
-      return /NoSuchService/.test(text) && /TestService → Announce/.test(text);
+      return /NoSuchService/.test(text) && /TestService → Announce/.test(text) && /TestService\s/.test(await visibleText(page.locator("table.services tbody")));
     });
     const rows = await visibleText(page.locator("table.services tbody"));
     assert.match(rows, /TestService/);
