@@ -152,6 +152,8 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
     const data = join(dir, name);
     mkdirSync(data);
     chownSync(data, uid, gid);
+    mkdirSync(join(dir, `${name}-tmp`));
+    chownSync(join(dir, `${name}-tmp`), uid, gid);
     if (i === 0) {
       await installMariadbDatadir(data, "normal");
     }
@@ -229,6 +231,9 @@ function galeraNode(
         `--socket=${join(dir, `${name}.sock`)}`,
         `--port=${p.sql}`,
         "--bind-address=127.0.0.1",
+        // Its own temporary directory: a mariadbd starting up removes the temporary-table files it
+        // finds in its tmpdir, which in a shared /tmp belong to the other tests' running servers.
+        `--tmpdir=${join(dir, `${name}-tmp`)}`,
         `--pid-file=${join(dir, `${name}.pid`)}`,
         `--log-error=${errorLog}`,
         "--skip-name-resolve",

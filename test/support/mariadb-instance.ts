@@ -88,6 +88,9 @@ export async function startMariadbInstance(): Promise<MariadbInstance> {
         `--socket=${join(dir, "mysqld.sock")}`,
         `--port=${port}`,
         "--bind-address=127.0.0.1",
+        // Its own temporary directory: a mariadbd starting up removes the temporary-table files it
+        // finds in its tmpdir, which in a shared /tmp belong to the other tests' running servers.
+        `--tmpdir=${dir}`,
         `--pid-file=${join(dir, "mysqld.pid")}`,
         `--log-error=${join(dir, "error.log")}`,
         "--innodb-buffer-pool-size=64M",
