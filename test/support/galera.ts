@@ -13,7 +13,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import mysql, { type RowDataPacket } from "mysql2/promise";
 import { freePort } from "./haproxy.js";
-import { installMariadbDatadir } from "./mariadb-instance.js";
+import { installMariadbDatadir, privateMariadbdArgs } from "./mariadb-instance.js";
 
 const exec = promisify(execFile);
 
@@ -152,8 +152,8 @@ export async function startGaleraCluster(size = 3): Promise<GaleraCluster> {
     const data = join(dir, name);
     mkdirSync(data);
     chownSync(data, uid, gid);
-    mkdirSync(join(dir, `${name}-tmp`));
-    chownSync(join(dir, `${name}-tmp`), uid, gid);
+    mkdirSync(join(dir, `${name}-run`));
+    chownSync(join(dir, `${name}-run`), uid, gid);
     if (i === 0) {
       await installMariadbDatadir(data, "normal");
     }
@@ -225,17 +225,7 @@ function galeraNode(
     },
     async start() {
       const args = [
-        "--no-defaults",
-        "--user=mysql",
-        `--datadir=${data}`,
-        `--socket=${join(dir, `${name}.sock`)}`,
-        `--port=${p.sql}`,
-        "--bind-address=127.0.0.1",
-        // Its own temporary directory: a mariadbd starting up removes the temporary-table files it
-        // finds in its tmpdir, which in a shared /tmp belong to the other tests' running servers.
-        `--tmpdir=${join(dir, `${name}-tmp`)}`,
-        `--pid-file=${join(dir, `${name}.pid`)}`,
-        `--log-error=${errorLog}`,
+        ...privateMariadbdArgs({ data, runDir: join(dir, `${name}-run`), port: p.sql, errorLog }),
         "--skip-name-resolve",
         "--innodb-buffer-pool-size=64M",
         // Durability comes from replication to the other nodes, as in most Galera deployments.

@@ -68,6 +68,26 @@ export async function installMariadbDatadir(data: string, rootAuth: "normal" | "
   }
 }
 
+/**
+ * The arguments every private mariadbd of the tests starts with: its data directory, and a run
+ * directory (owned by the mysql user) for its socket (`mysqld.sock`), pid file and temporary
+ * files. The temporary files must not go to the shared /tmp: a mariadbd starting up removes the
+ * temporary-table files it finds in its tmpdir, which there belong to other tests' running servers.
+ */
+export function privateMariadbdArgs(o: { data: string; runDir: string; port: number; errorLog: string }): string[] {
+  return [
+    "--no-defaults",
+    "--user=mysql",
+    `--datadir=${o.data}`,
+    `--socket=${join(o.runDir, "mysqld.sock")}`,
+    `--port=${o.port}`,
+    "--bind-address=127.0.0.1",
+    `--tmpdir=${o.runDir}`,
+    `--pid-file=${join(o.runDir, "mysqld.pid")}`,
+    `--log-error=${o.errorLog}`,
+  ];
+}
+
 export async function startMariadbInstance(): Promise<MariadbInstance> {
   const dir = mkdtempSync(join(tmpdir(), "fs-mariadb-"));
   const data = join(dir, "data");
@@ -82,17 +102,7 @@ export async function startMariadbInstance(): Promise<MariadbInstance> {
     proc = spawn(
       "/usr/sbin/mariadbd",
       [
-        "--no-defaults",
-        "--user=mysql",
-        `--datadir=${data}`,
-        `--socket=${join(dir, "mysqld.sock")}`,
-        `--port=${port}`,
-        "--bind-address=127.0.0.1",
-        // Its own temporary directory: a mariadbd starting up removes the temporary-table files it
-        // finds in its tmpdir, which in a shared /tmp belong to the other tests' running servers.
-        `--tmpdir=${dir}`,
-        `--pid-file=${join(dir, "mysqld.pid")}`,
-        `--log-error=${join(dir, "error.log")}`,
+        ...privateMariadbdArgs({ data, runDir: dir, port, errorLog: join(dir, "error.log") }),
         "--innodb-buffer-pool-size=64M",
         "--skip-name-resolve",
       ],

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import mysql, { type Connection } from "mysql2/promise";
 import { parseMysqlDsn } from "../../src/common/mysql-dsn.js";
 import { freePort } from "./haproxy.js";
-import { installMariadbDatadir } from "./mariadb-instance.js";
+import { installMariadbDatadir, privateMariadbdArgs } from "./mariadb-instance.js";
 
 const DEFAULT_DSN = "root@tcp(127.0.0.1:3306)/";
 
@@ -121,17 +121,7 @@ export async function startThrowawayMariadb(): Promise<ThrowawayMariadb> {
     proc = spawn(
       "/usr/sbin/mariadbd",
       [
-        "--no-defaults",
-        "--user=mysql",
-        `--datadir=${join(dir, "data")}`,
-        `--socket=${socket}`,
-        `--port=${port}`,
-        "--bind-address=127.0.0.1",
-        // Its own temporary directory: a mariadbd starting up removes the temporary-table files it
-        // finds in its tmpdir, which in a shared /tmp belong to the other tests' running servers.
-        `--tmpdir=${dir}`,
-        `--pid-file=${join(dir, "mysqld.pid")}`,
-        `--log-error=${join(dir, "err.log")}`,
+        ...privateMariadbdArgs({ data: join(dir, "data"), runDir: dir, port, errorLog: join(dir, "err.log") }),
         "--innodb-buffer-pool-size=32M",
         "--innodb-log-file-size=16M",
         "--skip-log-bin",
