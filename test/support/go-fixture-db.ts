@@ -198,18 +198,12 @@ export class GoFixtureDb {
     return (await this.messages({ messageId }))[0];
   }
 
-  /** Makes pending messages due at `atUs`: stands for their retry time having come. */
-  async setDue(messageIds: string[], atUs: bigint): Promise<void> {
-    for (const id of messageIds) {
-      await this.run("UPDATE pending_messages SET scheduled_time = ? WHERE message_id = ?", [atUs.toString(), this.id(id)]);
-    }
-  }
-
   /**
-   * Makes pending messages due at `atUs` whichever layout the database has now: Fleetspeak's (hex
-   * text IDs on SQLite) or this server's (bytes), as after a conversion.
+   * Makes pending messages due at `atUs` (stands for their retry time having come), whichever
+   * layout the database has now: Fleetspeak's (hex text IDs on SQLite) or this server's (bytes),
+   * as after a conversion.
    */
-  async setDueAnyLayout(messageIds: string[], atUs: bigint): Promise<void> {
+  async setDue(messageIds: string[], atUs: bigint): Promise<void> {
     for (const id of messageIds) {
       await this.run("UPDATE pending_messages SET scheduled_time = ? WHERE message_id IN (?, ?)", [
         atUs.toString(),

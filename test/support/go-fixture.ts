@@ -678,7 +678,7 @@ export function fixtureMakeDue(fixture: GoFixture): (messageIds: string[]) => Pr
     const db =
       fixture.backend === "mysql" ? await GoFixtureDb.open("mysql", fixture.mysqlDsn!) : await GoFixtureDb.open("sqlite", fixture.sqlitePath!);
     try {
-      await db.setDueAnyLayout(messageIds, nowUs() - 1_000_000n);
+      await db.setDue(messageIds, nowUs() - 1_000_000n);
     } finally {
       await db.close();
     }
