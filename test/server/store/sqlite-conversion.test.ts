@@ -147,9 +147,12 @@ describe("converting Fleetspeak's (Go) SQLite files", () => {
     const counts = (d: Record<string, string[]>) => ({ messages: d.messages!.length, pending: d.pending_messages!.length });
     for (const delayMs of [150, 400, 900]) {
       const p: ChildProcess = spawn(process.execPath, [join(ROOT, "bin/fleetspeak-server.js"), "migrate", "--sqlite_path", path]);
+      // Listened for from the start: the migration may finish before the kill (the built server
+      // starts fast), and an exit that happened before a later once("exit") is never heard.
+      const exited = new Promise((r) => p.once("exit", r));
       await new Promise((r) => setTimeout(r, delayMs));
       p.kill("SIGKILL");
-      await new Promise((r) => p.once("exit", r));
+      await exited;
       const layout = layoutOf(path);
       assert.ok(layout === "fleetspeak" || layout === "ours", `killed after ${delayMs} ms: layout ${layout}`);
       if (layout === "fleetspeak") assert.deepEqual(dump(path), before, `killed after ${delayMs} ms`);
