@@ -117,7 +117,11 @@ export async function deliverPending(expected: GoFixtureExpected, opts: DeliverO
             }
           }
           for (const b of o.broadcasts) {
-            if (!got.some((r) => r.messageType === b.messageType)) missing.push(`${o.client.name}: broadcast ${b.name} not received`);
+            const copy = got.find((r) => r.messageType === b.messageType);
+            if (!copy) missing.push(`${o.client.name}: broadcast ${b.name} not received`);
+            else if (!(await admin.getMessageStatus({ messageId: Buffer.from(copy.messageId, "hex") })).result) {
+              missing.push(`${o.client.name}: broadcast ${b.name} received but not processed`);
+            }
           }
         }
         return missing.length === 0;
