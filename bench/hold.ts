@@ -17,7 +17,7 @@ import { Admin } from "../src/gen/fleetspeak_server/admin_pb.js";
 import type { Fleet } from "./loadgen/fleet.js";
 import { type HoldFigures, measureHold } from "./loadgen/hold-measure.js";
 import { benchPki, clientIdentities } from "./loadgen/identities.js";
-import { insertAtRate } from "./loadgen/inserter.js";
+import { insertAtRate, leanAdmin } from "./loadgen/inserter.js";
 import { heapGroups, mainThreadProfile, newestFile, selfTimeByModule, topFunctions } from "./loadgen/profile.js";
 import { rssBytes } from "./loadgen/processes.js";
 import { appendResultRow, command, gitCommit, machine, mib, printResult, rounded, summarize, today } from "./loadgen/report.js";
@@ -42,6 +42,10 @@ export async function run(args: string[]): Promise<void> {
       settle: { type: "string", default: "5" },
       idle: { type: "string", default: "10" },
       deliver: { type: "string" },
+      // With every client connected: InsertMessage at this rate to random clients for push-seconds,
+      // each message's latency from the call to the client's receipt (0: skip).
+      "push-rate": { type: "string", default: "100" },
+      "push-seconds": { type: "string", default: "30" },
       peer: { type: "string", default: "mosquitto" },
       "frontend-only": { type: "boolean", default: false },
       "cpu-prof": { type: "boolean", default: false },
@@ -78,6 +82,9 @@ export async function run(args: string[]): Promise<void> {
   let delivery: Record<string, unknown> | undefined;
   let heap: Record<string, number> = {};
   let heapTop: ReturnType<typeof heapGroups> | undefined;
+  let push: Awaited<ReturnType<typeof pushPhase>> | undefined;
+  const pushRate = withAdmin ? Number(values["push-rate"]) : 0;
+  const pushSeconds = Number(values["push-seconds"]);
   try {
     await new Promise((r) => setTimeout(r, 2000));
     ours = await measureHold({
@@ -103,6 +110,7 @@ export async function run(args: string[]): Promise<void> {
           "process_resident_memory_bytes",
         ]);
         if (values["heap-snapshot"]) heapTop = await snapshot(server.pid, dir, log);
+        if (pushRate > 0) push = await pushPhase(fleet, server.adminAddress!, ids.map((c) => c.id), pushRate, pushSeconds, log);
         if (deliver > 0) delivery = await deliveryPhase(fleet, server.adminAddress!, ids.slice(0, Math.min(deliver, clients)).map((c) => c.id), deliver, log);
       },
     });
@@ -149,6 +157,7 @@ export async function run(args: string[]): Promise<void> {
     clients,
     fleetspeak: ours,
     serverHeap: Object.fromEntries(Object.entries(heap).map(([k, v]) => [k, mib(v)])),
+    push,
     delivery,
     peer,
     memoryRatioToPeer: ratio,
@@ -172,12 +181,35 @@ export async function run(args: string[]): Promise<void> {
       `${result.ratioToFleetspeakGo}×`,
       String(ours.idleCpuPercent),
       String(ours.handshakesPerSec),
-      delivery ? String(delivery.deliveredPerSec) : "-",
+      `${delivery ? String(delivery.deliveredPerSec) : "-"}${push ? ` (push ${push.rate}/s to all: p50 ${push.latencyMs.p50} / p99 ${push.latencyMs.p99} ms)` : ""}`,
       peer ? String(peer.rssPerClientKiB) : "-",
       ratio !== undefined ? `${ratio}×` : "-",
       peer ? String(peer.idleCpuPercent) : "-",
     ],
   );
+}
+
+/**
+ * With every client connected: InsertMessage at `rate` per second for `seconds`, each to a client
+ * drawn at random from all of them; the time from each call to the client's receipt.
+ */
+async function pushPhase(fleet: Fleet, adminAddress: string, clientIds: string[], rate: number, seconds: number, log: (s: string) => void) {
+  const admins = [0, 1].map(() => leanAdmin(adminAddress));
+  const count = Math.round(rate * seconds);
+  const targets: Uint8Array[] = [];
+  for (let i = 0; i < count; i++) targets.push(Buffer.from(clientIds[Math.floor(Math.random() * clientIds.length)]!, "hex"));
+  const before = (await fleet.refresh()).received;
+  fleet.takeLatencies();
+  try {
+    const outcome = await insertAtRate({ admins, clientIds: targets, service: "TestService", rate, count, maxInFlight: 256 });
+    const got = await fleet.until((t) => t.received - before >= outcome.ok, 60_000);
+    const latencyMs = rounded(summarize(fleet.takeLatencies()), 1);
+    const received = got.received - before;
+    log(`push at ${rate}/s for ${seconds} s: ${received}/${count} received, ${outcome.failed} failed; latency ms ${JSON.stringify(latencyMs)}`);
+    return { rate, seconds, messages: count, received, insertErrors: outcome.errors, latencyMs };
+  } finally {
+    for (const a of admins) a.close();
+  }
 }
 
 /** Inserts `count` messages as fast as the admin API takes them; measures delivery to clients. */
