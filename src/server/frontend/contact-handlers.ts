@@ -11,7 +11,7 @@ import { MAX_CONTACT_BYTES } from "../../common/limits.js";
 import type { Logger } from "../../common/log.js";
 import { type Comms, ContactError } from "../comms/comms.js";
 import type { Dispatcher } from "../comms/dispatcher.js";
-import { type StreamObserver, StreamSession, type StreamTimings } from "../comms/stream-session.js";
+import { type StreamObserver, StreamSession, type StreamSink, type StreamTimings } from "../comms/stream-session.js";
 import { StoreUnavailableError } from "../store/errors.js";
 import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
 import type { LogThrottle } from "../security/log-throttle.js";
@@ -320,22 +320,7 @@ class StreamRequest {
     const deps = this.#deps;
     const hold = holdWhileStoreUnavailable(deps, this.#started, () => this.#finished);
     const contact = await retryWhileStoreUnavailable(() => deps.comms.openContact(this.#spki!, this.#address, first, true), hold);
-    const session = new StreamSession(
-      deps.comms,
-      contact,
-      {
-        write: (b) => this.#res.write(b),
-        onDrain: (cb) => this.#res.on("drain", cb),
-        close: () => {
-          if (!this.#res.writableEnded) this.#res.end();
-          // Make sure the socket goes even if the client keeps its request body open.
-          setTimeout(() => this.#req.socket.destroy(), 1000).unref();
-        },
-      },
-      deps.dispatcher,
-      deps.timings,
-      deps.observer,
-    );
+    const session = new StreamSession(deps.comms, contact, this.#sink(), deps.dispatcher, deps.timings, deps.observer);
     this.#session = session;
     const frame0 = await retryWhileStoreUnavailable(() => session.initialFrame(), hold);
     if (this.#finished) {
@@ -347,6 +332,22 @@ class StreamRequest {
     this.#res.write(frame0);
     session.start();
     deps.logger.debug({ clientId: contact.clientIdHex, address: this.#address }, "stream started");
+  }
+
+  /**
+   * Where the session writes. Made here, not inside #startSession: closures made there would share
+   * its context, which holds the first frame, a view of a 16 KiB read buffer, for the stream's life.
+   */
+  #sink(): StreamSink {
+    return {
+      write: (b) => this.#res.write(b),
+      onDrain: (cb) => this.#res.on("drain", cb),
+      close: () => {
+        if (!this.#res.writableEnded) this.#res.end();
+        // Make sure the socket goes even if the client keeps its request body open.
+        setTimeout(() => this.#req.socket.destroy(), 1000).unref();
+      },
+    };
   }
 
   /** Feeds queued frames to the session, one at a time, while it can take them. */
