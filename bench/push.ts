@@ -49,6 +49,8 @@ interface Options {
   cpuProf: boolean;
   /** --server-workers: every server's worker processes (default: the binary's). */
   serverWorkers?: number;
+  /** --worker-ports: the split setup's frontends give each worker its own notification port. */
+  workerPorts?: boolean;
   log: (s: string) => void;
 }
 
@@ -149,6 +151,7 @@ class SplitTopology implements Topology {
           name: `frontend-${i}`,
           frontend: { proxyProtocol: true },
           notifications: true,
+          ...(this.o.workerPorts ? { workerNotificationPorts: true } : {}),
           mysqlDsn: this.db.dsn,
           services: noopServices(),
           nodeFlags: profileFlags(this.o, `frontend-${i}`, this.profDirs),
@@ -338,6 +341,7 @@ export async function run(args: string[]): Promise<void> {
       setups: { type: "string", default: "sqlite,split,split-nonotify" },
       workers: { type: "string" },
       "server-workers": { type: "string" },
+      "worker-ports": { type: "boolean", default: false },
       peer: { type: "string", default: "mosquitto" },
       schema: { type: "string", default: "ours" },
       "cpu-prof": { type: "boolean", default: false },
@@ -351,6 +355,7 @@ export async function run(args: string[]): Promise<void> {
     warmup: Number(values.warmup),
     ...(values.workers ? { workers: Number(values.workers) } : {}),
     ...(values["server-workers"] ? { serverWorkers: Number(values["server-workers"]) } : {}),
+    ...(values["worker-ports"] ? { workerPorts: true } : {}),
     schema: parseSchemaOrigin(values.schema!),
     cpuProf: values["cpu-prof"] ?? false,
     log: (s) => console.error(`push: ${s}`),

@@ -2,9 +2,9 @@
 // own process from config files written here, so that its memory and CPU can be read from /proc
 // and profiled (node flags such as --cpu-prof go before the script).
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { freePort } from "../../test/support/haproxy.js";
+import { freePort, freePortRange } from "../../test/support/haproxy.js";
 import { benchPki } from "./identities.js";
 import { type BenchProcess, start } from "./processes.js";
 
@@ -21,6 +21,8 @@ export interface ServerSpec {
   adminAddress?: string;
   /** Open a notification listener (frontends of a split setup), on this host:port if given. */
   notifications?: boolean | string;
+  /** With notifications and several workers: worker_notification_port, each worker notified directly. */
+  workerNotificationPorts?: boolean;
   /** notification_use_http_notifier (admin servers of a split setup). */
   httpNotifier?: boolean;
   /** health_check_config on this host:port (200 while the database answers, 503 otherwise). */
@@ -46,6 +48,8 @@ export interface BenchServer {
   frontendPort?: number;
   adminAddress?: string;
   notificationAddress?: string;
+  /** worker_notification_port, when the spec asked for it. */
+  workerNotificationPort?: number;
   metricsAddress: string;
   stop(): Promise<void>;
 }
@@ -95,6 +99,10 @@ export async function startBenchServer(spec: ServerSpec): Promise<BenchServer> {
     server.notificationAddress = typeof spec.notifications === "string" ? spec.notifications : `127.0.0.1:${await freePort()}`;
     lines.push(`notification_listen_address: "${server.notificationAddress}"`);
     lines.push(`notification_public_address: "${server.notificationAddress}"`);
+    if (spec.workerNotificationPorts) {
+      server.workerNotificationPort = await freePortRange(spec.workers ?? availableParallelism());
+      lines.push(`worker_notification_port: ${server.workerNotificationPort}`);
+    }
   }
   if (spec.httpNotifier) lines.push("notification_use_http_notifier: true");
   if (spec.healthAddress) lines.push(`health_check_config: < listen_address: "${spec.healthAddress}" >`);

@@ -26,14 +26,16 @@ function explain(err: NodeJS.ErrnoException): string {
 /**
  * Listens on `address` ("host:port", ":port" for every interface); rejects with a ListenError
  * naming `field` and `address`. Errors after a successful bind are the caller's to handle.
+ * `exclusive`: in a node:cluster worker, bind the socket in this process instead of sharing one the
+ * primary accepts on (for a port only this worker serves).
  */
-export function listen(server: Server, address: string, field: string): Promise<AddressInfo> {
+export function listen(server: Server, address: string, field: string, exclusive = false): Promise<AddressInfo> {
   const { host, port } = parseHostPort(address, { emptyHost: "" });
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) =>
       reject(new ListenError(`${field} ${JSON.stringify(address)}: cannot listen: ${explain(err)} (${err.code ?? err.message})`));
     server.once("error", onError);
-    server.listen({ port, ...(host === "" ? {} : { host }) }, () => {
+    server.listen({ port, ...(host === "" ? {} : { host }), ...(exclusive ? { exclusive } : {}) }, () => {
       server.off("error", onError);
       resolve(server.address() as AddressInfo);
     });

@@ -262,6 +262,32 @@ export function checkComponentsConfig(cfg: ComponentsConfig, path: string, sqlit
   const source =
     workersFlag !== undefined ? " (--workers)" : cfg.workerProcesses === 0 ? " (one per CPU; worker_processes sets another number)" : "";
   summary.push(workers === 1 ? `one process${source}` : `${workers} worker processes${source}`);
+  if (cfg.workerNotificationPort !== 0) {
+    const field = "worker_notification_port";
+    if (!cfg.notificationListenAddress) fail(field, "needs notification_listen_address (its host is where the workers listen)");
+    const first = cfg.workerNotificationPort;
+    const last = first + workers - 1;
+    if (last > 65535) fail(field, `${workers} workers from port ${first} go past 65535; choose a lower port`);
+    const others: Array<[string, string | undefined]> = [
+      ["https_config.listen_address", cfg.httpsConfig?.listenAddress],
+      ["admin_config.listen_address", cfg.adminConfig?.listenAddress],
+      ["notification_listen_address", cfg.notificationListenAddress],
+      ["stats_config.address", cfg.statsConfig?.address],
+      ["health_check_config.listen_address", cfg.healthCheckConfig?.listenAddress],
+    ];
+    for (const [other, value] of others) {
+      if (!value) continue;
+      const port = parseHostPort(value, { emptyHost: "0.0.0.0" }).port;
+      if (port >= first && port <= last) {
+        fail(field, `the workers' ports ${first}-${last} include ${other}'s port ${port}; choose ${workers} ports no other listener uses`);
+      }
+    }
+    summary.push(
+      workers === 1
+        ? "worker_notification_port unused (one process: notifications go to notification_listen_address)"
+        : `each worker notified at its own port, ${first}-${last}`,
+    );
+  }
   try {
     const security = checkSecurityConfig(cfg);
     summary.push(...security.summary);

@@ -5,7 +5,8 @@ import type { Config as ComponentsConfig } from "../gen/fleetspeak_components/co
 import type { ServerConfig } from "../gen/fleetspeak_server/server_pb.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { startAdminServer } from "./admin/admin-server.js";
-import { STREAMING_ADDRESS_ENV, type WorkerAddresses } from "./cluster/messages.js";
+import { STREAMING_ADDRESS_ENV, WORKER_INDEX_ENV, type WorkerAddresses } from "./cluster/messages.js";
+import { hasWorkerNotificationPorts, workerNotificationAddress } from "./cluster/worker-notify.js";
 import { Supervisor } from "./cluster/supervisor.js";
 import { reportStartFailure, WorkerLink } from "./cluster/worker-link.js";
 
@@ -20,6 +21,7 @@ import { Dispatcher } from "./comms/dispatcher.js";
 import { DEFAULT_STREAM_TIMINGS, type StreamTimings } from "./comms/stream-session.js";
 import { startFrontend } from "./frontend/frontend.js";
 import type { FrontendListenerLimits } from "./frontend/listener.js";
+import type { Message } from "../gen/fleetspeak/common_pb.js";
 import { HttpNotificationListener } from "./notify/http-listener.js";
 import { HttpNotifier, LocalNotifier } from "./notify/http-notifier.js";
 import { LOCAL_NOTIFICATION_ADDRESS, type Notifier } from "./notify/notifier.js";
@@ -59,7 +61,7 @@ export interface ServerOptions {
    * notifications, serves health and metrics and writes the heartbeat; the worker serves clients
    * and the admin API, and records its streams at the supervisor's notification address.
    */
-  worker?: { streamingAddress: string };
+  worker?: { streamingAddress: string; index: number };
 }
 
 /** What a server (one process, or a supervisor and its workers) serves, once started. */
@@ -116,7 +118,13 @@ class Stops {
  */
 export async function startServerProcess(opts: ServerOptions & { workers: number }): Promise<{ stop(): Promise<void> }> {
   if (cluster.isWorker) {
-    return startServer({ ...opts, worker: { streamingAddress: process.env[STREAMING_ADDRESS_ENV] ?? LOCAL_NOTIFICATION_ADDRESS } });
+    return startServer({
+      ...opts,
+      worker: {
+        streamingAddress: process.env[STREAMING_ADDRESS_ENV] ?? LOCAL_NOTIFICATION_ADDRESS,
+        index: Number(process.env[WORKER_INDEX_ENV] ?? 1),
+      },
+    });
   }
   return opts.workers > 1 ? startSupervisor(opts) : startServer(opts);
 }
@@ -253,28 +261,29 @@ async function startNotifications(opts: ServerOptions, core: Core, metrics: Metr
   const { dispatcher, link } = core;
   const notificationAuth = notificationAuthFromConfig(cfg);
   let streamingAddress = opts.worker?.streamingAddress ?? LOCAL_NOTIFICATION_ADDRESS;
+  // A worker holds only some of this server's streams: one it does not hold may be a sibling's.
+  const wakeHere = async (id: Uint8Array, message?: Message): Promise<boolean> =>
+    dispatcher.dispatch(id, message) || (link !== undefined && (await link.route(id, message)));
+  // One process listens at notification_listen_address; a worker with a port of its own listens there.
+  const own = opts.worker ? workerNotificationAddress(cfg, opts.worker.index) : undefined;
   let listener: HttpNotificationListener | undefined;
-  if (cfg.notificationListenAddress && !opts.worker) {
+  if (own || (cfg.notificationListenAddress && !opts.worker)) {
     const l = new HttpNotificationListener({
-      listenAddress: cfg.notificationListenAddress,
-      publicAddress: cfg.notificationPublicAddress,
+      listenAddress: own?.listen ?? cfg.notificationListenAddress,
+      publicAddress: own?.public ?? cfg.notificationPublicAddress,
+      ...(own ? { field: `worker_notification_port (worker ${opts.worker!.index})`, exclusive: true } : {}),
       logger: createLogger("notify"),
       onReceived: (known) => metrics.notificationReceived(known),
       ...(notificationAuth ? { verifier: notificationAuth.verifier } : {}),
     });
-    await l.start((id, message) => dispatcher.dispatch(id, message));
+    await l.start(link ? wakeHere : (id, message) => dispatcher.dispatch(id, message));
     stops.push(() => l.stop());
     streamingAddress = l.publicAddress;
     listener = l;
   }
-  const inProcess = new LocalNotifier((id, message) => dispatcher.dispatch(id, message));
-  // A worker holds only some of this server's streams: one it does not hold may be a sibling's.
   const local: Notifier = link
-    ? {
-        newMessageForClient: async (_target, id, carried) =>
-          dispatcher.dispatch(id, carried?.message) || (await link.route(id, carried?.message)) ? "held" : "absent",
-      }
-    : inProcess;
+    ? { newMessageForClient: async (_target, id, carried) => ((await wakeHere(id, carried?.message)) ? "held" : "absent") }
+    : new LocalNotifier((id, message) => dispatcher.dispatch(id, message));
   let notifier: Notifier = local;
   if (cfg.notificationListenAddress || cfg.notificationUseHttpNotifier) {
     const http = new HttpNotifier({
@@ -534,8 +543,11 @@ export async function startSupervisor(opts: ServerOptions & { workers: number })
       if (s.liveWorkers === 0) throw new Error("no worker process is running");
     };
     Object.assign(running, await startObservers(opts, store, new ClusterMetrics(), workersRunning, stops));
+    const workersStreamingTo = hasWorkerNotificationPorts(cfg)
+      ? Array.from({ length: opts.workers }, (_, i) => workerNotificationAddress(cfg, i + 1)!.public)
+      : [];
     await startHeartbeat(opts, store, activity, () => s.streams, {
-      ...(addresses.frontend ? { frontend: addresses.frontend, streamingTo: streamingAddress } : {}),
+      ...(addresses.frontend ? { frontend: addresses.frontend, streamingTo: streamingAddress, workersStreamingTo } : {}),
       ...(addresses.admin ? { admin: addresses.admin } : {}),
       ...(addresses.console ? { console: addresses.console } : {}),
     }, stops);

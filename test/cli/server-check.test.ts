@@ -93,6 +93,26 @@ describe("fleetspeak-server --check: will it start?", () => {
     assert.match(zero.err, /--workers 0: give a whole number from 1 to 256/);
   });
 
+  it("checks worker_notification_port: a range of free ports, one per worker, next to a notification listener", () => {
+    const base = `${frontend(pki.certChainPem, pki.keyPem)}notification_listen_address: "0.0.0.0:7000"\nnotification_public_address: "fe1.example:7000"\n`;
+    const ok = check(`${base}worker_notification_port: 7010\n`, "", "--workers", "4");
+    assert.equal(ok.code, 0, ok.err);
+    assert.match(ok.out, /; each worker notified at its own port, 7010-7013/);
+    assert.match(check(`${base}worker_notification_port: 7010\n`, "", "--workers", "1").out, /worker_notification_port unused \(one process/);
+    refused(
+      check(`${base}worker_notification_port: 4440\n`, "", "--workers", "4"),
+      /c\.config:8:1: worker_notification_port: the workers' ports 4440-4443 include https_config\.listen_address's port 4443; choose 4 ports no other listener uses/,
+    );
+    refused(
+      check(`${base}worker_notification_port: 65534\n`, "", "--workers", "4"),
+      /worker_notification_port: 4 workers from port 65534 go past 65535; choose a lower port/,
+    );
+    refused(
+      check(`${frontend(pki.certChainPem, pki.keyPem)}worker_notification_port: 7010\n`, "", "--workers", "2"),
+      /c\.config:6:1: worker_notification_port: needs notification_listen_address/,
+    );
+  });
+
   it("refuses a certificate that does not parse", () => {
     const broken = pki.certChainPem.replace(/^(-----BEGIN CERTIFICATE-----\n)(.)/, "$1!");
     refused(check(frontend(broken, pki.keyPem)), /c\.config:3:3: https_config\.certificates: certificate #1 cannot be parsed/);

@@ -70,6 +70,21 @@ export async function freePort(host = "127.0.0.1"): Promise<number> {
   return port;
 }
 
+/** The first of `n` consecutive ports free on `host` now (below the ephemeral range, as freePort). */
+export async function freePortRange(n: number, host = "127.0.0.1"): Promise<number> {
+  const span = Math.min(16_000, EPHEMERAL_LOW - 10_000) - n;
+  for (let i = 0; span > 1000 && i < 100; i++) {
+    const first = EPHEMERAL_LOW - n - Math.floor(Math.random() * span);
+    let all = true;
+    for (let p = first; all && p < first + n; p++) all = !handedOut.has(p) && (await bindable(p, host)) === p;
+    if (all) {
+      for (let p = first; p < first + n; p++) handedOut.add(p);
+      return first;
+    }
+  }
+  throw new Error(`cannot find ${n} consecutive free ports on ${host}`);
+}
+
 function renderConfig(backend: string, frontends: Array<HaproxyFrontendSpec & { port: number }>): string {
   const lines = [
     "global",

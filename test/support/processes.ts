@@ -2,10 +2,11 @@
 // files, and HAProxy with a given config. Every process started here is killed when the test
 // process exits, even if a test forgets to stop it.
 import { type ChildProcess, spawn } from "node:child_process";
-import { appendFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseHostPort } from "../../src/common/net-address.js";
+import { HAPROXY_BIN } from "./haproxy.js";
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const live = new Set<ChildProcess>();
@@ -134,7 +135,10 @@ export async function startHaproxyProcess(name: string, config: string, addresse
   const dir = mkdtempSync(join(tmpdir(), `fs-${name}-`));
   const cfg = join(dir, "haproxy.cfg");
   writeFileSync(cfg, config);
-  const proc = spawn("/usr/sbin/haproxy", ["-db", "-f", cfg], { stdio: ["ignore", "pipe", "pipe"] });
+  if (!existsSync(HAPROXY_BIN)) {
+    throw new Error(`${name}: ${HAPROXY_BIN} not found; install HAProxy (scripts/test-deps.sh installs it, as npm test does)`);
+  }
+  const proc = spawn(HAPROXY_BIN, ["-db", "-f", cfg], { stdio: ["ignore", "pipe", "pipe"] });
   const m = manage(name, proc);
   const net = await import("node:net");
   const deadline = Date.now() + 10_000;

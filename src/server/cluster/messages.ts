@@ -40,6 +40,9 @@ export type SupervisorToWorker =
 /** The environment variable that gives a worker the address its clients' streams are recorded at. */
 export const STREAMING_ADDRESS_ENV = "FLEETSPEAK_WORKER_STREAMING_ADDRESS";
 
+/** The environment variable that gives a worker its place in the pool (1..N), kept across restarts. */
+export const WORKER_INDEX_ENV = "FLEETSPEAK_WORKER_INDEX";
+
 function isOurs(m: unknown): boolean {
   return typeof m === "object" && m !== null && String((m as { type?: unknown }).type).startsWith("fs:");
 }

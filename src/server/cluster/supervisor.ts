@@ -12,6 +12,7 @@ import type { ActivityCounts } from "../observe/activity.js";
 import {
   isWorkerMessage,
   STREAMING_ADDRESS_ENV,
+  WORKER_INDEX_ENV,
   type SupervisorToWorker,
   type WorkerAddresses,
   type WorkerToSupervisor,
@@ -169,7 +170,7 @@ export class Supervisor {
     slot.timer = undefined;
     slot.ready = false;
     slot.startedMs = Date.now();
-    const worker = cluster.fork({ [STREAMING_ADDRESS_ENV]: this.#opts.streamingAddress });
+    const worker = cluster.fork({ [STREAMING_ADDRESS_ENV]: this.#opts.streamingAddress, [WORKER_INDEX_ENV]: String(slot.index) });
     slot.worker = worker;
     this.#byId.set(worker.id, slot);
     worker.on("message", (m: unknown) => {

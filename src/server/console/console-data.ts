@@ -6,7 +6,7 @@
 import type { Message } from "../../gen/fleetspeak/common_pb.js";
 import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
-import { type HeartbeatReport, parseHeartbeatReport } from "../observe/heartbeat.js";
+import { type HeartbeatReport, parseHeartbeatReport, streamingAddressesOf } from "../observe/heartbeat.js";
 import type {
   ActiveBroadcast,
   ClientCounts,
@@ -138,7 +138,7 @@ export class ConsoleData {
       client.lastContactStreamingTo ? this.servers() : Promise.resolve([]),
     ]);
     const holder = servers.find(
-      (s) => s.report?.streamingTo === client.lastContactStreamingTo || s.id === client.lastContactStreamingTo,
+      (s) => s.id === client.lastContactStreamingTo || streamingAddressesOf(s.report).includes(client.lastContactStreamingTo),
     );
     return { client, contacts, pendingByService, pending, failed, usage, ...(holder ? { holder } : {}) };
   }
@@ -158,8 +158,11 @@ export class ConsoleData {
     const out: ServerView[] = [];
     for (const b of beats) {
       const report = parseHeartbeatReport(b.report);
-      const held = report?.streamingTo ? byAddress.get(report.streamingTo) : undefined;
-      if (report?.streamingTo) byAddress.delete(report.streamingTo);
+      let held = 0;
+      for (const address of streamingAddressesOf(report)) {
+        held += byAddress.get(address)?.clients ?? 0;
+        byAddress.delete(address);
+      }
       const silentAfter = 3 * (report?.intervalMs ?? 10_000);
       const state = report?.stoppedMs !== undefined ? "stopped" : readMs - b.timeMs > silentAfter ? "silent" : "up";
       out.push({
@@ -167,7 +170,7 @@ export class ConsoleData {
         ...(report ? { report } : {}),
         lastSeenMs: b.timeMs,
         state,
-        recentStreamingClients: held?.clients ?? 0,
+        recentStreamingClients: held,
       });
     }
     for (const h of byAddress.values()) out.push({ id: h.address, state: "no heartbeat", recentStreamingClients: h.clients });

@@ -23,6 +23,10 @@ export interface HttpListenerOptions {
   listenAddress: string;
   /** Advertised to other servers; defaults to the bound address. */
   publicAddress?: string;
+  /** The config field named when the address cannot be bound. Default notification_listen_address. */
+  field?: string;
+  /** In a cluster worker: a port of its own, bound in this process (not shared through the primary). */
+  exclusive?: boolean;
   logger: Logger;
   /** Counts notifications received, for metrics. */
   onReceived?: (known: boolean) => void;
@@ -103,7 +107,7 @@ export class HttpNotificationListener implements NotificationListener {
       );
     });
     server.keepAliveTimeout = 30_000;
-    const a = await listen(server, this.opts.listenAddress, "notification_listen_address");
+    const a = await listen(server, this.opts.listenAddress, this.opts.field ?? "notification_listen_address", this.opts.exclusive);
     this.bound = formatHostPort(a.address, a.port);
     this.server = server;
     this.opts.logger.info(

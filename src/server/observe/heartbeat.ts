@@ -55,6 +55,8 @@ export interface HeartbeatReport {
    * address, or "local" when no other server can notify it.
    */
   streamingTo?: string;
+  /** With worker_notification_port: what the streams of each worker process record instead. */
+  workersStreamingTo?: string[];
   /** Oldest first. */
   samples: HeartbeatSample[];
   services: ServiceRates[];
@@ -65,6 +67,7 @@ export interface HeartbeatIdentity {
   admin?: string;
   console?: string;
   streamingTo?: string;
+  workersStreamingTo?: string[];
 }
 
 export interface HeartbeatOptions {
@@ -104,6 +107,13 @@ export function parseHeartbeatReport(text: string): HeartbeatReport | undefined 
   } catch {
     return undefined;
   }
+}
+
+/** Every address a server's streams record as last_contact_streaming_to (its own, its workers'). */
+export function streamingAddressesOf(report: HeartbeatReport | undefined): string[] {
+  if (!report) return [];
+  const workers = Array.isArray(report.workersStreamingTo) ? report.workersStreamingTo.filter((a) => typeof a === "string") : [];
+  return report.streamingTo ? [report.streamingTo, ...workers] : workers;
 }
 
 export class HeartbeatWriter {
@@ -213,6 +223,7 @@ export class HeartbeatWriter {
       ...(id.admin ? { admin: id.admin } : {}),
       ...(id.console ? { console: id.console } : {}),
       ...(id.streamingTo ? { streamingTo: id.streamingTo } : {}),
+      ...(id.workersStreamingTo?.length ? { workersStreamingTo: id.workersStreamingTo } : {}),
       samples: [...this.#samples],
       services,
     };

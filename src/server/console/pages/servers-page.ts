@@ -79,7 +79,7 @@ export function serversBody(servers: ServerView[], nowMs: number): SafeHtml {
     charts[key] = spec;
     return [
       html`<figure class="card"><figcaption><span class="mono">${s.id}</span> ${stateBadge(s.state)}
-        <span class="muted small">${roles(s)}${s.report?.streamingTo ? html` · notified at <span class="mono">${s.report.streamingTo}</span>` : ""}</span></figcaption>
+        <span class="muted small">${roles(s)}${s.report?.streamingTo ? html` · notified at <span class="mono">${s.report.streamingTo}</span>` : ""}${workerRange(s.report?.workersStreamingTo)}</span></figcaption>
         <div class="chart" data-chart="${key}"></div></figure>`,
     ];
   });
@@ -105,4 +105,11 @@ ${table(
 )}
 <section class="cards">${cards}</section>
 ${jsonBlock("charts", charts)}`;
+}
+
+/** "· workers at a … b" for a server whose workers are notified at their own addresses. */
+function workerRange(addresses: string[] | undefined) {
+  if (!addresses?.length) return "";
+  const text = addresses.length === 1 ? addresses[0]! : `${addresses[0]} … ${addresses[addresses.length - 1]}`;
+  return html` · workers at <span class="mono">${text}</span>`;
 }
