@@ -74,6 +74,7 @@ describe("config blocks in docs/", () => {
       "fleetspeak.client.generic.Config",
       "fleetspeak.components.Config",
       "fleetspeak.components.Config",
+      "fleetspeak.components.Config",
       "fleetspeak.config.Config",
     ]);
   });
