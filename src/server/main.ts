@@ -209,7 +209,13 @@ interface Core {
 
 /** The store (instrumented), the client cache, the dispatcher, and in a worker its supervisor link. */
 async function startCore(opts: ServerOptions, metrics: Metrics, stops: Stops): Promise<Core> {
-  const rawStore = await openStore({ mysqlDataSourceName: opts.components.mysqlDataSourceName, sqlitePath: opts.sqlitePath });
+  // SQLite's WAL checkpoints run in a thread of the process owning the file: this one, or the supervisor.
+  const rawStore = await openStore({
+    mysqlDataSourceName: opts.components.mysqlDataSourceName,
+    sqlitePath: opts.sqlitePath,
+    sqliteCheckpoints: opts.worker ? "elsewhere" : "thread",
+    logger: createLogger("store"),
+  });
   stops.push(() => rawStore.close());
   const store = instrumentStore(rawStore, metrics);
   const cache = new ClientCache(store, opts.clientCacheTtlMs !== undefined ? { ttlMs: opts.clientCacheTtlMs } : {});
@@ -496,7 +502,12 @@ export async function startSupervisor(opts: ServerOptions & { workers: number })
   const cfg = opts.components;
   const stops = new Stops(log);
   try {
-    const store = await openStore({ mysqlDataSourceName: cfg.mysqlDataSourceName, sqlitePath: opts.sqlitePath });
+    const store = await openStore({
+      mysqlDataSourceName: cfg.mysqlDataSourceName,
+      sqlitePath: opts.sqlitePath,
+      sqliteCheckpoints: "thread",
+      logger: createLogger("store"),
+    });
     stops.push(() => store.close());
     const activity = new Activity();
     let supervisor: Supervisor | undefined;

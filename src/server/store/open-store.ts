@@ -1,6 +1,7 @@
 // Picks the backend from the configuration: MySQL/MariaDB when a mysql_data_source_name is given,
 // otherwise the embedded SQLite file. Only the composition root and the command line (prune,
 // --check --connect) call this; nothing else knows which backend runs.
+import type { Logger } from "../../common/log.js";
 import { parseMysqlDsn, sqlitePathInDsn } from "../../common/mysql-dsn.js";
 import { probeMysql } from "./mysql-connection.js";
 import { MysqlStore } from "./mysql-store.js";
@@ -17,15 +18,24 @@ export interface StoreSettings {
   mysqlPoolSize?: number;
   /** SQLite database file, used when there is no DSN. */
   sqlitePath: string;
+  /** SQLite: who runs the WAL checkpoints (SqliteStoreOptions.checkpoints), and where that thread logs. */
+  sqliteCheckpoints?: "auto" | "thread" | "elsewhere";
+  logger?: Logger;
 }
 
 export function openStore(s: StoreSettings): Promise<Store> {
   const sqliteInDsn = s.mysqlDataSourceName ? sqlitePathInDsn(s.mysqlDataSourceName) : undefined;
-  if (sqliteInDsn !== undefined) return SqliteStore.open({ path: sqliteInDsn });
+  const sqlite = (path: string) =>
+    SqliteStore.open({
+      path,
+      ...(s.sqliteCheckpoints ? { checkpoints: s.sqliteCheckpoints } : {}),
+      ...(s.logger ? { logger: s.logger } : {}),
+    });
+  if (sqliteInDsn !== undefined) return sqlite(sqliteInDsn);
   if (s.mysqlDataSourceName) {
     return MysqlStore.fromDsn(s.mysqlDataSourceName, s.mysqlPoolSize === undefined ? {} : { poolSize: s.mysqlPoolSize });
   }
-  return SqliteStore.open({ path: s.sqlitePath });
+  return sqlite(s.sqlitePath);
 }
 
 /**

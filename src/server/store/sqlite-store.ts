@@ -11,6 +11,7 @@ import type { Client, ClientContact } from "../../gen/fleetspeak_server/admin_pb
 import type { Broadcast } from "../../gen/fleetspeak_server/broadcasts_pb.js";
 import type { ClientResourceUsageRecord } from "../../gen/fleetspeak_server/resource_pb.js";
 import { Coalescer } from "../../common/coalescer.js";
+import { createLogger, type Logger } from "../../common/log.js";
 import {
   checkQueueRows,
   clientCountsFromRow,
@@ -80,6 +81,7 @@ import {
   recentLeaseRange,
   toMessageRow,
 } from "./rows.js";
+import { BACKSTOP_PAGES, SqliteCheckpointer } from "./sqlite-checkpointer.js";
 import { SQLITE_MIGRATIONS } from "./sqlite-schema.js";
 import type {
   ActiveBroadcast,
@@ -108,6 +110,14 @@ export interface SqliteStoreOptions {
   path: string;
   /** How long to wait for another process's write lock before giving up. Default 5000 ms. */
   busyTimeoutMs?: number;
+  /**
+   * Who runs the WAL checkpoints: "auto" (SQLite's default, in the commit that crosses 1,000
+   * pages), "thread" (a thread of this process, sqlite-checkpointer.ts), or "elsewhere" (another
+   * process of the server runs the thread). Default "auto".
+   */
+  checkpoints?: "auto" | "thread" | "elsewhere";
+  /** Logs the checkpoint thread's trouble (with checkpoints: "thread"). */
+  logger?: Logger;
 }
 
 /** IDs as a JSON list of hex strings: one statement matches any number of them. */
@@ -135,6 +145,10 @@ interface PendingStore {
 export class SqliteStore implements Store {
   readonly backend = "sqlite";
   private readonly db: Database.Database;
+  /** The thread running this file's WAL checkpoints, with checkpoints: "thread". */
+  private checkpointer: SqliteCheckpointer | undefined;
+  /** Runs its argument in a transaction; made once (better-sqlite3 builds a wrapper per transaction() call). */
+  private readonly inTransaction: Database.Transaction<<T>(fn: () => T) => T>;
   private readonly statements = new Map<string, Database.Statement>();
   private closed = false;
   readonly #reads = new ConsoleReads(
@@ -160,6 +174,7 @@ export class SqliteStore implements Store {
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("foreign_keys = ON");
     this.db.defaultSafeIntegers(true);
+    this.inTransaction = this.db.transaction(<T>(fn: () => T): T => fn());
   }
 
   /** Opens (creating if needed) the database file and brings its schema up to date. */
@@ -172,6 +187,9 @@ export class SqliteStore implements Store {
       if (e instanceof SchemaVersionError) throw e;
       throw store.mapError("schema migration", e);
     }
+    const checkpoints = opts.checkpoints ?? "auto";
+    if (checkpoints !== "auto") store.db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+    if (checkpoints === "thread") store.checkpointer = new SqliteCheckpointer({ path: store.path, logger: opts.logger ?? createLogger("store") });
     return store;
   }
 
@@ -260,7 +278,7 @@ export class SqliteStore implements Store {
   }
 
   private write<T>(op: string, fn: () => T): Promise<T> {
-    return this.run(op, () => this.db.transaction(fn).immediate());
+    return this.run(op, () => this.inTransaction.immediate(fn) as T);
   }
 
   private mapError(op: string, e: unknown): Error {
@@ -1106,12 +1124,12 @@ export class SqliteStore implements Store {
     });
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
       this.statements.clear();
       this.db.close();
+      await this.checkpointer?.stop();
     }
-    return Promise.resolve();
   }
 }
