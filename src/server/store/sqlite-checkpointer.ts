@@ -48,11 +48,16 @@ parentPort.on("message", () => {
 export class SqliteCheckpointer {
   readonly #worker: Worker;
   #stopped: Promise<void> | undefined;
+  #exited = false;
 
   constructor(opts: CheckpointerOptions) {
     const module = createRequire(import.meta.url).resolve("better-sqlite3");
     this.#worker = new Worker(THREAD, { eval: true, workerData: { module, path: opts.path, intervalMs: opts.intervalMs ?? 1000 } });
+    // It does not keep the process alive by itself; stop() holds it until the last checkpoint.
     this.#worker.unref();
+    this.#worker.once("exit", () => {
+      this.#exited = true;
+    });
     this.#worker.on("message", (m: { error?: string; recovered?: boolean }) => {
       if (m.error) {
         opts.logger.warn(
@@ -69,7 +74,14 @@ export class SqliteCheckpointer {
   /** Runs a last checkpoint and ends the thread. */
   stop(): Promise<void> {
     this.#stopped ??= new Promise<void>((resolve) => {
-      this.#worker.once("exit", () => resolve());
+      if (this.#exited) return resolve();
+      // A last checkpoint waits at most its busy timeout (1 s) for a lock; past 5 s, end the thread.
+      const timer = setTimeout(() => void this.#worker.terminate(), 5_000);
+      this.#worker.once("exit", () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.#worker.ref();
       this.#worker.postMessage("stop");
     });
     return this.#stopped;
