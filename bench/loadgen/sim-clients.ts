@@ -70,6 +70,8 @@ export interface ClientHost {
 }
 
 const INBOX = 100n;
+/** Go's http.Transport TLSHandshakeTimeout in Fleetspeak's client. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export abstract class SimClient {
   socket: tls.TLSSocket | undefined;
@@ -108,7 +110,13 @@ export abstract class SimClient {
       ALPNProtocols: ["http/1.1"],
     });
     socket.setNoDelay(true);
+    // As Go's transport (TLSHandshakeTimeout) and our client: a handshake nobody answers is given
+    // up and retried. (A connection node:cluster's primary was handing to a worker as it died is
+    // never answered.)
+    const handshake = setTimeout(() => socket.destroy(new Error("TLS handshake timed out")), HANDSHAKE_TIMEOUT_MS);
+    socket.once("close", () => clearTimeout(handshake));
     socket.once("secureConnect", () => {
+      clearTimeout(handshake);
       this.host.handshakeDone(this, nowMs() - started);
       onSecure();
     });

@@ -335,6 +335,7 @@ const fullComponentsConfig: MessageInitShape<typeof ComponentsConfigSchema> = {
   notificationSharedSecret: ["new-secret-0123456789", "old-secret-0123456789"],
   notificationWithoutMessages: true,
   workerProcesses: 4,
+  workerNotificationPort: 10001,
   spannerConfig: {
     projectId: "p",
     instanceName: "i",
@@ -680,6 +681,7 @@ describe("fleetspeak.components", () => {
     golden(ComponentsConfigSchema, { notificationSharedSecret: ["a", "b"] }, "a2060161 a2060162");
     golden(ComponentsConfigSchema, { notificationWithoutMessages: true }, "a80601");
     golden(ComponentsConfigSchema, { workerProcesses: 4 }, "b00604");
+    golden(ComponentsConfigSchema, { workerNotificationPort: 10001 }, "b806914e");
     golden(AdminConfigSchema, { tlsCertificates: "c", tlsKey: "k", clientCaCertificates: "a" }, "a2060163 aa06016b b2060161");
     golden(AdminConfigSchema, { console: { listenAddress: "a", loginSecret: ["s"] } }, "ba0606 0a0161 120173");
     golden(HttpsConfigSchema, { limits: { maxConnections: 1 } }, "a206020801");
