@@ -54,6 +54,38 @@ function message(to: Uint8Array): Message {
   });
 }
 
+/**
+ * Waits until every node has applied the schema (its triggers above all): DDL replicates in
+ * total order but a node may still be applying it when the statement returns on another, and a
+ * trigger fired while a node writes it out fails with "Unknown trigger has an error in its body"
+ * (MariaDB). wsrep_sync_wait makes each read wait for the node to catch up first.
+ */
+async function untilSchemaApplied(c: GaleraCluster, name: string): Promise<void> {
+  const counts = async () =>
+    Promise.all(
+      c.nodes.map(async (node) => {
+        const conn = await mysql.createConnection({ host: "127.0.0.1", port: node.port, user: "root" });
+        try {
+          await conn.query("SET SESSION wsrep_sync_wait = 15");
+          const [rows] = await conn.query<RowDataPacket[]>(
+            "SELECT COUNT(*) AS n FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+            [name],
+          );
+          return Number(rows[0]!.n);
+        } finally {
+          await conn.end();
+        }
+      }),
+    );
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const n = await counts();
+    if (n[0]! > 0 && n.every((x) => x === n[0])) return;
+    if (Date.now() > deadline) throw new Error(`triggers per node after 30 s: ${n.join(", ")}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 function assertEachOnce(claimed: string[][], expected: Set<string>): void {
   const seen = new Set<string>();
   const twice: string[] = [];
@@ -82,6 +114,7 @@ describe("MySQL claims by servers on different Galera nodes", { timeout: 300_000
       s.observeRetries((op, reason) => retries.set(`${op} ${reason}`, (retries.get(`${op} ${reason}`) ?? 0) + 1));
       stores.push(s);
     }
+    await untilSchemaApplied(c, name);
   });
   after(async () => {
     await Promise.all((stores ?? []).map((s) => s.close()));
@@ -107,7 +140,7 @@ describe("MySQL claims by servers on different Galera nodes", { timeout: 300_000
     }
     const expected = new Set(msgs.map((m) => Buffer.from(m.messageId).toString("hex")));
     retries.clear();
-    const claimed = await Promise.all(stores.map((s) => claimAllServerMessages(s)));
+    const claimed = await Promise.all(stores.map((s) => claimAllServerMessages(s, 5)));
     assertEachOnce(claimed, expected);
     assert.ok((retries.get("claimServerMessages deadlock") ?? 0) > 0, `conflicts seen: ${JSON.stringify([...retries])}`);
   });
