@@ -160,7 +160,7 @@ export class Supervisor {
             clearTimeout(timer);
             resolve();
           };
-          if (!slot.worker || !this.#send(slot.worker, { type: "fs:stop-accepting" })) slot.notAccepting();
+          if (!slot.worker || !this.#send(slot.worker, { type: "fs:stop-accepting" }, () => slot.notAccepting?.())) slot.notAccepting();
         }),
     );
     await Promise.all(answers);
@@ -177,6 +177,8 @@ export class Supervisor {
       if (isWorkerMessage(m)) this.#onMessage(slot, worker, m);
     });
     worker.on("exit", (code, signal) => this.#onExit(slot, worker, code, signal));
+    // The channel to a worker that died fails (EPIPE, ERR_IPC_CHANNEL_CLOSED); its exit is what counts.
+    worker.on("error", (e: Error) => this.#opts.logger.debug({ worker: slot.index, err: e.message }, "channel to a worker process failed"));
   }
 
   #onMessage(slot: Slot, worker: Worker, m: WorkerToSupervisor): void {
@@ -243,13 +245,11 @@ export class Supervisor {
     return new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => this.#settle(request, false), this.#opts.wakeTimeoutMs ?? 2_000);
       this.#pending.set(request, { worker: workerId, resolve, timer });
-      const sent = this.#send(worker, {
-        type: "fs:wake",
-        request,
-        clientId,
-        ...(message ? { message } : {}),
-        ...(counted ? { counted } : {}),
-      });
+      const sent = this.#send(
+        worker,
+        { type: "fs:wake", request, clientId, ...(message ? { message } : {}), ...(counted ? { counted } : {}) },
+        () => this.#settle(request, false),
+      );
       if (!sent) this.#settle(request, false);
     });
   }
@@ -262,10 +262,17 @@ export class Supervisor {
     p.resolve(held);
   }
 
-  #send(worker: Worker | undefined, m: SupervisorToWorker): boolean {
+  /**
+   * Sends a message to a worker; false when it cannot be sent now. A worker that dies as it is
+   * sent fails later (EPIPE): `onLost` is called then. Without the callback Node would emit that
+   * failure as an 'error' event on the worker and, unhandled, end the supervisor.
+   */
+  #send(worker: Worker | undefined, m: SupervisorToWorker, onLost?: () => void): boolean {
     if (!worker?.isConnected()) return false;
     try {
-      worker.send(m);
+      worker.send(m, (err: Error | null) => {
+        if (err) onLost?.();
+      });
       return true;
     } catch {
       return false;

@@ -128,7 +128,9 @@ export class WorkerLink {
   #send(m: WorkerToSupervisor): boolean {
     if (!process.connected || !process.send) return false;
     try {
-      process.send(m);
+      // With a callback, a channel that fails later (the supervisor gone) is not an unhandled
+      // 'error' event; node:cluster ends a worker whose supervisor is gone.
+      process.send(m, undefined, {}, () => {});
       return true;
     } catch {
       return false;
