@@ -18,7 +18,7 @@ import { type BenchServer, noopServices, startBenchServer } from "../../bench/lo
 import { nowMs } from "../../bench/loadgen/wire.js";
 import { ConsoleData } from "../../src/server/console/console-data.js";
 import { openStore } from "../../src/server/store/open-store.js";
-import { parseExposition, sampleValue } from "../server/observe/metrics-text.js";
+import { metric, until } from "../support/bench-server-checks.js";
 
 const CLIENTS = 20;
 const WORKERS = 2;
@@ -40,19 +40,6 @@ function ssPids(args: string[], key: (line: string) => string | undefined): Map<
 function listeners(): Map<number, number> {
   const by = ssPids(["-l"], (line) => /127\.0\.0\.1:(\d+)/.exec(line)?.[1]);
   return new Map([...by].map(([port, pids]) => [Number(port), pids[0]!]));
-}
-
-async function metric(server: BenchServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
-  return sampleValue(parseExposition(text), name, labels);
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await sleep(200);
-  }
 }
 
 describe("worker processes notified at their own ports (worker_notification_port)", { timeout: 180_000 }, () => {

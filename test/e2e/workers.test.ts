@@ -18,7 +18,7 @@ import { benchPki, clientIdentities } from "../../bench/loadgen/identities.js";
 import { processTree } from "../../bench/loadgen/processes.js";
 import { type BenchServer, noopServices, startBenchServer } from "../../bench/loadgen/servers.js";
 import { nowMs } from "../../bench/loadgen/wire.js";
-import { parseExposition, sampleValue } from "../server/observe/metrics-text.js";
+import { metric, until } from "../support/bench-server-checks.js";
 
 const CLIENTS = 30;
 const WORKERS = 3;
@@ -29,20 +29,6 @@ function connectionsByPid(port: number): Map<number, number> {
   const byPid = new Map<number, number>();
   for (const m of out.matchAll(/pid=(\d+)/g)) byPid.set(Number(m[1]), (byPid.get(Number(m[1])) ?? 0) + 1);
   return byPid;
-}
-
-async function metric(server: BenchServer, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`http://${server.metricsAddress}/metrics`)).text();
-  return sampleValue(parseExposition(text), name, labels);
-}
-
-/** Waits (bounded: generous, for a loaded machine) until `check` holds. */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await sleep(200);
-  }
 }
 
 describe("a fleetspeak-server with worker processes", { timeout: 240_000 }, () => {

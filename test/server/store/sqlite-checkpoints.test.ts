@@ -33,37 +33,43 @@ function fillLog(path: string, pages: number): void {
 
 const sizeOf = (file: string) => statSync(file).size;
 
+/**
+ * Opens a store on a new file with `checkpoints`, fills the log with ~2,000 pages through another
+ * connection, runs `check` with the database file's size before that, and closes the store.
+ */
+async function withFilledLog(
+  name: string,
+  checkpoints: "thread" | "elsewhere",
+  check: (store: SqliteStore, path: string, before: number) => Promise<void>,
+): Promise<void> {
+  const path = join(dir, name);
+  const store = await SqliteStore.open({ path, checkpoints });
+  try {
+    const before = sizeOf(path);
+    fillLog(path, 2000);
+    await check(store, path, before);
+  } finally {
+    await store.close();
+  }
+}
+
 describe("SQLite WAL checkpoints", { timeout: 60_000 }, () => {
-  it('"thread": a thread of the process copies the log into the database file', async () => {
-    const path = join(dir, "thread.sqlite");
-    const store = await SqliteStore.open({ path, checkpoints: "thread" });
-    try {
-      const before = sizeOf(path);
-      fillLog(path, 2000);
+  it('"thread": a thread of the process copies the log into the database file', () =>
+    withFilledLog("thread.sqlite", "thread", async (_store, path, before) => {
       const deadline = Date.now() + 10_000;
       while (sizeOf(path) < before + 6_000_000) {
         assert.ok(Date.now() < deadline, `database file ${sizeOf(path)} bytes, log ${sizeOf(`${path}-wal`)}: not checkpointed`);
         await sleep(100);
       }
-    } finally {
-      await store.close();
-    }
-  });
+    }));
 
-  it('"elsewhere": the serving connection leaves the log to another process, up to the backstop', async () => {
-    const path = join(dir, "elsewhere.sqlite");
-    const store = await SqliteStore.open({ path, checkpoints: "elsewhere" });
-    try {
-      const before = sizeOf(path);
-      fillLog(path, 2000);
+  it('"elsewhere": the serving connection leaves the log to another process, up to the backstop', () =>
+    withFilledLog("elsewhere.sqlite", "elsewhere", async (store, path, before) => {
       // A commit of the serving connection past SQLite's default 1,000 pages does not checkpoint.
       await store.storeFile("TestService", "f", Buffer.from("x"));
       await sleep(2500);
       assert.ok(sizeOf(path) < before + 1_000_000, `database file grew to ${sizeOf(path)} bytes`);
       assert.ok(sizeOf(`${path}-wal`) > 6_000_000, "the pages are still in the log");
       assert.ok(BACKSTOP_PAGES >= 2000);
-    } finally {
-      await store.close();
-    }
-  });
+    }));
 });
