@@ -6,7 +6,7 @@
 // to the DeliveryLedger and to its own counters of client-visible errors.
 import { type ClientHost, type ClientTarget, StreamClient } from "../loadgen/sim-clients.js";
 import type { ClientIdentity } from "../loadgen/identities.js";
-import { nowMs } from "../loadgen/wire.js";
+import { MessageBatchEncoder, nowMs } from "../loadgen/wire.js";
 import type { DeliveryLedger } from "./ledger.js";
 
 const RETRY_MIN_MS = 1000;
@@ -38,6 +38,8 @@ export class AckingClients implements ClientHost {
   readonly ends: StreamEnd[] = [];
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly everyTimers: NodeJS.Timeout[] = [];
+  /** What sendEveryMs sends: one 64-byte message to TestService. */
+  private readonly oneMessage = new MessageBatchEncoder("TestService", 1, 64);
   private opens = 0;
   private openWaiters: Array<() => void> = [];
 
@@ -54,7 +56,7 @@ export class AckingClients implements ClientHost {
     if (this.opts.sendEveryMs) {
       this.everyTimers.push(
         setInterval(() => {
-          for (const c of this.clients) if (c.isOpen) c.sendMessages("TestService", 1, 64);
+          for (const c of this.clients) if (c.isOpen) c.sendMessages(this.oneMessage);
         }, this.opts.sendEveryMs),
       );
     }

@@ -4,9 +4,17 @@
 // at 2,600 calls/s on the 2-core bench machine, which would cap the figure at the Processor's
 // speed rather than the server's; this one costs a fraction of that. It reports its count to the
 // parent over IPC when asked, and exits with it.
-import { fork } from "node:child_process";
+// startGoProcessor: the same in Go (go-processor/main.go), cheaper still per call; the default of
+// the ingest benchmark, because on a 2-core machine every µs the stand-in for GRR spends is taken
+// from the server being measured.
+import { execFileSync, fork, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
+import { createInterface } from "node:readline";
+import { join } from "node:path";
+import { fleetspeakGo } from "../../test/support/fleetspeak-go.js";
 import { type BenchProcess, track } from "./processes.js";
 
 /** A gRPC length-prefixed message frame holding an empty protobuf (EmptyMessage). */
@@ -40,6 +48,56 @@ export async function startCountingProcessor(): Promise<CountingProcessor> {
       new Promise((resolve) => {
         waiting.push(resolve);
         child.send({ type: "count" });
+      }),
+    stop: () => proc.stop(5000),
+  };
+}
+
+const GO_SOURCE = join(import.meta.dirname, "go-processor/main.go");
+
+/** Debian's Go toolchain, as ../../shared/fleetspeak-go/build.sh installs it. */
+function goTool(): string {
+  for (const v of ["1.24", "1.23", "1.22"]) {
+    const go = `/usr/lib/go-${v}/bin/go`;
+    if (existsSync(go)) return go;
+  }
+  throw new Error("no Go toolchain in /usr/lib/go-1.2x: run scripts/test-deps.sh (it builds Fleetspeak with Go), or use --processor node");
+}
+
+/** go-processor/main.go built (once per version of its source) in GOPATH mode against Debian's Go libraries. */
+function goProcessorBinary(): string {
+  const source = readFileSync(GO_SOURCE);
+  const dir = join("/tmp", `fs-bench-go-processor-${createHash("sha256").update(source).digest("hex").slice(0, 12)}`);
+  const bin = join(dir, "go-processor");
+  if (existsSync(bin)) return bin;
+  mkdirSync(dir, { recursive: true });
+  const gopath = join(fleetspeakGo().bin, "../gopath");
+  execFileSync(goTool(), ["build", "-o", bin, GO_SOURCE], {
+    env: { ...process.env, GOPATH: `${gopath}:/usr/share/gocode`, GO111MODULE: "off", GOFLAGS: "", GOCACHE: join(dir, "cache") },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  return bin;
+}
+
+/** The Go counting Processor (go-processor/main.go) in a process of its own. */
+export async function startGoProcessor(): Promise<CountingProcessor> {
+  const child = spawn(goProcessorBinary(), [], { stdio: ["pipe", "pipe", "pipe"] });
+  const proc: BenchProcess = track("go-processor", child);
+  const waiting: Array<(n: number) => void> = [];
+  const address = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on("line", (line) => {
+      const [what, value] = line.split(" ");
+      if (what === "listening") resolve(value!);
+      else if (what === "count") waiting.shift()?.(Number(value));
+    });
+    void proc.exited.then((code) => reject(new Error(`go-processor exited (${code}): ${proc.output()}`)));
+  });
+  return {
+    address,
+    count: () =>
+      new Promise((resolve) => {
+        waiting.push(resolve);
+        child.stdin!.write("count\n");
       }),
     stop: () => proc.stop(5000),
   };

@@ -19,8 +19,8 @@ import {
 import {
   type ContactInit,
   ContactFrameReader,
-  clientMessage,
   HttpResponseParser,
+  type MessageBatchEncoder,
   messageAck,
   nowMs,
   pollRequest,
@@ -273,11 +273,13 @@ export class StreamClient extends SimClient implements ResponseSink {
     this.noteReceived(cd.messages);
   }
 
-  private sendFrame(cd: ContactInit, ingestMessages: number, acks?: Uint8Array[]): boolean {
+  /** Sends a frame: `cd` with the stream's nonce, and `batch`'s messages when given. */
+  private sendFrame(cd: ContactInit, ingestMessages: number, acks?: Uint8Array[], batch?: MessageBatchEncoder): boolean {
     const s = this.socket;
     if (!s || !this.opened || this.doneSending) return false;
     this.unacked.push({ ingest: ingestMessages, ...(acks ? { acks } : {}) });
-    s.write(streamFrameChunk(wrappedContact({ sequencingNonce: this.nonce, ...cd })));
+    const head = { sequencingNonce: this.nonce, ...cd };
+    s.write(streamFrameChunk(batch ? batch.wrapped(head) : wrappedContact(head)));
     return true;
   }
 
@@ -290,10 +292,8 @@ export class StreamClient extends SimClient implements ResponseSink {
   }
 
   /** Sends one frame of `count` messages for `service`; false if the stream cannot take it now. */
-  sendMessages(service: string, count: number, size: number): boolean {
-    const messages: Message[] = [];
-    for (let i = 0; i < count; i++) messages.push(clientMessage(service, size));
-    return this.sendFrame({ messages, AllowedMessages: this.takeAllowedDeltas() }, count);
+  sendMessages(batch: MessageBatchEncoder): boolean {
+    return this.sendFrame({ AllowedMessages: this.takeAllowedDeltas() }, batch.count, undefined, batch);
   }
 
   close(): void {

@@ -12,7 +12,7 @@ import {
   zeroCounters,
 } from "./protocol.js";
 import { type ClientHost, type ClientTarget, MqttClient, PollClient, type SimClient, StreamClient } from "./sim-clients.js";
-import { nowMs } from "./wire.js";
+import { MessageBatchEncoder, nowMs } from "./wire.js";
 
 type Connecting = StreamClient | MqttClient;
 
@@ -27,6 +27,8 @@ class Worker implements ClientHost {
   private readonly dirty = new Set<SimClient>();
   private readonly seen = new Set<string>();
   private ingest: IngestCommand | undefined;
+  /** Encodes the current ingest command's frames. */
+  private ingestFrames: MessageBatchEncoder | undefined;
   private ingestBudget = 0;
   private ingestCursor = 0;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -169,6 +171,7 @@ class Worker implements ClientHost {
 
   startIngest(cmd: IngestCommand): void {
     this.ingest = cmd;
+    this.ingestFrames = new MessageBatchEncoder(cmd.service, cmd.batch, cmd.size);
     this.ingestBudget = 0;
     if (cmd.perSecond === 0) {
       for (const c of this.clients as StreamClient[]) this.fillWindow(c);
@@ -210,7 +213,7 @@ class Worker implements ClientHost {
   }
 
   private sendIngest(c: StreamClient, cmd: IngestCommand): boolean {
-    if (!c.sendMessages(cmd.service, cmd.batch, cmd.size)) return false;
+    if (!c.sendMessages(this.ingestFrames!)) return false;
     this.r.framesSent++;
     this.r.ingestSent += cmd.batch;
     return true;
