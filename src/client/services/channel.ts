@@ -4,11 +4,12 @@
 // messages only after the peer's magic arrived. A wrong magic, an oversize length, an unparsable
 // body, or a frame (or the first magic) that takes over 5 min to arrive is a channel error; the
 // owner then tears the peer down. End of input right after a magic is an orderly close.
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Readable, Writable } from "node:stream";
+import { fromBinary } from "@bufbuild/protobuf";
 import { ChannelFrameDecoder, encodeChannelFrame, MAGIC_BYTES } from "../../common/framing.js";
 import { MAX_CHANNEL_MESSAGE_BYTES } from "../../common/limits.js";
 import type { Logger } from "../../common/log.js";
+import { encodeMessage } from "../../common/message-codec.js";
 import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
 
 const FRAME_TIMEOUT_MS = 5 * 60_000;
@@ -59,7 +60,7 @@ export class Channel {
   /** Queues a message for the peer; false (with a log line) if it cannot be framed. */
   send(m: Message): boolean {
     if (this.closed) return false;
-    const bytes = toBinary(MessageSchema, m);
+    const bytes = encodeMessage(m);
     if (bytes.length > MAX_CHANNEL_MESSAGE_BYTES) {
       this.log.error(
         { where: this.where, bytes: bytes.length, messageType: m.messageType },

@@ -1,12 +1,13 @@
 // The installed services: their inboxes (one sequential processing loop each), the accounting
 // behind AllowedMessages, routing of messages from the server, and the send path that stamps
 // messages with our identity before they enter the outbox.
-import { create, toBinary } from "@bufbuild/protobuf";
 import { randomBytes } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
 import { bytesEqual, clientIdToHex, MESSAGE_ID_BYTES } from "../../common/ids.js";
 import { MAX_CONTACT_BYTES } from "../../common/limits.js";
 import type { Logger } from "../../common/log.js";
-import { AddressSchema, type Label, type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
+import { encodeMessage } from "../../common/message-codec.js";
+import { AddressSchema, type Label, type Message } from "../../gen/fleetspeak/common_pb.js";
 import { type ClientInfoData_ServiceID, ClientInfoData_ServiceIDSchema, type ClientServiceConfig } from "../../gen/fleetspeak/system_pb.js";
 import type { ServiceCounts } from "../comms/communicator.js";
 import type { Outbox } from "../comms/outbox.js";
@@ -95,7 +96,7 @@ export class ServiceManager {
         `service ${serviceName}: message addressed to client ${clientIdToHex(dest)}; clients can only send to the server or to themselves`,
       );
     }
-    const size = toBinary(MessageSchema, message).length;
+    const size = encodeMessage(message).length;
     if (size > MAX_CONTACT_BYTES - 64 * 1024) {
       throw new Error(`service ${serviceName}: message of ${size} bytes can never fit in a contact (limit 20 MiB)`);
     }

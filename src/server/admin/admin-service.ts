@@ -1,10 +1,10 @@
 // The administrative gRPC API, fleetspeak.server.Admin: how integrators such as GRR reach clients
 // and inspect the server's state. Semantics follow Fleetspeak's admin.go; failures carry proper
 // gRPC codes (Fleetspeak answers UNKNOWN for everything) with Fleetspeak's texts where it has one.
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import type { Logger } from "../../common/log.js";
+import { Coalescer } from "../../common/coalescer.js";
 import {
   BROADCAST_ID_BYTES,
   bytesToHex,
@@ -14,7 +14,9 @@ import {
   randomMessageId,
 } from "../../common/ids.js";
 import { MAX_MESSAGE_BYTES } from "../../common/limits.js";
-import { type EmptyMessage, EmptyMessageSchema, type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
+import type { Logger } from "../../common/log.js";
+import { encodeMessage } from "../../common/message-codec.js";
+import { type EmptyMessage, EmptyMessageSchema, type Message } from "../../gen/fleetspeak/common_pb.js";
 import {
   type Admin,
   type BlacklistClientRequest,
@@ -53,13 +55,12 @@ import {
   StreamClientIdsResponseSchema,
 } from "../../gen/fleetspeak_server/admin_pb.js";
 import type { NewMessage, NotificationAnswer, Notifier } from "../notify/notifier.js";
-import type { Store } from "../store/store.js";
 import { StoreUnavailableError } from "../store/errors.js";
+import type { Store } from "../store/store.js";
+import { retryWhileStoreUnavailable } from "../store/store-retry.js";
 import { invalidArgument, toConnectError } from "./admin-errors.js";
-import { Coalescer } from "../../common/coalescer.js";
 import { type Destination, DestinationCache, notificationTarget } from "./destination-cache.js";
 import { pushStream } from "./push-stream.js";
-import { retryWhileStoreUnavailable } from "../store/store-retry.js";
 
 /** A notification that failed (refused, timed out): like "absent", the address may be out of date. */
 const NOT_REACHED = Symbol("not reached");
@@ -269,7 +270,7 @@ export class AdminService implements AdminImpl {
             Code.NotFound,
           );
         }
-        encoded = toBinary(MessageSchema, m);
+        encoded = encodeMessage(m);
         const size = encoded.length;
         if (size > MAX_MESSAGE_BYTES) {
           throw new ConnectError(

@@ -3,9 +3,9 @@
 // caller's deadline) and pooled keep-alive connections (one notification per inserted message).
 // Our listeners also say whether they held the client's stream; that answer is passed on.
 import { Agent, request } from "node:http";
-import { toBinary } from "@bufbuild/protobuf";
 import { clientIdToHex } from "../../common/ids.js";
-import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
+import { encodeMessage } from "../../common/message-codec.js";
+import type { Message } from "../../gen/fleetspeak/common_pb.js";
 import type { NotificationSigner } from "../security/notification-auth.js";
 import {
   CARRIED_MESSAGE_CONTENT_TYPE,
@@ -46,7 +46,7 @@ export class HttpNotifier implements Notifier {
     }
     const path = `/client/${clientIdToHex(clientId)}`;
     const body =
-      carried && !this.opts.withoutMessages ? (carried.encoded ?? toBinary(MessageSchema, carried.message)) : undefined;
+      carried && !this.opts.withoutMessages ? (carried.encoded ?? encodeMessage(carried.message)) : undefined;
     const bytes = body !== undefined && body.length <= MAX_CARRIED_MESSAGE_BYTES ? body : undefined;
     const headers: Record<string, string | number> = { "content-length": bytes?.length ?? 0 };
     if (bytes) headers["content-type"] = CARRIED_MESSAGE_CONTENT_TYPE;

@@ -6,13 +6,13 @@
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createSecureContext } from "node:tls";
-import { toBinary } from "@bufbuild/protobuf";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Logger } from "../../common/log.js";
 import { bytesToHex } from "../../common/ids.js";
+import type { Logger } from "../../common/log.js";
+import { encodeMessage } from "../../common/message-codec.js";
 import { formatHostPort, parseHostPort } from "../../common/net-address.js";
-import { type Message, MessageSchema } from "../../gen/fleetspeak/common_pb.js";
+import type { Message } from "../../gen/fleetspeak/common_pb.js";
 import { type Config, ConfigSchema } from "../../gen/fleetspeak_grpcservice/grpcservice_pb.js";
 import type { ServiceConfig } from "../../gen/fleetspeak_server/services_pb.js";
 import { GrpcUnaryClient, type GrpcUnaryClientOptions, type UnaryCaller } from "./grpc-unary-client.js";
@@ -191,7 +191,7 @@ class GrpcService implements Service {
     if (this.#stopped) throw new TemporaryError("connection unavailable");
     let delay = this.#initialBackoffMs;
     let last: unknown;
-    const request = toBinary(MessageSchema, msg);
+    const request = encodeMessage(msg);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#client.call(PROCESS_PATH, request, signal);
