@@ -134,6 +134,21 @@ function idList(ids: Uint8Array[]): string {
 /** Thrown inside a transaction to roll it back quietly. */
 class Rollback {}
 
+/** An operation waiting for a lock another connection holds (see SqliteStore.run). */
+interface Waiting {
+  op: string;
+  fn: () => unknown;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  /** When it was first tried (0: not yet). */
+  since: number;
+  tries: number;
+}
+
+function isLockBusy(e: unknown): boolean {
+  return ((e as { code?: string }).code ?? "").startsWith("SQLITE_BUSY");
+}
+
 /** One storeMessages call, checked and waiting for its transaction. */
 interface PendingStore {
   rows: MessageRow[];
@@ -151,6 +166,10 @@ export class SqliteStore implements Store {
   private readonly inTransaction: Database.Transaction<<T>(fn: () => T) => T>;
   private readonly statements = new Map<string, Database.Statement>();
   private closed = false;
+  /** Operations in call order behind one that found the database locked by another connection. */
+  private readonly waiting: Waiting[] = [];
+  private drainTimer: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  private onRetry: ((operation: string, reason: string) => void) | undefined;
   readonly #reads = new ConsoleReads(
     (op, q) => this.all(op, q),
     (ids) => this.listClients(ids),
@@ -158,7 +177,7 @@ export class SqliteStore implements Store {
 
   private constructor(
     private readonly path: string,
-    busyTimeoutMs: number,
+    private readonly busyTimeoutMs: number,
   ) {
     mkdirSync(dirname(path), { recursive: true });
     try {
@@ -187,6 +206,9 @@ export class SqliteStore implements Store {
       if (e instanceof SchemaVersionError) throw e;
       throw store.mapError("schema migration", e);
     }
+    // From here on a lock held by another connection (another worker of this server, or a
+    // tool) is waited for without blocking the thread: see run().
+    store.db.pragma("busy_timeout = 0");
     const checkpoints = opts.checkpoints ?? "auto";
     if (checkpoints !== "auto") store.db.pragma(`wal_autocheckpoint = ${BACKSTOP_PAGES}`);
     if (checkpoints === "thread") store.checkpointer = new SqliteCheckpointer({ path: store.path, logger: opts.logger ?? createLogger("store") });
@@ -268,12 +290,75 @@ export class SqliteStore implements Store {
     return s;
   }
 
+  observeRetries(observer: (operation: string, reason: string) => void): void {
+    this.onRetry = observer;
+  }
+
+  /**
+   * Runs `fn` (statements, or one write transaction) now, unless the database is locked by another
+   * connection: several worker processes of one server share the file, and only one writes at a
+   * time. SQLite's own busy timeout would then hold this process's only thread, sleeping 1, 2,
+   * 5 ms… between tries, and every stream of the worker with it. Instead the connection's timeout
+   * is 0 and the operation waits here, tried again from the event loop until busyTimeoutMs have
+   * passed, while the thread serves its clients. Operations called meanwhile queue behind it in
+   * call order, so that each still sees what the ones called before it did, as when every call ran
+   * at once. A BUSY error leaves nothing done: a transaction is rolled back whole, and the
+   * operations that run several transactions run each through here.
+   */
   private run<T>(op: string, fn: () => T): Promise<T> {
-    try {
-      if (this.closed) throw new StoreUnavailableError(`SQLite store ${this.path} is closed (${op})`);
-      return Promise.resolve(fn());
-    } catch (e) {
-      return Promise.reject(this.mapError(op, e));
+    if (this.closed) return Promise.reject(new StoreUnavailableError(`SQLite store ${this.path} is closed (${op})`));
+    if (this.waiting.length === 0) {
+      try {
+        return Promise.resolve(fn());
+      } catch (e) {
+        if (!isLockBusy(e)) return Promise.reject(this.mapError(op, e));
+        return this.wait(op, fn, Date.now());
+      }
+    }
+    return this.wait(op, fn, 0);
+  }
+
+  private wait<T>(op: string, fn: () => T, since: number): Promise<T> {
+    if (since !== 0) this.onRetry?.(op, "locked");
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.push({ op, fn, resolve: resolve as (v: unknown) => void, reject, since, tries: since === 0 ? 0 : 1 });
+      this.scheduleDrain(0);
+    });
+  }
+
+  /** The next try: at once for the first few (the lock is held for a commit, ~1 ms), then every 1–10 ms. */
+  private scheduleDrain(tries: number): void {
+    if (this.drainTimer) return;
+    const drain = () => {
+      this.drainTimer = undefined;
+      this.drain();
+    };
+    this.drainTimer = tries < 3 ? setImmediate(drain) : setTimeout(drain, Math.min(10, tries - 2));
+  }
+
+  private drain(): void {
+    while (this.waiting.length > 0) {
+      const w = this.waiting[0]!;
+      if (this.closed) {
+        this.waiting.shift();
+        w.reject(new StoreUnavailableError(`SQLite store ${this.path} is closed (${w.op})`));
+        continue;
+      }
+      try {
+        const value = w.fn();
+        this.waiting.shift();
+        w.resolve(value);
+      } catch (e) {
+        const now = Date.now();
+        if (isLockBusy(e) && (w.since === 0 || now - w.since < this.busyTimeoutMs)) {
+          if (w.since === 0) w.since = now;
+          w.tries++;
+          this.scheduleDrain(w.tries);
+          return;
+        }
+        this.waiting.shift();
+        w.reject(this.mapError(w.op, e));
+      }
     }
   }
 
@@ -652,22 +737,19 @@ export class SqliteStore implements Store {
     });
   }
 
-  pruneMessages(beforeMs: number, batchSize: number): Promise<number> {
-    return this.run("pruneMessages", () => {
-      const size = Math.floor(batchSize);
-      if (size <= 0) throw new InvalidArgumentError(`batch size must be positive, got ${batchSize}`);
-      const t = msToTimestamp(beforeMs);
-      const del = this.stmt(
-        `DELETE FROM messages WHERE message_id IN (SELECT message_id FROM messages
-           WHERE ${CREATED_BEFORE_SQL} AND processed_time_seconds IS NOT NULL LIMIT ?)`,
-      );
-      let total = 0;
-      for (;;) {
-        const n = this.db.transaction(() => del.run(t.seconds, t.seconds, t.nanos, size).changes).immediate();
-        total += n;
-        if (n < size) return total;
-      }
-    });
+  /** Deletes in transactions of batchSize rows, letting the event loop run between them. */
+  async pruneMessages(beforeMs: number, batchSize: number): Promise<number> {
+    const size = Math.floor(batchSize);
+    if (size <= 0) throw new InvalidArgumentError(`batch size must be positive, got ${batchSize}`);
+    const t = msToTimestamp(beforeMs);
+    const sql = `DELETE FROM messages WHERE message_id IN (SELECT message_id FROM messages
+       WHERE ${CREATED_BEFORE_SQL} AND processed_time_seconds IS NOT NULL LIMIT ?)`;
+    let total = 0;
+    for (;;) {
+      const n = await this.write("pruneMessages", () => Number(this.stmt(sql).run(t.seconds, t.seconds, t.nanos, size).changes));
+      total += n;
+      if (n < size) return total;
+    }
   }
 
   // ---- clients ----
@@ -1127,6 +1209,10 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      clearTimeout(this.drainTimer as NodeJS.Timeout);
+      clearImmediate(this.drainTimer as NodeJS.Immediate);
+      this.drainTimer = undefined;
+      this.drain(); // rejects what still waits
       this.statements.clear();
       this.db.close();
       await this.checkpointer?.stop();
