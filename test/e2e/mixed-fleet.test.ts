@@ -1,7 +1,9 @@
 // A rolling upgrade caught in the middle: the real Fleetspeak (Go) server and ours, both with
 // frontend and admin components, on one MariaDB database with HTTP notifications, clients of both
 // kinds on both frontends. Messages inserted through either admin server reach clients on either
-// frontend; nothing is handed out twice by our frontend; broadcast limits hold across both.
+// frontend; nothing is handed out twice by our frontend; broadcast limits hold across both. Last,
+// ours restarts with worker processes notified at their own ports (worker_notification_port), and
+// Fleetspeak's admin server notifies those workers directly.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -16,7 +18,7 @@ import { Admin } from "../../src/gen/fleetspeak_server/admin_pb.js";
 import { BroadcastSchema } from "../../src/gen/fleetspeak_server/broadcasts_pb.js";
 import { installClientTree, startGoClient, startOurClient } from "../client/support/fleetspeak-deployment.js";
 import { type GoDeployment, goComponentsConfig, makeGoDeployment, startGoServer } from "../support/go-server.js";
-import { freePort } from "../support/haproxy.js";
+import { freePort, freePortRange } from "../support/haproxy.js";
 import { adminConnection, createTestDatabase, type TestDatabase } from "../support/mariadb.js";
 import { type ManagedProcess, startServerProcess } from "../support/processes.js";
 
@@ -55,6 +57,7 @@ describe("a mixed fleet: Fleetspeak (Go) and this server on one MySQL database",
   let goAdmin: Client<typeof Admin>;
   let ourAdmin: Client<typeof Admin>;
   let ourHttps: string;
+  let ourComponents: string;
   const machines: Machine[] = [];
 
   /** Rows of a query on the test database. */
@@ -76,11 +79,11 @@ describe("a mixed fleet: Fleetspeak (Go) and this server on one MySQL database",
     ourHttps = `127.0.0.1:${await freePort()}`;
     const ourNotify = `127.0.0.1:${await freePort()}`;
     const ourAdminAddress = `127.0.0.1:${await freePort()}`;
-    const components = goComponentsConfig(deployment)
+    ourComponents = goComponentsConfig(deployment)
       .replaceAll(deployment.httpsAddress, ourHttps)
       .replaceAll(deployment.notificationAddress, ourNotify)
       .replaceAll(deployment.adminAddress, ourAdminAddress);
-    ourServer = await startServerProcess({ name: "our-server", components, services: SERVICES });
+    ourServer = await startServerProcess({ name: "our-server", components: ourComponents, services: SERVICES });
     goAdmin = adminOf(deployment.adminAddress);
     ourAdmin = adminOf(ourAdminAddress);
 
@@ -195,5 +198,58 @@ describe("a mixed fleet: Fleetspeak (Go) and this server on one MySQL database",
       const delivered = await rows("SELECT COUNT(*) AS n FROM messages WHERE message_type = ?", [`Broadcast-from-${who}`]);
       assert.equal(Number(delivered[0]!.n), Number(limit));
     }
+  });
+
+  it("with worker_notification_port, Fleetspeak's admin server notifies our workers at their own ports", async () => {
+    await ourServer.stop("SIGTERM", 15_000);
+    const goLogBefore = goServer.output().length;
+    const first = await freePortRange(2);
+    const workerAddresses = [`127.0.0.1:${first}`, `127.0.0.1:${first + 1}`];
+    ourServer = await startServerProcess({
+      name: "our-server-worker-ports",
+      components: `${ourComponents}\nworker_processes: 2\nworker_notification_port: ${first}\n`,
+      services: SERVICES,
+    });
+    // The clients of our frontend stream again, each recorded at the port of the worker holding it.
+    const onOurs = machines.filter((m) => m.frontend === "ours").length;
+    let ours: Uint8Array[] = [];
+    await waitUntil(
+      async () => {
+        const { clients } = await ourAdmin.listClients({});
+        ours = clients.filter((c) => workerAddresses.includes(c.lastContactStreamingTo)).map((c) => c.clientId);
+        return ours.length === onOurs;
+      },
+      90_000,
+      () => `${onOurs} clients streaming to our workers' ports, ${ours.length} are`,
+    );
+    const sent: Buffer[] = [];
+    for (let i = 0; i < 12; i++) {
+      const id = randomBytes(32);
+      await goAdmin.insertMessage(
+        create(MessageSchema, {
+          messageId: id,
+          source: create(AddressSchema, { serviceName: "GRR" }),
+          destination: create(AddressSchema, { clientId: ours[i % ours.length]!, serviceName: "NOOPService" }),
+          messageType: "ToWorkers",
+          creationTime: timestampFromMs(Date.now()),
+          data: anyPack(StringValueSchema, create(StringValueSchema, { value: `w${i}` })),
+        }),
+      );
+      sent.push(id);
+    }
+    let left = sent;
+    await waitUntil(
+      async () => {
+        const status = await Promise.all(left.map((messageId) => ourAdmin.getMessageStatus({ messageId })));
+        left = left.filter((_, i) => !status[i]!.result);
+        return left.length === 0;
+      },
+      60_000,
+      () => `${left.length} of ${sent.length} messages from Fleetspeak's admin server delivered by our workers`,
+    );
+    // Fleetspeak's admin server notifies the address recorded for the client (here a worker's own
+    // port) after storing the message, and logs a warning when that fails; none may appear.
+    const goLog = goServer.output().slice(goLogBefore);
+    assert.doesNotMatch(goLog, /Failure trying to notify/, "Fleetspeak's notifications reached our workers");
   });
 });

@@ -10,7 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
+import { LabelSchema } from "../../../src/gen/fleetspeak/common_pb.js";
 import { StoreUnavailableError } from "../../../src/server/store/errors.js";
 import { SqliteStore } from "../../../src/server/store/sqlite-store.js";
 
@@ -60,7 +62,7 @@ describe("SQLite store and another connection's write lock", () => {
       const c = newClient();
       const adding = store.addClient(c.id, c.data);
       const reading = store.getClientData(c.id); // not awaited after the write: called while it waits
-      const labelling = store.addClientLabel(c.id, { serviceName: "client", label: "after" });
+      const labelling = store.addClientLabel(c.id, create(LabelSchema, { serviceName: "client", label: "after" }));
       setTimeout(() => lock.prepare("COMMIT").run(), 50);
       await adding;
       assert.ok(await reading, "the read called after the write sees the client");
