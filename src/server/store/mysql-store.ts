@@ -198,9 +198,24 @@ const UNAVAILABLE_CODES = new Set([
 type DbError = Error & { errno?: number; code?: string; fatal?: boolean; sqlMessage?: string; sqlState?: string };
 
 /** Why a transaction is run again, for the retries metric; undefined when the error is no conflict. */
+/**
+ * A trigger the server could not load when it opened the table: while another server's schema
+ * migration replaces it (on Galera, a node still applying the replicated CREATE TRIGGER), MariaDB
+ * reads a trigger definition that is not all there and answers ER_PARSE_ERROR "Unknown trigger has
+ * an error in its body: 'Query was empty'" (MySQL: ER_ERROR_IN_TRIGGER_BODY or
+ * ER_ERROR_IN_UNKNOWN_TRIGGER_BODY). Nothing ran; a moment later the trigger is whole again.
+ */
+const ER_PARSE_ERROR = 1064;
+const TRIGGER_BODY_ERRNOS = new Set([1603, 1710]);
+function isTriggerUnreadable(e: DbError): boolean {
+  if (TRIGGER_BODY_ERRNOS.has(e.errno!)) return true;
+  return e.errno === ER_PARSE_ERROR && /trigger.* has an error in its body/i.test(e.sqlMessage ?? e.message);
+}
+
 function conflictOf(e: unknown): string | undefined {
-  const errno = (e as DbError).errno;
-  return errno === undefined ? undefined : CONFLICTS.get(errno);
+  const err = e as DbError;
+  if (err.errno === undefined) return undefined;
+  return CONFLICTS.get(err.errno) ?? (isTriggerUnreadable(err) ? "trigger_unreadable" : undefined);
 }
 
 function isRetryable(e: unknown): boolean {
