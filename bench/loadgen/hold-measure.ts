@@ -3,7 +3,7 @@
 // per client from /proc/<pid>/status, CPU while idle from /proc/<pid>/stat) and how fast it took
 // them on (handshakes per second, from the first connection to the last stream opened).
 import { Fleet, type FleetOptions, type FleetTotals } from "./fleet.js";
-import { maxTreeFdCount, threadCpu, treeCpuSeconds as cpuSeconds, treeRssBytes as rssBytes } from "./processes.js";
+import { maxTreeFdCount, threadCpu, treeCpuSeconds as cpuSeconds, treePssBytes, treeRssBytes as rssBytes } from "./processes.js";
 import { monotonicMicros } from "./profile.js";
 import { kib, mib, rounded, type Summary, summarize } from "./report.js";
 
@@ -26,6 +26,13 @@ export interface HoldFigures {
   rssBeforeMiB: number;
   rssAfterMiB: number;
   rssPerClientKiB: number;
+  /** Pss of all the server's processes (shared pages counted once), before and after, MiB. */
+  pssBeforeMiB: number;
+  pssAfterMiB: number;
+  /** Pss growth per client, KiB. */
+  pssPerClientKiB: number;
+  /** All the server's Pss after the ramp divided by the clients held, KiB: what each client costs, the server's own memory included. */
+  pssTotalPerClientKiB: number;
   /** CPU of the server process while every client is connected and idle, % of one core. */
   idleCpuPercent: number;
   /** The same by thread name (main thread = the program's name), %. */
@@ -52,6 +59,7 @@ export interface HoldOptions {
 export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
   const n = o.fleet.clients;
   const rssBefore = rssBytes(o.pid);
+  const pssBefore = treePssBytes(o.pid);
   const fleet = await Fleet.start(o.fleet);
   try {
     const started = Date.now();
@@ -84,6 +92,7 @@ export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
     o.log(`${o.label}: ramp done in ${rampSeconds.toFixed(1)} s: ${ramped.open}/${n} open, errors ${JSON.stringify(ramped.errors)}`);
     await new Promise((r) => setTimeout(r, o.settleMs));
     const rssAfter = rssBytes(o.pid);
+    const pssAfter = treePssBytes(o.pid);
     const cpu0 = cpuSeconds(o.pid);
     const threads0 = threadCpu(o.pid);
     const t0 = Date.now();
@@ -98,7 +107,10 @@ export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
     }
     const idleWindow: [number, number] = [idleFrom, monotonicMicros()];
     const t: FleetTotals = await fleet.refresh();
-    o.log(`${o.label}: held ${t.open}/${n}; RSS ${mib(rssBefore)} → ${mib(rssAfter)} MiB; idle CPU ${(idleCpu * 100).toFixed(1)} %`);
+    o.log(
+      `${o.label}: held ${t.open}/${n}; RSS ${mib(rssBefore)} → ${mib(rssAfter)} MiB; Pss ${mib(pssBefore)} → ${mib(pssAfter)} MiB ` +
+        `(${kib(pssAfter / Math.max(1, t.open))} KiB per client, all of it); idle CPU ${(idleCpu * 100).toFixed(1)} %`,
+    );
     const figures: HoldFigures = {
       label: o.label,
       clients: n,
@@ -113,6 +125,10 @@ export async function measureHold(o: HoldOptions): Promise<HoldFigures> {
       rssBeforeMiB: mib(rssBefore),
       rssAfterMiB: mib(rssAfter),
       rssPerClientKiB: kib((rssAfter - rssBefore) / Math.max(1, t.open)),
+      pssBeforeMiB: mib(pssBefore),
+      pssAfterMiB: mib(pssAfter),
+      pssPerClientKiB: kib((pssAfter - pssBefore) / Math.max(1, t.open)),
+      pssTotalPerClientKiB: kib(pssAfter / Math.max(1, t.open)),
       idleCpuPercent: Number((idleCpu * 100).toFixed(1)),
       idleCpuByThread: idleThreads,
       serverFds: maxTreeFdCount(o.pid),

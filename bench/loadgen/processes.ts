@@ -62,6 +62,18 @@ export function rssBytes(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
+/**
+ * Proportional set size (Pss in /proc/<pid>/smaps_rollup): resident memory with each page shared by
+ * k processes counted 1/k in each. Summed over a server's processes it is the memory they take
+ * together; summed RSS counts the pages of the node binary that every worker maps once per worker
+ * (~47 MiB each here).
+ */
+export function pssBytes(pid: number): number {
+  const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+  if (!m) throw new Error(`no Pss in /proc/${pid}/smaps_rollup`);
+  return Number(m[1]) * 1024;
+}
+
 /** A process's resident memory split as /proc/<pid>/status gives it: anonymous (heap, stacks) and file-backed (the executable's and libraries' pages). */
 export function rssSplit(pid: number): { anon: number; file: number } {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
@@ -107,6 +119,11 @@ function overTree(pid: number, f: (pid: number) => number): number {
 /** RSS of a server with every worker process, bytes. */
 export function treeRssBytes(pid: number): number {
   return overTree(pid, rssBytes);
+}
+
+/** Pss of a server with every worker process: the memory the server takes (see pssBytes). */
+export function treePssBytes(pid: number): number {
+  return overTree(pid, pssBytes);
 }
 
 /** CPU time of a server with every worker process (those alive now), seconds. */
