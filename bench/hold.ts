@@ -50,6 +50,7 @@ export async function run(args: string[]): Promise<void> {
       "frontend-only": { type: "boolean", default: false },
       "cpu-prof": { type: "boolean", default: false },
       "heap-snapshot": { type: "boolean", default: false },
+      "node-flags": { type: "string", default: "" },
     },
     strict: true,
   });
@@ -68,6 +69,8 @@ export async function run(args: string[]): Promise<void> {
   const nodeFlags: string[] = [];
   if (values["cpu-prof"]) nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${dir}`);
   if (values["heap-snapshot"]) nodeFlags.push("--heapsnapshot-signal=SIGUSR2");
+  // --node-flags "--max-semi-space-size=2 …": Node/V8 flags for the server (its workers inherit them).
+  nodeFlags.push(...values["node-flags"]!.split(/\s+/).filter(Boolean));
   const server = await startBenchServer({
     name: "frontend",
     frontend: {},
