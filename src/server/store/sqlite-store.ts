@@ -168,7 +168,8 @@ export class SqliteStore implements Store {
   private closed = false;
   /** Operations in call order behind one that found the database locked by another connection. */
   private readonly waiting: Waiting[] = [];
-  private drainTimer: NodeJS.Immediate | NodeJS.Timeout | undefined;
+  /** The next try of what waits: clearImmediate must never be given a Timeout, nor clearTimeout an Immediate. */
+  private drainTimer: { immediate: NodeJS.Immediate } | { timeout: NodeJS.Timeout } | undefined;
   private onRetry: ((operation: string, reason: string) => void) | undefined;
   readonly #reads = new ConsoleReads(
     (op, q) => this.all(op, q),
@@ -333,7 +334,7 @@ export class SqliteStore implements Store {
       this.drainTimer = undefined;
       this.drain();
     };
-    this.drainTimer = tries < 3 ? setImmediate(drain) : setTimeout(drain, Math.min(10, tries - 2));
+    this.drainTimer = tries < 3 ? { immediate: setImmediate(drain) } : { timeout: setTimeout(drain, Math.min(10, tries - 2)) };
   }
 
   private drain(): void {
@@ -1209,8 +1210,9 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
-      clearTimeout(this.drainTimer as NodeJS.Timeout);
-      clearImmediate(this.drainTimer as NodeJS.Immediate);
+      const t = this.drainTimer;
+      if (t && "immediate" in t) clearImmediate(t.immediate);
+      else if (t) clearTimeout(t.timeout);
       this.drainTimer = undefined;
       this.drain(); // rejects what still waits
       this.statements.clear();
