@@ -197,7 +197,6 @@ const UNAVAILABLE_CODES = new Set([
 
 type DbError = Error & { errno?: number; code?: string; fatal?: boolean; sqlMessage?: string; sqlState?: string };
 
-/** Why a transaction is run again, for the retries metric; undefined when the error is no conflict. */
 /**
  * A trigger the server could not load when it opened the table: while another server's schema
  * migration replaces it (on Galera, a node still applying the replicated CREATE TRIGGER), MariaDB
@@ -212,6 +211,7 @@ function isTriggerUnreadable(e: DbError): boolean {
   return e.errno === ER_PARSE_ERROR && /trigger.* has an error in its body/i.test(e.sqlMessage ?? e.message);
 }
 
+/** Why a transaction is run again, for the retries metric; undefined when the error is no conflict. */
 function conflictOf(e: unknown): string | undefined {
   const err = e as DbError;
   if (err.errno === undefined) return undefined;
