@@ -6,6 +6,7 @@
 import * as http2 from "node:http2";
 import { gunzip } from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { whenAborted } from "../../common/abort-listeners.js";
 
 /** Largest response message accepted. */
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -136,7 +137,7 @@ export class GrpcUnaryClient implements UnaryCaller {
         canceled = true;
         req.close(http2.constants.NGHTTP2_CANCEL);
       };
-      signal.addEventListener("abort", onAbort, { once: true });
+      const stopListening = whenAborted(signal, onAbort);
       req.on("response", (h) => {
         headers = h;
       });
@@ -157,7 +158,7 @@ export class GrpcUnaryClient implements UnaryCaller {
         error ??= e;
       });
       req.on("close", () => {
-        signal.removeEventListener("abort", onAbort);
+        stopListening();
         const fail = (message: string, code: Code, cause?: unknown) =>
           reject(new ConnectError(message, code, undefined, undefined, cause));
         if (canceled) {

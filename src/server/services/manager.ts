@@ -3,21 +3,22 @@
 // are processed at once under a 30 s budget and then stored with their outcome; what could not be
 // processed yet (temporary error, overload, timeout) is stored pending and retried by the backlog
 // loop, minutes later, until it succeeds or fails for good. Delivery is at-least-once.
-import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { setMaxListeners } from "node:events";
 import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { whenAborted } from "../../common/abort-listeners.js";
 import { bytesToHex } from "../../common/ids.js";
 import type { Logger } from "../../common/log.js";
 import { type Message, type MessageResult, MessageResultSchema } from "../../gen/fleetspeak/common_pb.js";
 import type { ServerConfig } from "../../gen/fleetspeak_server/server_pb.js";
 import type { ServiceConfig } from "../../gen/fleetspeak_server/services_pb.js";
 import { StoreUnavailableError } from "../store/errors.js";
-import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
 import type { ClientData, Store } from "../store/store.js";
+import { retryWhileStoreUnavailable, type StoreRetry } from "../store/store-retry.js";
+import { AckApplier } from "./acks.js";
 import { type Service, type ServiceContext, type ServiceFactory, TemporaryError } from "./service.js";
 import { defaultServiceFactories } from "./service-factories.js";
-import { AckApplier } from "./acks.js";
 import { SYSTEM_SERVICE_NAME, SystemService, type SystemServiceHooks } from "./system-service.js";
 
 /** Longest failure reason stored with a message (Fleetspeak's MaxServiceFailureReasonLength). */
@@ -426,17 +427,18 @@ function settleWithinBudget(call: Promise<void>, budget: AbortSignal, graceMs: n
     const onAbort = () => {
       timer = setTimeout(() => reject(new BudgetExpiredError("processing budget exhausted")), graceMs);
     };
+    let stopListening = () => {};
     if (budget.aborted) onAbort();
-    else budget.addEventListener("abort", onAbort, { once: true });
+    else stopListening = whenAborted(budget, onAbort);
     call.then(
       () => {
         clearTimeout(timer);
-        budget.removeEventListener("abort", onAbort);
+        stopListening();
         resolve();
       },
       (e: unknown) => {
         clearTimeout(timer);
-        budget.removeEventListener("abort", onAbort);
+        stopListening();
         reject(e);
       },
     );
