@@ -33,21 +33,37 @@ export async function startCountingProcessor(): Promise<CountingProcessor> {
     execArgv: ["--import", "tsx"],
     stdio: ["ignore", "pipe", "pipe", "ipc"],
   });
-  const proc: BenchProcess = track("processor", child);
+  return countingProcessor(
+    track("processor", child),
+    (report) => child.on("message", (m: { type: "listening" | "count"; address?: string; count?: number }) => report(m.type, m.type === "listening" ? m.address! : String(m.count))),
+    () => child.send({ type: "count" }),
+  );
+}
+
+/**
+ * The benchmark's side of a counting Processor process, whatever its channel: `listen` passes on
+ * what it reports ("listening" with its address, once; "count" with the calls answered, once per
+ * `ask`).
+ */
+async function countingProcessor(
+  proc: BenchProcess,
+  listen: (report: (what: "listening" | "count", value: string) => void) => void,
+  ask: () => void,
+): Promise<CountingProcessor> {
   const waiting: Array<(n: number) => void> = [];
   const address = await new Promise<string>((resolve, reject) => {
-    child.on("message", (m: { type: string; address?: string; count?: number }) => {
-      if (m.type === "listening") resolve(m.address!);
-      else if (m.type === "count") waiting.shift()?.(m.count!);
+    listen((what, value) => {
+      if (what === "listening") resolve(value);
+      else waiting.shift()?.(Number(value));
     });
-    void proc.exited.then((code) => reject(new Error(`processor exited (${code}): ${proc.output()}`)));
+    void proc.exited.then((code) => reject(new Error(`${proc.name} exited (${code}): ${proc.output()}`)));
   });
   return {
     address,
     count: () =>
       new Promise((resolve) => {
         waiting.push(resolve);
-        child.send({ type: "count" });
+        ask();
       }),
     stop: () => proc.stop(5000),
   };
@@ -82,25 +98,15 @@ function goProcessorBinary(): string {
 /** The Go counting Processor (go-processor/main.go) in a process of its own. */
 export async function startGoProcessor(): Promise<CountingProcessor> {
   const child = spawn(goProcessorBinary(), [], { stdio: ["pipe", "pipe", "pipe"] });
-  const proc: BenchProcess = track("go-processor", child);
-  const waiting: Array<(n: number) => void> = [];
-  const address = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on("line", (line) => {
-      const [what, value] = line.split(" ");
-      if (what === "listening") resolve(value!);
-      else if (what === "count") waiting.shift()?.(Number(value));
-    });
-    void proc.exited.then((code) => reject(new Error(`go-processor exited (${code}): ${proc.output()}`)));
-  });
-  return {
-    address,
-    count: () =>
-      new Promise((resolve) => {
-        waiting.push(resolve);
-        child.stdin!.write("count\n");
+  return countingProcessor(
+    track("go-processor", child),
+    (report) =>
+      createInterface({ input: child.stdout! }).on("line", (line) => {
+        const [what, value] = line.split(" ");
+        if (what === "listening" || what === "count") report(what, value!);
       }),
-    stop: () => proc.stop(5000),
-  };
+    () => child.stdin!.write("count\n"),
+  );
 }
 
 function serve(): void {

@@ -6,19 +6,15 @@
 // fields left out, map entries with both key and value, a message's unknown fields after its own):
 // test/common/message-codec.test.ts holds it to that, so a change to common.proto that this file
 // does not follow fails there.
+import type { UnknownField } from "@bufbuild/protobuf";
 import type { Any, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Address, Annotations, Message, MessageResult, ValidationInfo } from "../gen/fleetspeak/common_pb.js";
 
 const VARINT = 0;
 const LEN = 2;
 
-/** The unknown fields @bufbuild/protobuf keeps on a decoded message. */
-interface Unknown {
-  no: number;
-  wireType: number;
-  data: Uint8Array;
-}
-type WithUnknown = { $unknown?: Unknown[] };
+/** Any message: the unknown fields @bufbuild/protobuf keeps on a decoded one. */
+type WithUnknown = { $unknown?: UnknownField[] | undefined };
 
 function varintSize(n: number): number {
   let size = 1;
