@@ -3,7 +3,7 @@
 import cluster from "node:cluster";
 import type { Config as ComponentsConfig } from "../gen/fleetspeak_components/config_pb.js";
 import type { ServerConfig } from "../gen/fleetspeak_server/server_pb.js";
-import { installLeanAsyncResourceBind } from "../common/lean-async-bind.js";
+import { installLeanAsyncResourceBind } from "./lean-async-bind.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { startAdminServer } from "./admin/admin-server.js";
 import { STREAMING_ADDRESS_ENV, WORKER_INDEX_ENV, type WorkerAddresses } from "./cluster/messages.js";
@@ -119,7 +119,7 @@ class Stops {
  */
 export async function startServerProcess(opts: ServerOptions & { workers: number }): Promise<{ stop(): Promise<void> }> {
   // Every call to the Processor is an HTTP/2 request, for which Node 20 pays ~9 µs building a
-  // deprecated accessor (src/common/lean-async-bind.ts).
+  // deprecated accessor (src/server/lean-async-bind.ts).
   installLeanAsyncResourceBind();
   if (cluster.isWorker) {
     return startServer({

@@ -3,7 +3,7 @@ import { AsyncLocalStorage, AsyncResource, executionAsyncId } from "node:async_h
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { describe, it } from "node:test";
-import { bindAddsAsyncResourceProperty, installLeanAsyncResourceBind } from "../../src/common/lean-async-bind.js";
+import { bindAddsAsyncResourceProperty, installLeanAsyncResourceBind } from "../../src/server/lean-async-bind.js";
 
 describe("lean AsyncResource#bind", () => {
   // Each test file runs in its own process: installing here changes nothing elsewhere.
