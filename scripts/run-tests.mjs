@@ -3,6 +3,7 @@
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { testRunnerArgs } from "./test-runner-args.mjs";
 
 function collect(dir) {
   const out = [];
@@ -28,10 +29,5 @@ if (build.status !== 0) process.exit(build.status ?? 1);
 const concurrency = process.env.TEST_CONCURRENCY ?? "2";
 // Servers and clients started inside tests log warnings and errors only, unless asked otherwise.
 const env = { ...process.env, FLEETSPEAK_LOG_LEVEL: process.env.FLEETSPEAK_LOG_LEVEL ?? "warn" };
-const result = spawnSync(
-  process.execPath,
-  // A test that hangs (a handle left open) fails after 5 minutes instead of stalling the run.
-  ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-timeout=300000", "--test-force-exit", ...files],
-  { stdio: "inherit", env },
-);
+const result = spawnSync(process.execPath, testRunnerArgs(files, { concurrency }), { stdio: "inherit", env });
 process.exit(result.status ?? 1);
