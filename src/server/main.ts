@@ -3,8 +3,8 @@
 import cluster from "node:cluster";
 import type { Config as ComponentsConfig } from "../gen/fleetspeak_components/config_pb.js";
 import type { ServerConfig } from "../gen/fleetspeak_server/server_pb.js";
-import { installLeanAsyncResourceBind } from "./lean-async-bind.js";
 import { createLogger, type Logger } from "../common/log.js";
+import { installLeanAsyncResourceBind } from "./lean-async-bind.js";
 import { startAdminServer } from "./admin/admin-server.js";
 import { STREAMING_ADDRESS_ENV, WORKER_INDEX_ENV, type WorkerAddresses } from "./cluster/messages.js";
 import { hasWorkerNotificationPorts, workerNotificationAddress } from "./cluster/worker-notify.js";
