@@ -307,7 +307,7 @@ export class SqliteStore implements Store {
    * operations that run several transactions run each through here.
    */
   private run<T>(op: string, fn: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(new StoreUnavailableError(`SQLite store ${this.path} is closed (${op})`));
+    if (this.closed) return Promise.reject(this.closedError(op));
     if (this.waiting.length === 0) {
       try {
         return Promise.resolve(fn());
@@ -317,6 +317,10 @@ export class SqliteStore implements Store {
       }
     }
     return this.wait(op, fn, 0);
+  }
+
+  private closedError(op: string): StoreUnavailableError {
+    return new StoreUnavailableError(`SQLite store ${this.path} is closed (${op})`);
   }
 
   private wait<T>(op: string, fn: () => T, since: number): Promise<T> {
@@ -342,7 +346,7 @@ export class SqliteStore implements Store {
       const w = this.waiting[0]!;
       if (this.closed) {
         this.waiting.shift();
-        w.reject(new StoreUnavailableError(`SQLite store ${this.path} is closed (${w.op})`));
+        w.reject(this.closedError(w.op));
         continue;
       }
       try {
